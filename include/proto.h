@@ -1,0 +1,64 @@
+/*
+ * proto: a connection's byte stream -> events, in the daemon's wire protocol.
+ *
+ * Each connection owns a struct proto_conn holding a msgpack_unpacker, so a
+ * value split across reads is completed by later reads and many values in
+ * one read are all taken. A value is a plain event map, a Fluentd Forward
+ * protocol message (Message, Forward, PackedForward, CompressedPackedForward)
+ * or nil (heartbeat). Valid events go to the writers' queues, invalid ones to
+ * the dead-letter file with their reason; acks are created here and sent by
+ * the listener once the writers post them back. Loop thread only.
+ */
+#ifndef MI_PROTO_H
+#define MI_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct evbuffer;
+struct queue;
+struct spool;
+struct ack;
+struct ackq;
+
+/* Everything proto needs from the rest of the daemon; owned by main. */
+struct proto_env {
+	struct queue **queues;     /* one per writer; events go to id_hash % nqueues */
+	int nqueues;
+	struct spool *spool;       /* dead-letter file */
+	struct ackq *ackq;         /* where writers post finished acks */
+	size_t max_event_bytes;    /* listen.max_event_bytes (read live on reload) */
+};
+
+enum proto_status {
+	PROTO_OK = 0,     /* consumed all complete values; wants more bytes */
+	PROTO_BLOCKED,    /* a queue is full: stop reading, call proto_run again later */
+	PROTO_CLOSE,      /* fatal stream error (logged): close the connection */
+	PROTO_STATUS_COUNT /* number of statuses; not a status */
+};
+
+struct proto_conn;
+
+/* New decoder for one connection. OWNER is stored in acks (see ack.h).
+ * PEER is copied ("tcp:127.0.0.1:5000", "unix"). NULL on ENOMEM. */
+struct proto_conn *proto_conn_new(const struct proto_env *env, void *owner,
+				  const char *peer, uint64_t conn_id)
+	__attribute__((warn_unused_result));
+void proto_conn_free(struct proto_conn *pc);
+
+/*
+ * Move the bytes of IN into the decoder and decode every complete value,
+ * pushing events to the queues. Stops early with PROTO_BLOCKED when a queue
+ * is full (bytes stay buffered in the decoder; call again with an empty IN to
+ * resume). PROTO_CLOSE on bytes that are not msgpack, or a value over
+ * max_event_bytes, after logging why.
+ */
+enum proto_status proto_run(struct proto_conn *pc, struct evbuffer *in);
+
+/* Bytes buffered in the decoder and not yet decoded. */
+size_t proto_pending_bytes(const struct proto_conn *pc);
+
+/* Append the msgpack reply {"ack": chunk} for ACK to OUT. 0 or -1. */
+int proto_ack_encode(const struct ack *ack, struct evbuffer *out);
+
+#endif

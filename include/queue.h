@@ -1,0 +1,54 @@
+/*
+ * queue: the bounded ring between the event loop (one producer) and one
+ * writer thread (one consumer).
+ *
+ * The loop pushes validated records; the writer pops batches. Limits are a
+ * policy, not a hard wall: queue_push always succeeds, and the loop stops
+ * reading from sockets while queue_full() is true, so the queue can exceed
+ * its limits by at most the events of the message being decoded (itself
+ * bounded by listen.max_event_bytes). Nothing is ever dropped here.
+ * See queue.c for the locking design.
+ */
+#ifndef MI_QUEUE_H
+#define MI_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct record;
+struct ackq;
+
+struct queue;
+
+/* New queue with the given limits; WAKE (may be NULL) is poked when the
+ * queue drains below its low-water mark after having been full. */
+struct queue *queue_new(size_t max_events, size_t max_bytes, struct ackq *wake)
+	__attribute__((warn_unused_result));
+/* Frees the ring and any records still in it. No thread may use Q anymore. */
+void queue_free(struct queue *q);
+
+/* Change limits live (reload). Any thread. */
+void queue_set_limits(struct queue *q, size_t max_events, size_t max_bytes);
+
+/* Loop thread: append R (ownership moves to the queue). -1 only on ENOMEM. */
+int queue_push(struct queue *q, struct record *r) __attribute__((warn_unused_result));
+/* Loop thread: at or over a limit; the loop must stop reading. */
+bool queue_full(struct queue *q);
+
+/*
+ * Writer thread: wait until MAX records are queued, WAIT_MS passed, or the
+ * queue is closed; then move up to MAX records into OUT in arrival order.
+ * Returns the count (0: timed out empty, or closed and empty).
+ */
+size_t queue_pop_batch(struct queue *q, struct record **out, size_t max, int wait_ms);
+
+/* No more pushes will come; wakes the writer so it drains and stops. */
+void queue_close(struct queue *q);
+bool queue_closed_and_empty(struct queue *q);
+
+/* Figures for stats; any thread. */
+size_t queue_events(struct queue *q);
+size_t queue_bytes(struct queue *q);
+
+#endif
