@@ -1,0 +1,210 @@
+/*
+ * spool.c: the daemon's files under spool.dir.
+ *
+ * The dead-letter file (dead-letter.jsonl) is append-only JSON Lines. Each
+ * line is assembled in an evbuffer, written with a single write(2) under a
+ * mutex so lines from the loop and the writers never interleave, and
+ * fdatasync'ed before returning: the ack that follows a rejection promises
+ * the rejected event is on disk with its reason.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "json.h"
+#include "log.h"
+#include "record.h"
+#include "spool.h"
+
+struct spool {
+	pthread_mutex_t lock;     /* serialises appends to dl_fd */
+	int dl_fd;                /* dead-letter.jsonl, O_APPEND */
+	char *dl_path;
+};
+
+/* mkdir -p for DIR (mode 0750). 0 or -1 with errno. */
+static int spool_mkdirs(const char *dir)
+{
+	char buf[4096];
+	size_t len = strlen(dir);
+
+	if (len == 0 || len >= sizeof(buf)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(buf, dir, len + 1);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0750) < 0 && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	if (mkdir(buf, 0750) < 0 && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
+struct spool *spool_open(const char *dir)
+{
+	struct spool *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->dl_fd = -1;
+	if (spool_mkdirs(dir) < 0) {
+		log_error("spool", "cannot create spool.dir %s: %s", dir, strerror(errno));
+		goto fail;
+	}
+	if (asprintf(&s->dl_path, "%s/dead-letter.jsonl", dir) < 0) {
+		s->dl_path = NULL;
+		goto fail;
+	}
+	s->dl_fd = open(s->dl_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (s->dl_fd < 0) {
+		log_error("spool", "cannot open %s: %s", s->dl_path, strerror(errno));
+		goto fail;
+	}
+	if (pthread_mutex_init(&s->lock, NULL) != 0)
+		goto fail;
+	return s;
+fail:
+	if (s->dl_fd >= 0)
+		close(s->dl_fd);
+	free(s->dl_path);
+	free(s);
+	return NULL;
+}
+
+void spool_close(struct spool *s)
+{
+	if (!s)
+		return;
+	close(s->dl_fd);
+	pthread_mutex_destroy(&s->lock);
+	free(s->dl_path);
+	free(s);
+}
+
+const char *spool_dead_letter_path(const struct spool *s)
+{
+	return s->dl_path;
+}
+
+/* "key": "value" (string, escaped), or "key": null when V is NULL. */
+static int spool_add_field(struct evbuffer *b, const char *key, const char *v, size_t len)
+{
+	if (evbuffer_add_printf(b, ",\"%s\":", key) < 0)
+		return -1;
+	if (!v)
+		return evbuffer_add(b, "null", 4);
+	return json_append_string(b, v, len);
+}
+
+/* The row as the daemon built it: {"mg_id": "...", "mg_latency_ms": 12, ...}. */
+static int spool_add_record(struct evbuffer *b, const struct record *r)
+{
+	const char *sep = "{";
+
+	for (int i = 0; i < RECORD_COL_COUNT; i++) {
+		const char *v = record_get(r, i);
+
+		if (!v)
+			continue;
+		if (evbuffer_add_printf(b, "%s\"%s\":", sep, record_columns[i].name) < 0)
+			return -1;
+		sep = ",";
+		if (record_columns[i].type == RECORD_TYPE_INT ||
+		    record_columns[i].type == RECORD_TYPE_JSONB) {
+			if (evbuffer_add(b, v, r->len[i]) < 0)
+				return -1;
+		} else if (json_append_string(b, v, r->len[i]) < 0) {
+			return -1;
+		}
+	}
+	return evbuffer_add(b, *sep == '{' ? "{}" : "}", *sep == '{' ? 2 : 1);
+}
+
+static int spool_add_event(struct evbuffer *b, const struct dead_letter *dl)
+{
+	char err[16];
+
+	if (evbuffer_add(b, ",\"event\":", 9) < 0)
+		return -1;
+	if (dl->event)
+		return json_append_msgpack(b, dl->event, JSON_LENIENT, "event", err, sizeof(err));
+	if (dl->record)
+		return spool_add_record(b, dl->record);
+	return evbuffer_add(b, "null", 4);
+}
+
+static int spool_format(struct evbuffer *b, const struct dead_letter *dl)
+{
+	struct timeval tv;
+	struct tm tm;
+	char ts[40];
+
+	gettimeofday(&tv, NULL);
+	gmtime_r(&tv.tv_sec, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+	if (evbuffer_add_printf(b, "{\"time\":\"%s.%03ldZ\"", ts, (long)tv.tv_usec / 1000) < 0 ||
+	    spool_add_field(b, "reason", dl->reason, dl->reason ? strlen(dl->reason) : 0) < 0 ||
+	    spool_add_field(b, "field", dl->field && *dl->field ? dl->field : NULL,
+			    dl->field ? strlen(dl->field) : 0) < 0 ||
+	    spool_add_field(b, "sqlstate", dl->sqlstate, dl->sqlstate ? strlen(dl->sqlstate) : 0) < 0 ||
+	    spool_add_field(b, "tag", dl->tag, dl->tag_len) < 0 ||
+	    spool_add_field(b, "peer", dl->peer, dl->peer ? strlen(dl->peer) : 0) < 0 ||
+	    spool_add_event(b, dl) < 0 || evbuffer_add(b, "}\n", 2) < 0)
+		return -1;
+	return 0;
+}
+
+/* write(2) all of BUF; 0 or -1 with errno. */
+static int spool_write_all(int fd, const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, buf, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int spool_dead_letter(struct spool *s, const struct dead_letter *dl)
+{
+	struct evbuffer *b = evbuffer_new();
+	int rc = -1;
+
+	if (!b || spool_format(b, dl) < 0) {
+		log_error("spool", "cannot format a dead-letter line: out of memory");
+		goto out;
+	}
+	size_t len = evbuffer_get_length(b);
+	const char *line = (const char *)evbuffer_pullup(b, -1);
+
+	pthread_mutex_lock(&s->lock);
+	if (!line || spool_write_all(s->dl_fd, line, len) < 0 || fdatasync(s->dl_fd) < 0)
+		log_error("spool", "cannot write to %s: %s", s->dl_path, strerror(errno));
+	else
+		rc = 0;
+	pthread_mutex_unlock(&s->lock);
+out:
+	if (b)
+		evbuffer_free(b);
+	return rc;
+}
