@@ -46,6 +46,7 @@ size_t queue_pop_batch(struct queue *q, struct record **out, size_t max, int wai
 /* No more pushes will come; wakes the writer so it drains and stops. */
 void queue_close(struct queue *q);
 bool queue_closed_and_empty(struct queue *q);
+bool queue_is_closed(struct queue *q);
 
 /* Figures for stats; any thread. */
 size_t queue_events(struct queue *q);

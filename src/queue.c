@@ -230,6 +230,16 @@ bool queue_closed_and_empty(struct queue *q)
 	return r;
 }
 
+bool queue_is_closed(struct queue *q)
+{
+	bool r;
+
+	pthread_mutex_lock(&q->lock);
+	r = q->closed;
+	pthread_mutex_unlock(&q->lock);
+	return r;
+}
+
 size_t queue_events(struct queue *q)
 {
 	return atomic_load_explicit(&q->n_events, memory_order_relaxed);
