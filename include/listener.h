@@ -9,6 +9,8 @@
 #ifndef MI_LISTENER_H
 #define MI_LISTENER_H
 
+#include <stddef.h>
+
 struct event_base;
 struct config;
 struct proto_env;
@@ -30,6 +32,9 @@ void listener_flush_acks(struct listener *l);
 
 /* Apply live keys (max_connections, idle timeout, max_event_bytes). */
 void listener_reconfigure(struct listener *l, const struct config *cfg);
+
+/* Bytes still waiting in connections' output buffers (acks not yet sent). */
+size_t listener_output_pending(const struct listener *l);
 
 /* Number of open client connections. */
 int listener_connections(const struct listener *l);

@@ -58,6 +58,13 @@ enum proto_status proto_run(struct proto_conn *pc, struct evbuffer *in);
 /* Bytes buffered in the decoder and not yet decoded. */
 size_t proto_pending_bytes(const struct proto_conn *pc);
 
+/* Acks created so far for this connection (the listener keeps a closed
+ * connection's struct until as many have come back). */
+uint64_t proto_acks_created(const struct proto_conn *pc);
+
+/* Complete values decoded so far (the idle timeout counts from the last). */
+uint64_t proto_values_done(const struct proto_conn *pc);
+
 /* Append the msgpack reply {"ack": chunk} for ACK to OUT. 0 or -1. */
 int proto_ack_encode(const struct ack *ack, struct evbuffer *out);
 

@@ -1,0 +1,524 @@
+/*
+ * listener.c: TCP and Unix listeners and the client connections they accept.
+ *
+ * Every connection is a bufferevent whose input is moved into the
+ * connection's proto decoder on each read. The read high-water mark bounds
+ * what libevent buffers per connection; listen.max_event_bytes bounds what
+ * the decoder buffers. When a writer's queue is full every connection stops
+ * reading (backpressure reaches the clients through TCP); the writers wake
+ * the loop through the ack channel's eventfd once there is room, and the
+ * same wakeup delivers acks.
+ *
+ * A connection that closes while acks for it are still in flight keeps its
+ * small struct conn (without socket or decoder) until the last of them comes
+ * back, so an ack never points at freed memory.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+
+#include "ack.h"
+#include "config.h"
+#include "listener.h"
+#include "log.h"
+#include "proto.h"
+#include "queue.h"
+#include "stats.h"
+
+#define LISTENER_MAX 17                 /* CONFIG_MAX_TCP + the Unix socket */
+#define LISTENER_READ_HIGH (256 * 1024) /* bytes libevent buffers per connection */
+
+struct conn {
+	struct listener *l;
+	struct bufferevent *bev;         /* NULL once closed */
+	struct proto_conn *pc;           /* NULL once closed */
+	struct event *idle;              /* idle_timeout_s timer */
+	uint64_t id;
+	uint64_t values_seen;            /* proto_values_done at the last timer reset */
+	uint64_t acks_created;           /* copied from proto at close */
+	uint64_t acks_done;              /* acks that came back from the writers */
+	char peer[80];
+	struct conn *prev, *next;        /* open list, or zombie list once closed */
+};
+
+struct listener {
+	struct event_base *base;
+	struct proto_env *env;
+	struct evconnlistener *lev[LISTENER_MAX];
+	int nlev;
+	char *unix_path;                 /* unlinked at stop */
+	struct event *ack_ev;            /* ackq eventfd */
+	struct conn *conns;              /* open connections */
+	struct conn *zombies;            /* closed, waiting for acks */
+	int nconns;
+	int max_conns;                   /* listen.max_connections (live) */
+	int idle_timeout_s;              /* listen.idle_timeout_s (live) */
+	uint64_t next_id;
+	bool paused;                     /* reading stopped for backpressure */
+	bool stopped;                    /* shutting down: never read again */
+};
+
+static void conn_process(struct conn *c);
+
+/* ---- connection list -------------------------------------------------- */
+
+static void conn_link(struct conn **head, struct conn *c)
+{
+	c->prev = NULL;
+	c->next = *head;
+	if (*head)
+		(*head)->prev = c;
+	*head = c;
+}
+
+static void conn_unlink(struct conn **head, struct conn *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		*head = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+}
+
+static void conn_free(struct conn *c)
+{
+	if (c->idle)
+		event_free(c->idle);
+	free(c);
+}
+
+/* Close C's socket and decoder; keep the struct while acks are in flight. */
+static void conn_close(struct conn *c, const char *why)
+{
+	struct listener *l = c->l;
+	size_t left = proto_pending_bytes(c->pc);
+
+	if (left > 0)
+		log_warn("listener", "conn=%llu peer=%s: closed (%s) with %zu bytes of an "
+			 "incomplete value, which is discarded", (unsigned long long)c->id, c->peer,
+			 why, left);
+	else
+		log_debug("listener", "conn=%llu peer=%s: closed (%s)", (unsigned long long)c->id,
+			  c->peer, why);
+	c->acks_created = proto_acks_created(c->pc);
+	proto_conn_free(c->pc);
+	c->pc = NULL;
+	bufferevent_free(c->bev);
+	c->bev = NULL;
+	event_del(c->idle);
+	conn_unlink(&l->conns, c);
+	l->nconns--;
+	stats_set_connections(l->nconns);
+	if (c->acks_done == c->acks_created)
+		conn_free(c);
+	else
+		conn_link(&l->zombies, c);
+}
+
+/* ---- backpressure ----------------------------------------------------- */
+
+static void listener_pause(struct listener *l)
+{
+	if (l->paused)
+		return;
+	l->paused = true;
+	log_debug("listener", "queue full: reading paused on %d connections", l->nconns);
+	for (struct conn *c = l->conns; c; c = c->next) {
+		bufferevent_disable(c->bev, EV_READ);
+		event_del(c->idle); /* waiting on us is not the client's idleness */
+	}
+}
+
+static bool listener_queues_full(const struct listener *l)
+{
+	for (int i = 0; i < l->env->nqueues; i++)
+		if (queue_full(l->env->queues[i]))
+			return true;
+	return false;
+}
+
+static void listener_arm_idle(struct listener *l, struct conn *c)
+{
+	struct timeval tv = { l->idle_timeout_s, 0 };
+
+	if (l->idle_timeout_s > 0)
+		event_add(c->idle, &tv);
+}
+
+/* Resume reading once the writers made room, decoding what was buffered. */
+static void listener_resume(struct listener *l)
+{
+	struct conn *c, *next;
+
+	if (!l->paused || l->stopped || listener_queues_full(l))
+		return;
+	l->paused = false;
+	log_debug("listener", "queue has room: reading resumed on %d connections", l->nconns);
+	for (c = l->conns; c; c = next) {
+		next = c->next;
+		bufferevent_enable(c->bev, EV_READ);
+		listener_arm_idle(l, c);
+	}
+	for (c = l->conns; c && !l->paused; c = next) {
+		next = c->next;
+		conn_process(c);
+	}
+}
+
+/* ---- connection callbacks --------------------------------------------- */
+
+/* Decode what C has buffered; pause, close or re-arm the idle timer. */
+static void conn_process(struct conn *c)
+{
+	struct listener *l = c->l;
+	enum proto_status st = proto_run(c->pc, bufferevent_get_input(c->bev));
+	uint64_t seen;
+
+	if (st == PROTO_CLOSE) {
+		conn_close(c, "protocol error");
+		return;
+	}
+	seen = proto_values_done(c->pc);
+	if (seen != c->values_seen) {
+		c->values_seen = seen;
+		listener_arm_idle(l, c);
+	}
+	if (st == PROTO_BLOCKED)
+		listener_pause(l);
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	conn_process(arg);
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)bev;
+	if (what & BEV_EVENT_EOF)
+		conn_close(c, "client closed the connection");
+	else if (what & BEV_EVENT_ERROR)
+		conn_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+static void conn_idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	log_warn("listener", "conn=%llu peer=%s: no complete value for listen.idle_timeout_s=%d s; "
+		 "connection closed", (unsigned long long)c->id, c->peer, c->l->idle_timeout_s);
+	conn_close(c, "idle timeout");
+}
+
+/* ---- accepting -------------------------------------------------------- */
+
+static void listener_peer_name(struct sockaddr *sa, char *buf, size_t len)
+{
+	char host[64] = "?";
+
+	if (sa->sa_family == AF_INET) {
+		struct sockaddr_in *in = (struct sockaddr_in *)sa;
+
+		evutil_inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		snprintf(buf, len, "tcp:%s:%u", host, ntohs(in->sin_port));
+	} else if (sa->sa_family == AF_INET6) {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)sa;
+
+		evutil_inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		snprintf(buf, len, "tcp:[%s]:%u", host, ntohs(in6->sin6_port));
+	} else {
+		snprintf(buf, len, "unix");
+	}
+}
+
+static struct conn *conn_new(struct listener *l, evutil_socket_t fd, struct sockaddr *sa)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->l = l;
+	c->id = ++l->next_id;
+	listener_peer_name(sa, c->peer, sizeof(c->peer));
+	c->bev = bufferevent_socket_new(l->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->pc = proto_conn_new(l->env, c, c->peer, c->id);
+	c->idle = evtimer_new(l->base, conn_idle_cb, c);
+	if (!c->bev || !c->pc || !c->idle) {
+		if (c->bev)
+			bufferevent_free(c->bev);
+		else
+			evutil_closesocket(fd);
+		proto_conn_free(c->pc);
+		conn_free(c);
+		return NULL;
+	}
+	bufferevent_setcb(c->bev, conn_read_cb, NULL, conn_event_cb, c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, LISTENER_READ_HIGH);
+	return c;
+}
+
+static void listener_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
+			       struct sockaddr *sa, int salen, void *arg)
+{
+	struct listener *l = arg;
+	struct conn *c;
+
+	(void)lev;
+	(void)salen;
+	if (l->nconns >= l->max_conns) {
+		char peer[80];
+
+		listener_peer_name(sa, peer, sizeof(peer));
+		log_warn("listener", "peer=%s: refused, listen.max_connections=%d reached",
+			 peer, l->max_conns);
+		stats_add(STAT_connections_refused_total, 1);
+		evutil_closesocket(fd);
+		return;
+	}
+	c = conn_new(l, fd, sa);
+	if (!c) {
+		log_error("listener", "out of memory accepting a connection; closed it");
+		return;
+	}
+	conn_link(&l->conns, c);
+	l->nconns++;
+	stats_set_connections(l->nconns);
+	stats_add(STAT_connections_accepted_total, 1);
+	log_debug("listener", "conn=%llu peer=%s: accepted", (unsigned long long)c->id, c->peer);
+	if (!l->paused && !l->stopped) {
+		bufferevent_enable(c->bev, EV_READ);
+		listener_arm_idle(l, c);
+	}
+}
+
+static void listener_error_cb(struct evconnlistener *lev, void *arg)
+{
+	(void)lev;
+	(void)arg;
+	/* EMFILE and friends: libevent retries on the next readiness. */
+	log_warn("listener", "accept failed: %s",
+		 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+/* ---- acks ------------------------------------------------------------- */
+
+static void listener_deliver(struct listener *l, struct ack *a)
+{
+	struct conn *c = a->owner;
+
+	c->acks_done++;
+	if (c->bev) {
+		if (proto_ack_encode(a, bufferevent_get_output(c->bev)) == 0)
+			stats_add(STAT_acks_sent_total, 1);
+		else
+			log_error("listener", "conn=%llu peer=%s: out of memory encoding an ack",
+				  (unsigned long long)c->id, c->peer);
+	} else if (c->acks_done == c->acks_created) {
+		conn_unlink(&l->zombies, c);
+		conn_free(c);
+	}
+	free(a);
+}
+
+void listener_flush_acks(struct listener *l)
+{
+	struct ack *a = ackq_take(l->env->ackq), *next;
+
+	for (; a; a = next) {
+		next = a->next;
+		listener_deliver(l, a);
+	}
+	listener_resume(l);
+}
+
+static void listener_ack_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	listener_flush_acks(arg);
+}
+
+/* ---- binding ---------------------------------------------------------- */
+
+static int listener_bind_tcp(struct listener *l, const char *addr)
+{
+	struct sockaddr_storage ss;
+	int sslen = sizeof(ss);
+	unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE;
+
+	if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen) < 0) {
+		log_error("listener", "listen.tcp \"%s\": not an address:port", addr);
+		return -1;
+	}
+	l->lev[l->nlev] = evconnlistener_new_bind(l->base, listener_accept_cb, l, flags, -1,
+						  (struct sockaddr *)&ss, sslen);
+	if (!l->lev[l->nlev]) {
+		log_error("listener", "cannot listen on tcp %s: %s", addr,
+			  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		return -1;
+	}
+	l->nlev++;
+	log_info("listener", "listening on tcp %s", addr);
+	return 0;
+}
+
+/* A stale socket file from a dead daemon is removed; a live one is an error. */
+static int listener_unix_fd(const char *path, int mode)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		log_error("listener", "listen.unix \"%s\": path too long", path);
+		return -1;
+	}
+	strcpy(sun.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -1;
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+		log_error("listener", "listen.unix %s: another process is listening there", path);
+		close(fd);
+		return -1;
+	}
+	unlink(path);
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || chmod(path, (mode_t)mode) < 0 ||
+	    listen(fd, SOMAXCONN) < 0) {
+		log_error("listener", "cannot listen on unix %s: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int listener_bind_unix(struct listener *l, const char *path, int mode)
+{
+	int fd = listener_unix_fd(path, mode);
+
+	if (fd < 0)
+		return -1;
+	l->lev[l->nlev] = evconnlistener_new(l->base, listener_accept_cb, l,
+					     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	if (!l->lev[l->nlev]) {
+		close(fd);
+		return -1;
+	}
+	l->unix_path = strdup(path);
+	l->nlev++;
+	log_info("listener", "listening on unix %s (mode %04o)", path, mode);
+	return 0;
+}
+
+static int listener_bind_all(struct listener *l, const struct config *cfg)
+{
+	for (int i = 0; i < cfg->listen_tcp_count; i++)
+		if (listener_bind_tcp(l, cfg->listen_tcp[i]) < 0)
+			return -1;
+	if (cfg->listen_unix[0] && listener_bind_unix(l, cfg->listen_unix, cfg->listen_unix_mode) < 0)
+		return -1;
+	for (int i = 0; i < l->nlev; i++)
+		evconnlistener_set_error_cb(l->lev[i], listener_error_cb);
+	if (l->nlev == 0) {
+		log_error("listener", "no listener configured (listen.tcp and listen.unix are empty)");
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+struct listener *listener_start(struct event_base *base, const struct config *cfg,
+				struct proto_env *env)
+{
+	struct listener *l = calloc(1, sizeof(*l));
+
+	if (!l)
+		return NULL;
+	l->base = base;
+	l->env = env;
+	listener_reconfigure(l, cfg);
+	l->ack_ev = event_new(base, ackq_fd(env->ackq), EV_READ | EV_PERSIST, listener_ack_cb, l);
+	if (!l->ack_ev || event_add(l->ack_ev, NULL) < 0 || listener_bind_all(l, cfg) < 0) {
+		listener_free(l);
+		return NULL;
+	}
+	return l;
+}
+
+void listener_reconfigure(struct listener *l, const struct config *cfg)
+{
+	l->max_conns = cfg->listen_max_connections;
+	l->idle_timeout_s = cfg->listen_idle_timeout_s;
+	l->env->max_event_bytes = (size_t)cfg->listen_max_event_bytes;
+}
+
+void listener_stop_accepting(struct listener *l)
+{
+	for (int i = 0; i < l->nlev; i++)
+		evconnlistener_free(l->lev[i]);
+	l->nlev = 0;
+	if (l->unix_path) {
+		unlink(l->unix_path);
+		free(l->unix_path);
+		l->unix_path = NULL;
+	}
+}
+
+void listener_stop_reading(struct listener *l)
+{
+	l->stopped = true;
+	for (struct conn *c = l->conns; c; c = c->next) {
+		bufferevent_disable(c->bev, EV_READ);
+		event_del(c->idle);
+	}
+}
+
+size_t listener_output_pending(const struct listener *l)
+{
+	size_t n = 0;
+
+	for (const struct conn *c = l->conns; c; c = c->next)
+		n += evbuffer_get_length(bufferevent_get_output(c->bev));
+	return n;
+}
+
+int listener_connections(const struct listener *l)
+{
+	return l->nconns;
+}
+
+void listener_free(struct listener *l)
+{
+	if (!l)
+		return;
+	listener_stop_accepting(l);
+	while (l->conns)
+		conn_close(l->conns, "daemon stopping");
+	while (l->zombies) {
+		struct conn *c = l->zombies;
+
+		conn_unlink(&l->zombies, c);
+		conn_free(c);
+	}
+	if (l->ack_ev)
+		event_free(l->ack_ev);
+	free(l);
+}

@@ -1,0 +1,319 @@
+/*
+ * main.c: megaingestd's command line, start-up order, signals and shutdown.
+ *
+ * Start-up: config -> spool -> ack channel -> queues -> writer threads ->
+ * listeners -> READY. Signals are libevent evsignal events, so their
+ * handlers run inside the loop without async-signal restrictions.
+ * SIGTERM/SIGINT: stop accepting and reading, close the queues, let the
+ * writers drain them into PostgreSQL, deliver the last acks, exit 0.
+ * SIGHUP: load a fresh config; apply the live keys, report the others as
+ * needing a restart, or keep the running config when the new one is invalid.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "ack.h"
+#include "autoconfig.h"
+#include "config.h"
+#include "listener.h"
+#include "log.h"
+#include "proto.h"
+#include "queue.h"
+#include "sdnotify.h"
+#include "spool.h"
+#include "stats.h"
+#include "writer.h"
+
+#define MAIN_DEFAULT_CONFIG SYSCONFDIR "/megaingest/megaingest.yaml"
+#define MAIN_SHUTDOWN_TICK_MS 20
+#define MAIN_FLUSH_GRACE_TICKS 100 /* 2 s to hand the last acks to the kernel */
+
+struct daemon {
+	struct event_base *base;
+	struct config *cfg;           /* live config; swapped whole on reload */
+	const char *cfg_path;
+	struct spool *spool;
+	struct ackq *ackq;
+	struct queue **queues;        /* one per writer */
+	struct writer **writers;
+	int nwriters;
+	struct proto_env env;
+	struct listener *listener;
+	struct event *sig_term, *sig_int, *sig_hup, *stats_tick, *stop_tick;
+	int flush_ticks;              /* shutdown: ticks spent flushing acks */
+};
+
+static void main_usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: megaingestd [-c FILE] [-t|--check-config] [--version] [--help]\n"
+		"\n"
+		"Ingest msgpack / Fluentd Forward events into the MEGA ledger in PostgreSQL.\n"
+		"Runs in the foreground and logs to stderr.\n"
+		"\n"
+		"  -c, --config FILE    configuration file (default %s)\n"
+		"  -t, --check-config   validate the configuration, print what is wrong, exit 0 or 1\n"
+		"      --version        print the version and exit\n"
+		"  -h, --help           print this help and exit\n",
+		MAIN_DEFAULT_CONFIG);
+}
+
+/* Parse argv; returns -1 to exit 0 (help, version), -2 on a usage error. */
+static int main_args(int argc, char **argv, const char **path, int *check)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check-config", no_argument, NULL, 't' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int ch;
+
+	while ((ch = getopt_long(argc, argv, "c:th", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'c': *path = optarg; break;
+		case 't': *check = 1; break;
+		case 'V': printf("megaingestd %s\n", PACKAGE_VERSION); return -1;
+		case 'h': main_usage(stdout); return -1;
+		default: main_usage(stderr); return -2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "megaingestd: unexpected argument \"%s\"\n", argv[optind]);
+		return -2;
+	}
+	return 0;
+}
+
+/* ---- shutdown --------------------------------------------------------- */
+
+static bool main_writers_done(const struct daemon *d)
+{
+	for (int i = 0; i < d->nwriters; i++)
+		if (!writer_done(d->writers[i]))
+			return false;
+	return true;
+}
+
+/* Runs every tick after SIGTERM: wait for the writers, then for the acks. */
+static void main_stop_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)fd;
+	(void)what;
+	if (!main_writers_done(d))
+		return;
+	listener_flush_acks(d->listener);
+	if (listener_output_pending(d->listener) == 0 || ++d->flush_ticks > MAIN_FLUSH_GRACE_TICKS)
+		event_base_loopbreak(d->base);
+}
+
+static void main_shutdown(struct daemon *d, const char *why)
+{
+	struct timeval tick = { 0, MAIN_SHUTDOWN_TICK_MS * 1000 };
+	char summary[256];
+
+	if (d->stop_tick)
+		return;
+	stats_summary(summary, sizeof(summary));
+	log_info("main", "%s: draining (%s)", why, summary);
+	sdnotify_send("STOPPING=1\nSTATUS=draining after %s", why);
+	listener_stop_accepting(d->listener);
+	listener_stop_reading(d->listener);
+	for (int i = 0; i < d->nwriters; i++)
+		queue_close(d->queues[i]);
+	d->stop_tick = event_new(d->base, -1, EV_PERSIST, main_stop_tick_cb, d);
+	if (!d->stop_tick || event_add(d->stop_tick, &tick) < 0) {
+		log_error("main", "cannot schedule the shutdown; stopping the loop now");
+		event_base_loopbreak(d->base);
+	}
+}
+
+/* ---- reload ----------------------------------------------------------- */
+
+static void main_apply(struct daemon *d, const struct config *cfg)
+{
+	log_set_level((enum log_level)cfg->log_level);
+	for (int i = 0; i < d->nwriters; i++) {
+		queue_set_limits(d->queues[i], (size_t)cfg->queue_max_events,
+				 (size_t)cfg->queue_max_bytes);
+		writer_reconfigure(d->writers[i], cfg);
+	}
+	listener_reconfigure(d->listener, cfg);
+}
+
+static void main_reload(struct daemon *d)
+{
+	struct config *fresh;
+	int restart;
+
+	sdnotify_send("RELOADING=1");
+	log_info("main", "SIGHUP: reloading %s", d->cfg_path);
+	fresh = config_load(d->cfg_path, stderr);
+	if (!fresh) {
+		log_error("main", "reload of %s failed (errors above); keeping the previous "
+			  "configuration", d->cfg_path);
+		sdnotify_send("READY=1\nSTATUS=reload failed, previous configuration kept");
+		return;
+	}
+	restart = config_diff(d->cfg, fresh);
+	main_apply(d, fresh);
+	config_free(d->cfg);
+	d->cfg = fresh;
+	log_info("main", "configuration reloaded%s", restart ? "; some changes need a restart" : "");
+	sdnotify_send("READY=1\nSTATUS=configuration reloaded");
+}
+
+static void main_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	if (sig == SIGHUP)
+		main_reload(arg);
+	else
+		main_shutdown(arg, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void main_stats_cb(evutil_socket_t fd, short what, void *arg)
+{
+	char summary[256];
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	stats_summary(summary, sizeof(summary));
+	log_info("stats", "%s", summary);
+	sdnotify_send("STATUS=%s", summary);
+}
+
+/* ---- start-up --------------------------------------------------------- */
+
+static int main_events(struct daemon *d)
+{
+	struct timeval every = { d->cfg->log_stats_interval_s, 0 };
+
+	d->sig_term = evsignal_new(d->base, SIGTERM, main_signal_cb, d);
+	d->sig_int = evsignal_new(d->base, SIGINT, main_signal_cb, d);
+	d->sig_hup = evsignal_new(d->base, SIGHUP, main_signal_cb, d);
+	if (!d->sig_term || !d->sig_int || !d->sig_hup || evsignal_add(d->sig_term, NULL) < 0 ||
+	    evsignal_add(d->sig_int, NULL) < 0 || evsignal_add(d->sig_hup, NULL) < 0)
+		return -1;
+	if (d->cfg->log_stats_interval_s > 0) {
+		d->stats_tick = event_new(d->base, -1, EV_PERSIST, main_stats_cb, d);
+		if (!d->stats_tick || event_add(d->stats_tick, &every) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int main_writers(struct daemon *d)
+{
+	int n = d->cfg->writer_connections;
+
+	d->queues = calloc((size_t)n, sizeof(*d->queues));
+	d->writers = calloc((size_t)n, sizeof(*d->writers));
+	if (!d->queues || !d->writers)
+		return -1;
+	for (int i = 0; i < n; i++) {
+		d->queues[i] = queue_new((size_t)d->cfg->queue_max_events,
+					 (size_t)d->cfg->queue_max_bytes, d->ackq);
+		if (!d->queues[i])
+			return -1;
+		d->writers[i] = writer_start(i, d->cfg, d->queues[i], d->spool, d->ackq);
+		if (!d->writers[i]) {
+			queue_free(d->queues[i]);
+			d->queues[i] = NULL;
+			return -1;
+		}
+		d->nwriters++;
+	}
+	return 0;
+}
+
+static int main_start(struct daemon *d)
+{
+	if (evthread_use_pthreads() < 0 || !(d->base = event_base_new())) {
+		log_error("main", "cannot initialise libevent");
+		return -1;
+	}
+	d->spool = spool_open(d->cfg->spool_dir);
+	d->ackq = d->spool ? ackq_new() : NULL;
+	if (!d->ackq || main_writers(d) < 0) {
+		log_error("main", "start-up failed (see above)");
+		return -1;
+	}
+	d->env = (struct proto_env){ .queues = d->queues, .nqueues = d->nwriters,
+				     .spool = d->spool, .ackq = d->ackq,
+				     .max_event_bytes = (size_t)d->cfg->listen_max_event_bytes };
+	d->listener = listener_start(d->base, d->cfg, &d->env);
+	if (!d->listener || main_events(d) < 0) {
+		log_error("main", "start-up failed (see above)");
+		return -1;
+	}
+	return 0;
+}
+
+/* Stop every thread and free everything, in reverse start-up order. */
+static void main_teardown(struct daemon *d)
+{
+	for (int i = 0; i < d->nwriters; i++)
+		queue_close(d->queues[i]);
+	for (int i = 0; i < d->nwriters; i++)
+		writer_join(d->writers[i]);
+	listener_free(d->listener);
+	for (int i = 0; d->queues && i < d->cfg->writer_connections; i++)
+		queue_free(d->queues[i]);
+	free(d->queues);
+	free(d->writers);
+	ackq_free(d->ackq);
+	spool_close(d->spool);
+	struct event *evs[] = { d->sig_term, d->sig_int, d->sig_hup, d->stats_tick, d->stop_tick };
+	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+		if (evs[i])
+			event_free(evs[i]);
+	if (d->base)
+		event_base_free(d->base);
+	config_free(d->cfg);
+}
+
+int main(int argc, char **argv)
+{
+	struct daemon d = { .cfg_path = MAIN_DEFAULT_CONFIG };
+	int check = 0, rc = main_args(argc, argv, &d.cfg_path, &check);
+	char summary[256];
+
+	if (rc < 0)
+		return rc == -1 ? 0 : 2;
+	d.cfg = config_load(d.cfg_path, stderr);
+	if (check) {
+		if (d.cfg)
+			printf("megaingestd: %s: configuration is valid\n", d.cfg_path);
+		config_free(d.cfg);
+		return d.cfg ? 0 : 1;
+	}
+	if (!d.cfg) {
+		fprintf(stderr, "megaingestd: %s: invalid configuration, not starting\n", d.cfg_path);
+		return 1;
+	}
+	log_set_level((enum log_level)d.cfg->log_level);
+	signal(SIGPIPE, SIG_IGN);
+	rc = main_start(&d);
+	if (rc == 0) {
+		log_info("main", "megaingestd %s ready (%d writer%s, config %s)", PACKAGE_VERSION,
+			 d.nwriters, d.nwriters == 1 ? "" : "s", d.cfg_path);
+		sdnotify_send("READY=1\nSTATUS=ready");
+		if (event_base_dispatch(d.base) < 0)
+			rc = -1;
+	}
+	main_teardown(&d);
+	stats_summary(summary, sizeof(summary));
+	log_info("main", "stopped (%s)", summary);
+	return rc == 0 ? 0 : 1;
+}
