@@ -1,0 +1,1197 @@
+/*
+ * proto.c: a connection's byte stream -> events (plain maps and the Fluentd
+ * Forward protocol v1), and the {"ack": chunk} replies.
+ *
+ * Bytes go through two readers. A small scanner (struct proto_scan) walks
+ * every byte as it arrives, knowing only msgpack's headers: where each value
+ * ends, how deep it nests and how many bytes it must at least take. It
+ * closes the connection on a byte that is not msgpack, a value over
+ * listen.max_event_bytes, or nesting msgpack-c cannot decode, and it hands the
+ * msgpack_unpacker only the bytes in front of such a header. That matters:
+ * msgpack-c allocates an array's or map's elements as soon as it reads the
+ * count, so a 5-byte header announcing 2^32 elements would otherwise cost
+ * 96 GiB before a byte of them arrived. The unpacker then decodes the
+ * complete values, and each is dispatched by shape: nil (heartbeat), map
+ * (one event) or array (Message, Forward, PackedForward or
+ * CompressedPackedForward). Packed entries are scanned the same way before
+ * msgpack_unpack_next sees them, and gzip output is bounded by
+ * max_event_bytes x 16 while it is produced.
+ *
+ * One bad value or entry is dead-lettered with its reason and the stream
+ * goes on; only a stream we cannot resynchronise (or cannot take
+ * responsibility for) is closed.
+ *
+ * Acks: a message whose option has "chunk" gets one struct ack with a guard
+ * reference; every queued event takes a reference, and the guard is dropped
+ * when the message is done, after the dead-letter writes of its invalid
+ * events. When an event of the message could be neither queued nor
+ * dead-lettered (out of memory, dead-letter write failed) proto_run returns
+ * PROTO_CLOSE: the listener closes the connection at once, before it can
+ * deliver the ack, so that ack is freed unsent and the client resends.
+ * Every ack created still comes back through the ack channel
+ * (proto_acks_created counts them for the listener). Loop thread only.
+ */
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <msgpack.h>
+#include <msgpack/timestamp.h>
+#include <zlib.h>
+
+#include "ack.h"
+#include "log.h"
+#include "proto.h"
+#include "queue.h"
+#include "record.h"
+#include "spool.h"
+#include "stats.h"
+
+#define PROTO_UNPACKER_INITIAL (64 * 1024) /* decoder buffer at connect */
+#define PROTO_FILL_STEP (1024 * 1024)      /* bytes moved into the decoder per evbuffer_remove */
+#define PROTO_MAX_DEPTH 32                 /* msgpack-c's MSGPACK_EMBED_STACK_SIZE */
+#define PROTO_GZIP_FACTOR 16               /* inflated bytes allowed per max_event_bytes */
+#define PROTO_NS 1000000000LL
+#define PROTO_MAX_SEC 9223372035LL         /* sec * 1e9 + nsec still fits int64_t */
+
+/* ---- scanner ------------------------------------------------------------ */
+
+/* What a msgpack lead byte announces. */
+enum proto_head_kind {
+	PROTO_HEAD_FIXED = 0, /* EXTRA more bytes, nothing nested (ints, floats, fixstr...) */
+	PROTO_HEAD_BLOB,      /* a LENBYTES length, then EXTRA + length bytes (str, bin, ext) */
+	PROTO_HEAD_ARRAY,     /* a LENBYTES count (or the low nibble), then that many values */
+	PROTO_HEAD_MAP,       /* the same, then twice that many values */
+	PROTO_HEAD_BAD,       /* 0xc1: never used */
+	PROTO_HEAD_KIND_COUNT /* number of kinds; not a kind */
+};
+
+struct proto_head {
+	uint8_t kind;         /* enum proto_head_kind */
+	uint8_t lenbytes;     /* big-endian length or count bytes after the lead byte */
+	uint8_t extra;        /* FIXED: payload bytes; BLOB: bytes besides the length (ext type) */
+};
+
+/* Lead bytes 0xc0..0xdf; the rest are fixed-size or carry their size in the byte. */
+static const struct proto_head proto_heads_c0[32] = {
+	{ PROTO_HEAD_FIXED, 0, 0 }, { PROTO_HEAD_BAD, 0, 0 },    /* nil, (never used) */
+	{ PROTO_HEAD_FIXED, 0, 0 }, { PROTO_HEAD_FIXED, 0, 0 },  /* false, true */
+	{ PROTO_HEAD_BLOB, 1, 0 }, { PROTO_HEAD_BLOB, 2, 0 },    /* bin 8, bin 16 */
+	{ PROTO_HEAD_BLOB, 4, 0 }, { PROTO_HEAD_BLOB, 1, 1 },    /* bin 32, ext 8 */
+	{ PROTO_HEAD_BLOB, 2, 1 }, { PROTO_HEAD_BLOB, 4, 1 },    /* ext 16, ext 32 */
+	{ PROTO_HEAD_FIXED, 0, 4 }, { PROTO_HEAD_FIXED, 0, 8 },  /* float 32, float 64 */
+	{ PROTO_HEAD_FIXED, 0, 1 }, { PROTO_HEAD_FIXED, 0, 2 },  /* uint 8, uint 16 */
+	{ PROTO_HEAD_FIXED, 0, 4 }, { PROTO_HEAD_FIXED, 0, 8 },  /* uint 32, uint 64 */
+	{ PROTO_HEAD_FIXED, 0, 1 }, { PROTO_HEAD_FIXED, 0, 2 },  /* int 8, int 16 */
+	{ PROTO_HEAD_FIXED, 0, 4 }, { PROTO_HEAD_FIXED, 0, 8 },  /* int 32, int 64 */
+	{ PROTO_HEAD_FIXED, 0, 2 }, { PROTO_HEAD_FIXED, 0, 3 },  /* fixext 1, fixext 2 */
+	{ PROTO_HEAD_FIXED, 0, 5 }, { PROTO_HEAD_FIXED, 0, 9 },  /* fixext 4, fixext 8 */
+	{ PROTO_HEAD_FIXED, 0, 17 }, { PROTO_HEAD_BLOB, 1, 0 },  /* fixext 16, str 8 */
+	{ PROTO_HEAD_BLOB, 2, 0 }, { PROTO_HEAD_BLOB, 4, 0 },    /* str 16, str 32 */
+	{ PROTO_HEAD_ARRAY, 2, 0 }, { PROTO_HEAD_ARRAY, 4, 0 },  /* array 16, array 32 */
+	{ PROTO_HEAD_MAP, 2, 0 }, { PROTO_HEAD_MAP, 4, 0 },      /* map 16, map 32 */
+};
+
+static struct proto_head proto_head_of(uint8_t b)
+{
+	if (b <= 0x7f || b >= 0xe0)
+		return (struct proto_head){ PROTO_HEAD_FIXED, 0, 0 };
+	if (b <= 0x8f)
+		return (struct proto_head){ PROTO_HEAD_MAP, 0, 0 };
+	if (b <= 0x9f)
+		return (struct proto_head){ PROTO_HEAD_ARRAY, 0, 0 };
+	if (b <= 0xbf)
+		return (struct proto_head){ PROTO_HEAD_FIXED, 0, (uint8_t)(b & 0x1f) };
+	return proto_heads_c0[b - 0xc0];
+}
+
+enum proto_scan_error {
+	PROTO_SCAN_OK = 0,
+	PROTO_SCAN_NOT_MSGPACK,  /* a byte no msgpack value starts with */
+	PROTO_SCAN_TOO_BIG,      /* the value takes more than the limit */
+	PROTO_SCAN_TOO_DEEP,     /* containers nested deeper than msgpack-c decodes */
+	PROTO_SCAN_ERROR_COUNT   /* number of errors; not an error */
+};
+
+/* Header-level walk over a byte stream, resumable at any byte. */
+struct proto_scan {
+	uint64_t offset;         /* bytes scanned so far */
+	uint64_t value_start;    /* offset of the current top-level value */
+	uint64_t head_start;     /* offset of the current header's lead byte */
+	uint64_t items;          /* values the current top-level value still owes; 0 between */
+	uint64_t skip;           /* payload bytes still to pass over */
+	uint64_t open[PROTO_MAX_DEPTH]; /* values each open container still owes */
+	int depth;               /* open containers */
+	uint8_t head[5];         /* lead byte and length field, possibly split across feeds */
+	uint8_t head_len;
+	uint8_t head_need;
+	enum proto_scan_error error;
+	uint64_t error_size;     /* TOO_BIG: the value's size, exact or a lower bound */
+	bool error_exact;        /* TOO_BIG: error_size is the whole value */
+};
+
+static uint64_t proto_be(const uint8_t *p, int n)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < n; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* Account for a container of N values; -1 (error set) when too deep. */
+static int proto_scan_open(struct proto_scan *s, uint64_t n)
+{
+	if (s->depth >= PROTO_MAX_DEPTH) {
+		s->error = PROTO_SCAN_TOO_DEEP;
+		return -1;
+	}
+	s->items += n;
+	if (n > 0)
+		s->open[s->depth++] = n;
+	return 0;
+}
+
+/* A header is complete: count it as one value of its parent and apply it. */
+static int proto_scan_head_done(struct proto_scan *s, uint64_t limit)
+{
+	struct proto_head h = proto_head_of(s->head[0]);
+	uint64_t n = h.lenbytes ? proto_be(s->head + 1, h.lenbytes) : s->head[0] & 0x0f;
+	uint64_t least;
+
+	s->head_len = 0;
+	s->items--;
+	if (s->depth > 0)
+		s->open[s->depth - 1]--;
+	if (h.kind == PROTO_HEAD_FIXED)
+		s->skip = h.extra;
+	else if (h.kind == PROTO_HEAD_BLOB)
+		s->skip = n + h.extra;
+	else if (proto_scan_open(s, h.kind == PROTO_HEAD_MAP ? 2 * n : n) < 0)
+		return -1;
+	while (s->depth > 0 && s->open[s->depth - 1] == 0)
+		s->depth--;
+	/* Every value still owed takes at least one byte. */
+	least = s->offset - s->value_start + s->skip + s->items;
+	if (least > limit) {
+		s->error = PROTO_SCAN_TOO_BIG;
+		s->error_size = least;
+		s->error_exact = s->items == 0;
+		return -1;
+	}
+	return 0;
+}
+
+/* Take one header byte; 0, or -1 with s->error set. */
+static int proto_scan_byte(struct proto_scan *s, uint8_t b, uint64_t limit)
+{
+	if (s->head_len == 0) {
+		struct proto_head h = proto_head_of(b);
+
+		if (s->items == 0) {
+			s->items = 1;
+			s->value_start = s->offset;
+		}
+		s->head_start = s->offset;
+		if (h.kind == PROTO_HEAD_BAD) {
+			s->error = PROTO_SCAN_NOT_MSGPACK;
+			return -1;
+		}
+		s->head_need = (uint8_t)(1 + h.lenbytes);
+	}
+	s->head[s->head_len++] = b;
+	s->offset++;
+	if (s->head_len < s->head_need)
+		return 0;
+	return proto_scan_head_done(s, limit);
+}
+
+/*
+ * Scan the next N bytes of the stream, no value taking more than LIMIT
+ * bytes. Returns how many of them a decoder may see: all N, or on an error
+ * (s->error set, scanning stops for good) the bytes before the offending
+ * header's lead byte.
+ */
+static size_t proto_scan_feed(struct proto_scan *s, const uint8_t *p, size_t n, uint64_t limit)
+{
+	uint64_t base = s->offset;
+	size_t i = 0;
+
+	while (i < n && s->error == PROTO_SCAN_OK) {
+		if (s->skip > 0) {
+			size_t take = s->skip < n - i ? (size_t)s->skip : n - i;
+
+			s->skip -= take;
+			s->offset += take;
+			i += take;
+			continue;
+		}
+		if (proto_scan_byte(s, p[i], limit) < 0)
+			break;
+		i++;
+	}
+	if (s->error == PROTO_SCAN_OK)
+		return n;
+	return s->head_start > base ? (size_t)(s->head_start - base) : 0;
+}
+
+/* True between top-level values. */
+static bool proto_scan_idle(const struct proto_scan *s)
+{
+	return s->items == 0 && s->skip == 0 && s->head_len == 0;
+}
+
+/* ---- connection --------------------------------------------------------- */
+
+struct proto_conn {
+	const struct proto_env *env;
+	void *owner;              /* stored in acks: the listener's connection */
+	char *peer;               /* copied: "tcp:127.0.0.1:5000", "unix" */
+	uint64_t id;              /* connection id for log lines */
+	msgpack_unpacker up;      /* bytes the scanner passed, not yet decoded */
+	msgpack_unpacked val;     /* the value being handled */
+	struct proto_scan scan;   /* runs ahead of UP over every byte received */
+	uint64_t decoded;         /* stream bytes of the complete values so far */
+	uint64_t values;          /* complete values so far */
+	uint64_t acks;            /* acks created so far */
+	bool closed;              /* PROTO_CLOSE returned: nothing more is decoded */
+};
+
+/* Log "conn=ID peer=PEER: message" at LEVEL for module "proto". */
+static void proto_log(const struct proto_conn *pc, enum log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void proto_log(const struct proto_conn *pc, enum log_level level, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	if (!log_enabled(level))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_write(level, "proto", "conn=%llu peer=%s: %s", (unsigned long long)pc->id, pc->peer,
+		  msg);
+}
+
+struct proto_conn *proto_conn_new(const struct proto_env *env, void *owner,
+				  const char *peer, uint64_t conn_id)
+{
+	struct proto_conn *pc = calloc(1, sizeof(*pc));
+
+	if (!pc)
+		return NULL;
+	pc->peer = strdup(peer ? peer : "?");
+	if (!pc->peer || !msgpack_unpacker_init(&pc->up, PROTO_UNPACKER_INITIAL)) {
+		free(pc->peer);
+		free(pc);
+		return NULL;
+	}
+	msgpack_unpacked_init(&pc->val);
+	pc->env = env;
+	pc->owner = owner;
+	pc->id = conn_id;
+	return pc;
+}
+
+void proto_conn_free(struct proto_conn *pc)
+{
+	if (!pc)
+		return;
+	msgpack_unpacked_destroy(&pc->val);
+	msgpack_unpacker_destroy(&pc->up);
+	free(pc->peer);
+	free(pc);
+}
+
+size_t proto_pending_bytes(const struct proto_conn *pc)
+{
+	return pc ? msgpack_unpacker_message_size(&pc->up) : 0;
+}
+
+uint64_t proto_acks_created(const struct proto_conn *pc)
+{
+	return pc ? pc->acks : 0;
+}
+
+uint64_t proto_values_done(const struct proto_conn *pc)
+{
+	return pc ? pc->values : 0;
+}
+
+/* ---- one message's events ----------------------------------------------- */
+
+/* What is known while the events of one decoded value are handled. */
+struct proto_msg {
+	struct proto_conn *pc;
+	const char *tag;          /* forward tag (not NUL-terminated), NULL for a plain map */
+	size_t tag_len;
+	struct ack *ack;          /* NULL unless option.chunk asked for one */
+	const char *chunk;        /* option.chunk bytes, or NULL */
+	size_t chunk_len;
+	uint64_t recv_ns;         /* when the value was decoded */
+	bool failed;              /* an event was neither queued nor dead-lettered: close */
+};
+
+/* A forward event time, decoded. */
+struct proto_time {
+	int64_t ns;                   /* ns since the epoch */
+	const msgpack_object *meta;   /* Fluent Bit 2 metadata map, or NULL */
+};
+
+static const char *proto_type_name(const msgpack_object *o)
+{
+	switch (o->type) {
+	case MSGPACK_OBJECT_NIL:
+		return "nil";
+	case MSGPACK_OBJECT_BOOLEAN:
+		return "bool";
+	case MSGPACK_OBJECT_POSITIVE_INTEGER:
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+		return "int";
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64:
+		return "float";
+	case MSGPACK_OBJECT_STR:
+		return "str";
+	case MSGPACK_OBJECT_BIN:
+		return "bin";
+	case MSGPACK_OBJECT_ARRAY:
+		return "array";
+	case MSGPACK_OBJECT_MAP:
+		return "map";
+	case MSGPACK_OBJECT_EXT:
+		return "ext";
+	}
+	return "unknown";
+}
+
+/*
+ * Write EVENT to the dead-letter file with MESSAGE and count it as rejected
+ * for REASON. On a failed write the message is marked failed (the caller
+ * closes the connection, so no ack covers the event).
+ */
+static void proto_dead_letter(struct proto_msg *m, const msgpack_object *event,
+			      enum record_reason reason, const char *field, const char *message)
+{
+	struct proto_conn *pc = m->pc;
+	struct dead_letter dl = {
+		.reason = message,
+		.field = field && *field ? field : NULL,
+		.tag = m->tag,
+		.tag_len = m->tag_len,
+		.peer = pc->peer,
+		.event = event,
+	};
+
+	stats_reject(reason);
+	if (spool_dead_letter(pc->env->spool, &dl) < 0) {
+		proto_log(pc, LOG_LEVEL_ERROR, "event could not be dead-lettered (%s); "
+			  "connection closed, no ack for its message", message);
+		m->failed = true;
+		return;
+	}
+	stats_add(STAT_events_dead_lettered_total, 1);
+	proto_log(pc, LOG_LEVEL_WARN, "event dead-lettered: %s", message);
+}
+
+/* An event (or what should have been one) that no mode can read. */
+static void proto_bad(struct proto_msg *m, const msgpack_object *event, enum record_reason reason,
+		      const char *message)
+{
+	stats_add(STAT_events_received_total, 1);
+	proto_dead_letter(m, event, reason, NULL, message);
+}
+
+/* Hand R to its writer's queue, counting it toward the message's ack. */
+static void proto_queue(struct proto_msg *m, struct record *r)
+{
+	const struct proto_env *env = m->pc->env;
+	struct queue *q = env->queues[r->id_hash % (uint32_t)env->nqueues];
+
+	r->ack = m->ack;
+	if (m->ack)
+		atomic_fetch_add(&m->ack->pending, 1);
+	if (queue_push(q, r) == 0)
+		return;
+	proto_log(m->pc, LOG_LEVEL_ERROR, "out of memory queueing an event; "
+		  "connection closed, no ack for its message");
+	r->ack = NULL;
+	record_free(r);
+	if (m->ack)
+		ack_release(env->ackq, m->ack);
+	m->failed = true;
+}
+
+/* Validate the record MAP (entry INDEX, time T or NULL) and queue or dead-letter it. */
+static void proto_take(struct proto_msg *m, const msgpack_object *map,
+		       const struct proto_time *t, uint32_t index)
+{
+	struct record_ctx ctx = {
+		.tag = m->tag,
+		.tag_len = m->tag_len,
+		.has_time = t != NULL,
+		.time_ns = t ? t->ns : 0,
+		.fluent_meta = t ? t->meta : NULL,
+		.chunk = m->chunk,
+		.chunk_len = m->chunk_len,
+		.index = index,
+		.peer = m->pc->peer,
+		.recv_ns = m->recv_ns,
+	};
+	struct record *r = NULL;
+	struct record_error err;
+
+	stats_add(STAT_events_received_total, 1);
+	memset(&err, 0, sizeof(err));
+	if (record_from_map(map, &ctx, &r, &err) < 0) {
+		proto_dead_letter(m, map, err.reason, err.field, err.message);
+		return;
+	}
+	proto_queue(m, r);
+}
+
+/* ---- event time --------------------------------------------------------- */
+
+/* SEC.NSEC -> T->ns; -1 when it does not fit. */
+static int proto_time_set(struct proto_time *t, int64_t sec, int64_t nsec)
+{
+	if (sec > PROTO_MAX_SEC || sec < -PROTO_MAX_SEC || nsec < 0 || nsec >= PROTO_NS)
+		return -1;
+	t->ns = sec * PROTO_NS + nsec;
+	return 0;
+}
+
+/* Epoch seconds as a float -> seconds and nanoseconds; -1 when not finite or too far. */
+static int proto_time_float(double f, int64_t *sec, int64_t *nsec)
+{
+	int64_t s;
+
+	if (!isfinite(f) || f > (double)PROTO_MAX_SEC || f < -(double)PROTO_MAX_SEC)
+		return -1;
+	s = (int64_t)f;
+	if ((double)s > f)
+		s--;
+	*nsec = (int64_t)((f - (double)s) * 1e9 + 0.5);
+	if (*nsec >= PROTO_NS) {
+		s++;
+		*nsec -= PROTO_NS;
+	}
+	*sec = s;
+	return 0;
+}
+
+/* EventTime (ext 0) or a msgpack timestamp (ext -1); WHY filled on -1. */
+static int proto_time_ext(const msgpack_object *o, int64_t *sec, int64_t *nsec,
+			  char *why, size_t len)
+{
+	const msgpack_object_ext *e = &o->via.ext;
+	msgpack_timestamp ts;
+
+	if (e->type == 0 && e->size == 8) {
+		uint32_t s = (uint32_t)proto_be((const uint8_t *)e->ptr, 4);
+
+		/* Fluent Bit writes its group markers -1 and -2 into the uint32. */
+		*sec = s >= 0xfffffffeu ? (int64_t)(int32_t)s : (int64_t)s;
+		*nsec = (int64_t)proto_be((const uint8_t *)e->ptr + 4, 4);
+		return 0;
+	}
+	if (e->type == -1 && msgpack_object_to_timestamp(o, &ts)) {
+		*sec = ts.tv_sec;
+		*nsec = ts.tv_nsec;
+		return 0;
+	}
+	if (e->type == 0)
+		snprintf(why, len, "EventTime (ext 0) must have 8 bytes, got %u", e->size);
+	else
+		snprintf(why, len, "ext type %d of %u bytes is not a time", e->type, e->size);
+	return -1;
+}
+
+/* A time value that is not [time, meta] -> seconds and ns; WHY filled on -1. */
+static int proto_time_scalar(const msgpack_object *o, int64_t *sec, int64_t *nsec,
+			     char *why, size_t len)
+{
+	*nsec = 0;
+	switch (o->type) {
+	case MSGPACK_OBJECT_POSITIVE_INTEGER:
+		*sec = o->via.u64 > (uint64_t)PROTO_MAX_SEC ? PROTO_MAX_SEC + 1 : (int64_t)o->via.u64;
+		return 0;
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+		*sec = o->via.i64;
+		return 0;
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64:
+		if (proto_time_float(o->via.f64, sec, nsec) == 0)
+			return 0;
+		snprintf(why, len, "float %g is not a usable epoch time", o->via.f64);
+		return -1;
+	case MSGPACK_OBJECT_EXT:
+		return proto_time_ext(o, sec, nsec, why, len);
+	default:
+		snprintf(why, len, "expected integer, float, EventTime or [time, metadata], got %s",
+			 proto_type_name(o));
+		return -1;
+	}
+}
+
+/* True when O looks like an event time (not an entry or a record). */
+static bool proto_is_time(const msgpack_object *o)
+{
+	return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
+	       o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ||
+	       o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64 ||
+	       o->type == MSGPACK_OBJECT_EXT;
+}
+
+/*
+ * Decode an event time O into T. Returns 0, 1 for a Fluent Bit group marker
+ * (skip the entry), or -1 with the reason in WHY.
+ */
+static int proto_time_parse(const msgpack_object *o, struct proto_time *t, char *why, size_t len)
+{
+	int64_t sec, nsec;
+
+	t->meta = NULL;
+	if (o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 2 &&
+	    proto_is_time(&o->via.array.ptr[0])) {
+		const msgpack_object *meta = &o->via.array.ptr[1];
+
+		if (meta->type != MSGPACK_OBJECT_MAP && meta->type != MSGPACK_OBJECT_NIL) {
+			snprintf(why, len, "expected [time, metadata map], got [time, %s]",
+				 proto_type_name(meta));
+			return -1;
+		}
+		if (meta->type == MSGPACK_OBJECT_MAP && meta->via.map.size > 0)
+			t->meta = meta;
+		o = &o->via.array.ptr[0];
+	}
+	if (proto_time_scalar(o, &sec, &nsec, why, len) < 0)
+		return -1;
+	if ((sec == -1 || sec == -2) && nsec == 0)
+		return 1;
+	if (proto_time_set(t, sec, nsec) < 0) {
+		snprintf(why, len, "%lld.%09lld is out of range", (long long)sec, (long long)nsec);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- entries and modes -------------------------------------------------- */
+
+/* One [time, record] pair, entry INDEX of a message (LABEL: "forward entry 3"). */
+static void proto_event(struct proto_msg *m, const msgpack_object *time,
+			const msgpack_object *rec, uint32_t index, const char *label)
+{
+	struct proto_time t;
+	char why[160], msg[256];
+	int rc = proto_time_parse(time, &t, why, sizeof(why));
+
+	if (rc > 0) {
+		proto_log(m->pc, LOG_LEVEL_DEBUG, "%s: Fluent Bit group marker skipped", label);
+		return;
+	}
+	if (rc < 0) {
+		snprintf(msg, sizeof(msg), "%s: time: %s", label, why);
+		stats_add(STAT_events_received_total, 1);
+		proto_dead_letter(m, rec, RECORD_REASON_BAD_TIMESTAMP, NULL, msg);
+		return;
+	}
+	proto_take(m, rec, &t, index);
+}
+
+/* Entry INDEX of a Forward or PackedForward message (KIND: "forward", "packed"). */
+static void proto_entry(struct proto_msg *m, const msgpack_object *e, uint32_t index,
+			const char *kind)
+{
+	char label[48], msg[256];
+
+	snprintf(label, sizeof(label), "%s entry %u", kind, index);
+	if (e->type == MSGPACK_OBJECT_ARRAY && e->via.array.size == 2) {
+		proto_event(m, &e->via.array.ptr[0], &e->via.array.ptr[1], index, label);
+		return;
+	}
+	if (e->type == MSGPACK_OBJECT_ARRAY)
+		snprintf(msg, sizeof(msg), "%s: expected [time, record], got array of %u elements",
+			 label, e->via.array.size);
+	else
+		snprintf(msg, sizeof(msg), "%s: expected [time, record], got %s", label,
+			 proto_type_name(e));
+	proto_bad(m, e, RECORD_REASON_BAD_FRAME, msg);
+}
+
+/* Forward: [tag, [[time, record], ...], option?]. */
+static void proto_forward(struct proto_msg *m, const msgpack_object *entries)
+{
+	for (uint32_t i = 0; i < entries->via.array.size && !m->failed; i++)
+		proto_entry(m, &entries->via.array.ptr[i], i, "forward");
+}
+
+/* Why a scan of packed entries stopped early, for the dead-letter reason. */
+static const char *proto_scan_why(const struct proto_scan *s)
+{
+	switch (s->error) {
+	case PROTO_SCAN_NOT_MSGPACK:
+		return "not msgpack";
+	case PROTO_SCAN_TOO_DEEP:
+		return "nested deeper than 32 levels";
+	default:
+		return "truncated msgpack value";
+	}
+}
+
+/* The bytes from entry INDEX on could not be read: dead-letter them once as bin. */
+static void proto_packed_rest(struct proto_msg *m, const char *p, size_t len, size_t cut,
+			      uint32_t index, const char *why)
+{
+	msgpack_object rest = { .type = MSGPACK_OBJECT_BIN };
+	char msg[256];
+
+	rest.via.bin.ptr = p + cut;
+	rest.via.bin.size = (uint32_t)(len - cut);
+	snprintf(msg, sizeof(msg), "packed entry %u: %s at byte %zu of %zu; "
+		 "the remaining %zu bytes are dead-lettered as one", index, why, cut, len, len - cut);
+	proto_bad(m, &rest, RECORD_REASON_BAD_FRAME, msg);
+}
+
+/*
+ * PackedForward entries: LEN bytes of concatenated [time, record] arrays.
+ * The scanner finds the clean prefix first, so msgpack_unpack_next never
+ * reads a header announcing more data than there is.
+ */
+static void proto_packed_entries(struct proto_msg *m, const char *p, size_t len)
+{
+	struct proto_scan s;
+	msgpack_unpacked up;
+	size_t cut = len, off = 0;
+	uint32_t index = 0;
+	const char *why;
+
+	memset(&s, 0, sizeof(s));
+	(void)proto_scan_feed(&s, (const uint8_t *)p, len, len);
+	if (s.error != PROTO_SCAN_OK || !proto_scan_idle(&s))
+		cut = (size_t)s.value_start;
+	why = proto_scan_why(&s);
+	msgpack_unpacked_init(&up);
+	while (off < cut && !m->failed) {
+		size_t start = off;
+
+		if (msgpack_unpack_next(&up, p, cut, &off) != MSGPACK_UNPACK_SUCCESS) {
+			cut = start;
+			why = "undecodable msgpack value";
+			break;
+		}
+		proto_entry(m, &up.data, index++, "packed");
+	}
+	msgpack_unpacked_destroy(&up);
+	if (cut < len && !m->failed)
+		proto_packed_rest(m, p, len, cut, index, why);
+}
+
+enum proto_gz {
+	PROTO_GZ_OK = 0,
+	PROTO_GZ_CORRUPT,  /* not gzip, or truncated */
+	PROTO_GZ_TOO_BIG,  /* inflates past the limit */
+	PROTO_GZ_NOMEM,
+	PROTO_GZ_COUNT     /* number of outcomes; not an outcome */
+};
+
+/* Make room in *BUF (capacity *CAP, never past LIMIT + 1). */
+static enum proto_gz proto_gz_grow(char **buf, size_t *cap, size_t limit)
+{
+	size_t ncap = *cap * 2;
+	char *nbuf;
+
+	if (*cap > limit)
+		return PROTO_GZ_TOO_BIG;
+	if (ncap > limit + 1 || ncap < *cap)
+		ncap = limit + 1;
+	nbuf = realloc(*buf, ncap);
+	if (!nbuf)
+		return PROTO_GZ_NOMEM;
+	*buf = nbuf;
+	*cap = ncap;
+	return PROTO_GZ_OK;
+}
+
+/* Run inflate over all input of ZS into *BUF (capacity *CAP), members one after another. */
+static enum proto_gz proto_gz_loop(z_stream *zs, char **buf, size_t *cap, size_t *used,
+				   size_t limit, char *why, size_t len)
+{
+	enum proto_gz rc;
+	int zrc;
+
+	for (;;) {
+		if (*used == *cap && (rc = proto_gz_grow(buf, cap, limit)) != PROTO_GZ_OK)
+			return rc;
+		zs->next_out = (Bytef *)*buf + *used;
+		zs->avail_out = *cap - *used > UINT_MAX ? UINT_MAX : (uInt)(*cap - *used);
+		zrc = inflate(zs, Z_NO_FLUSH);
+		*used = (size_t)((char *)zs->next_out - *buf);
+		if (zrc == Z_STREAM_END && zs->avail_in == 0)
+			return *used > limit ? PROTO_GZ_TOO_BIG : PROTO_GZ_OK;
+		if (zrc == Z_STREAM_END && inflateReset(zs) == Z_OK)
+			continue; /* another gzip member follows */
+		if (zrc == Z_OK)
+			continue;
+		if (zrc == Z_MEM_ERROR)
+			return PROTO_GZ_NOMEM;
+		snprintf(why, len, "%s", zrc == Z_BUF_ERROR ? "truncated gzip data" :
+			 zs->msg ? zs->msg : "corrupt gzip data");
+		return PROTO_GZ_CORRUPT;
+	}
+}
+
+/*
+ * Inflate the gzip data SRC (one or more members) into a new buffer *OUT of
+ * *OUTLEN bytes (caller frees), never holding more than LIMIT + 1 bytes.
+ */
+static enum proto_gz proto_gunzip(const char *src, size_t srclen, size_t limit, char **out,
+				  size_t *outlen, char *why, size_t whylen)
+{
+	z_stream zs;
+	size_t cap = srclen < 4096 ? 16384 : srclen * 4;
+	enum proto_gz rc;
+
+	memset(&zs, 0, sizeof(zs));
+	if (cap > limit + 1)
+		cap = limit + 1;
+	*out = malloc(cap);
+	if (!*out || inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) {
+		free(*out);
+		*out = NULL;
+		return PROTO_GZ_NOMEM;
+	}
+	zs.next_in = (Bytef *)src;
+	zs.avail_in = (uInt)srclen;
+	*outlen = 0;
+	rc = proto_gz_loop(&zs, out, &cap, outlen, limit, why, whylen);
+	inflateEnd(&zs);
+	if (rc != PROTO_GZ_OK) {
+		free(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+/* CompressedPackedForward: inflate DATA, then read its entries. */
+static enum proto_status proto_packed_gzip(struct proto_msg *m, const msgpack_object *msg,
+					   const char *data, size_t len)
+{
+	size_t max = m->pc->env->max_event_bytes;
+	size_t limit = max > SIZE_MAX / PROTO_GZIP_FACTOR - 1 ? SIZE_MAX / PROTO_GZIP_FACTOR - 1 :
+		       max * PROTO_GZIP_FACTOR;
+	char why[128], text[192], *buf = NULL;
+	size_t n = 0;
+
+	switch (proto_gunzip(data, len, limit, &buf, &n, why, sizeof(why))) {
+	case PROTO_GZ_OK:
+		proto_packed_entries(m, buf, n);
+		free(buf);
+		return PROTO_OK;
+	case PROTO_GZ_CORRUPT:
+		snprintf(text, sizeof(text), "packedforward: option.compressed \"gzip\": %s", why);
+		proto_bad(m, msg, RECORD_REASON_BAD_FRAME, text);
+		return PROTO_OK;
+	case PROTO_GZ_TOO_BIG:
+		proto_log(m->pc, LOG_LEVEL_WARN, "gzip data inflates past %zu bytes "
+			  "(listen.max_event_bytes x %d); connection closed", limit, PROTO_GZIP_FACTOR);
+		return PROTO_CLOSE;
+	default:
+		proto_log(m->pc, LOG_LEVEL_ERROR, "out of memory inflating gzip data; "
+			  "connection closed");
+		return PROTO_CLOSE;
+	}
+}
+
+/* ---- framing ------------------------------------------------------------ */
+
+enum proto_mode {
+	PROTO_MODE_MESSAGE = 0, /* [tag, time, record, option?] */
+	PROTO_MODE_FORWARD,     /* [tag, [[time, record], ...], option?] */
+	PROTO_MODE_PACKED,      /* [tag, bin|str entries, option?] */
+	PROTO_MODE_BAD,
+	PROTO_MODE_COUNT        /* number of modes; not a mode */
+};
+
+static const char *const proto_mode_names[PROTO_MODE_COUNT] = {
+	"message", "forward", "packedforward", "frame",
+};
+
+/* The mode of message A (>= 2 elements) from the type of element 1. */
+static enum proto_mode proto_mode_of(const msgpack_object *a)
+{
+	const msgpack_object *o = &a->via.array.ptr[1];
+
+	if (proto_is_time(o))
+		return PROTO_MODE_MESSAGE;
+	if (o->type == MSGPACK_OBJECT_STR || o->type == MSGPACK_OBJECT_BIN)
+		return PROTO_MODE_PACKED;
+	if (o->type != MSGPACK_OBJECT_ARRAY)
+		return PROTO_MODE_BAD;
+	/* Message whose time is Fluent Bit 2's [time, metadata]: as Forward entries an int
+	 * and a map could never be valid, so this reading is the only useful one. */
+	if (a->via.array.size >= 3 && o->via.array.size == 2 &&
+	    proto_is_time(&o->via.array.ptr[0]) &&
+	    (o->via.array.ptr[1].type == MSGPACK_OBJECT_MAP ||
+	     o->via.array.ptr[1].type == MSGPACK_OBJECT_NIL))
+		return PROTO_MODE_MESSAGE;
+	return PROTO_MODE_FORWARD;
+}
+
+/* What a message's option asked for. */
+struct proto_option {
+	const msgpack_object *chunk;  /* str or bin, or NULL */
+	bool gzip;                    /* compressed: "gzip" */
+};
+
+static bool proto_str_eq(const msgpack_object *o, const char *s)
+{
+	size_t n = strlen(s);
+
+	return o->type == MSGPACK_OBJECT_STR && o->via.str.size == n &&
+	       memcmp(o->via.str.ptr, s, n) == 0;
+}
+
+/* One option key/value; -1 with WHY on a value of the wrong kind. */
+static int proto_option_kv(const msgpack_object_kv *kv, struct proto_option *opt,
+			   char *why, size_t len)
+{
+	const msgpack_object *v = &kv->val;
+
+	if (proto_str_eq(&kv->key, "chunk")) {
+		if (v->type == MSGPACK_OBJECT_STR || v->type == MSGPACK_OBJECT_BIN) {
+			opt->chunk = v;
+			return 0;
+		}
+		snprintf(why, len, "option.chunk: expected str or bin, got %s", proto_type_name(v));
+		return -1;
+	}
+	if (proto_str_eq(&kv->key, "compressed")) {
+		if (proto_str_eq(v, "gzip"))
+			opt->gzip = true;
+		else if (v->type != MSGPACK_OBJECT_NIL && !proto_str_eq(v, "text")) {
+			snprintf(why, len, "option.compressed: expected \"gzip\" or \"text\", got %s%s",
+				 v->type == MSGPACK_OBJECT_STR ? "another " : "", proto_type_name(v));
+			return -1;
+		}
+	}
+	return 0; /* size and unknown keys are ignored */
+}
+
+/* Option O (absent: NULL, nil, or a map) -> OPT; -1 with WHY otherwise. */
+static int proto_option_parse(const msgpack_object *o, struct proto_option *opt,
+			      char *why, size_t len)
+{
+	memset(opt, 0, sizeof(*opt));
+	if (!o || o->type == MSGPACK_OBJECT_NIL)
+		return 0;
+	if (o->type != MSGPACK_OBJECT_MAP) {
+		snprintf(why, len, "option: expected map or nil, got %s", proto_type_name(o));
+		return -1;
+	}
+	for (uint32_t i = 0; i < o->via.map.size; i++)
+		if (proto_option_kv(&o->via.map.ptr[i], opt, why, len) < 0)
+			return -1;
+	return 0;
+}
+
+/* Check message A's element count for MODE and find its option; -1 with WHY. */
+static int proto_frame_check(const msgpack_object *a, enum proto_mode mode,
+			     const msgpack_object **opt, char *why, size_t len)
+{
+	uint32_t n = a->via.array.size;
+	uint32_t need = mode == PROTO_MODE_MESSAGE ? 3 : 2;
+
+	if (mode == PROTO_MODE_BAD) {
+		snprintf(why, len, "frame: element 1: expected time, entries array or packed "
+			 "entries, got %s", proto_type_name(&a->via.array.ptr[1]));
+		return -1;
+	}
+	if (n < need || n > need + 1) {
+		snprintf(why, len, "%s: expected %s, got %u elements", proto_mode_names[mode],
+			 mode == PROTO_MODE_MESSAGE ? "[tag, time, record, option?]" :
+			 "[tag, entries, option?]", n);
+		return -1;
+	}
+	*opt = n == need + 1 ? &a->via.array.ptr[need] : NULL;
+	return 0;
+}
+
+/* Create the ack for OPT's chunk (if any). -1 on ENOMEM (logged). */
+static int proto_ack_open(struct proto_msg *m, const struct proto_option *opt)
+{
+	const msgpack_object *c = opt->chunk;
+
+	if (!c)
+		return 0;
+	m->chunk = c->type == MSGPACK_OBJECT_STR ? c->via.str.ptr : c->via.bin.ptr;
+	if (!m->chunk)
+		m->chunk = ""; /* msgpack-c leaves an empty str's ptr NULL; "" is still a chunk */
+	m->chunk_len = c->type == MSGPACK_OBJECT_STR ? c->via.str.size : c->via.bin.size;
+	m->ack = ack_new(m->pc->owner, m->chunk, (uint32_t)m->chunk_len,
+			 c->type == MSGPACK_OBJECT_BIN);
+	if (!m->ack) {
+		proto_log(m->pc, LOG_LEVEL_ERROR, "out of memory creating an ack; connection closed");
+		return -1;
+	}
+	m->pc->acks++;
+	return 0;
+}
+
+/* Drop the message's guard on its ack; the status the value ends with. */
+static enum proto_status proto_msg_end(struct proto_msg *m, enum proto_status st)
+{
+	if (m->ack)
+		ack_release(m->pc->env->ackq, m->ack);
+	m->ack = NULL;
+	return m->failed ? PROTO_CLOSE : st;
+}
+
+/* Run the events of message A in MODE. */
+static enum proto_status proto_mode_run(struct proto_msg *m, const msgpack_object *a,
+					enum proto_mode mode, const struct proto_option *opt)
+{
+	const msgpack_object *o = &a->via.array.ptr[1];
+	const char *data = o->type == MSGPACK_OBJECT_STR ? o->via.str.ptr : o->via.bin.ptr;
+	size_t len = o->type == MSGPACK_OBJECT_STR ? o->via.str.size : o->via.bin.size;
+
+	switch (mode) {
+	case PROTO_MODE_MESSAGE:
+		proto_event(m, o, &a->via.array.ptr[2], 0, "message");
+		return PROTO_OK;
+	case PROTO_MODE_FORWARD:
+		proto_forward(m, o);
+		return PROTO_OK;
+	default:
+		if (opt->gzip)
+			return proto_packed_gzip(m, a, data, len);
+		proto_packed_entries(m, data, len);
+		return PROTO_OK;
+	}
+}
+
+/* A top-level array: one of the Forward protocol's messages. */
+static enum proto_status proto_array(struct proto_msg *m, const msgpack_object *a)
+{
+	const msgpack_object *el = a->via.array.ptr, *opt_obj = NULL;
+	struct proto_option opt;
+	enum proto_mode mode;
+	char why[256];
+
+	if (a->via.array.size < 2 || a->via.array.size > 4) {
+		snprintf(why, sizeof(why), "frame: expected [tag, ...] of 2 to 4 elements, "
+			 "got %u elements", a->via.array.size);
+		goto bad;
+	}
+	if (el[0].type != MSGPACK_OBJECT_STR) {
+		snprintf(why, sizeof(why), "frame: tag (element 0): expected str, got %s",
+			 proto_type_name(&el[0]));
+		goto bad;
+	}
+	m->tag = el[0].via.str.ptr ? el[0].via.str.ptr : "";
+	m->tag_len = el[0].via.str.size;
+	mode = proto_mode_of(a);
+	if (proto_frame_check(a, mode, &opt_obj, why, sizeof(why)) < 0 ||
+	    proto_option_parse(opt_obj, &opt, why, sizeof(why)) < 0)
+		goto bad;
+	if (proto_ack_open(m, &opt) < 0)
+		return PROTO_CLOSE;
+	return proto_msg_end(m, proto_mode_run(m, a, mode, &opt));
+bad:
+	proto_bad(m, a, RECORD_REASON_BAD_FRAME, why);
+	return proto_msg_end(m, PROTO_OK);
+}
+
+static uint64_t proto_now_ns(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
+		return 0;
+	return (uint64_t)ts.tv_sec * (uint64_t)PROTO_NS + (uint64_t)ts.tv_nsec;
+}
+
+/* Handle one complete top-level value V. */
+static enum proto_status proto_value(struct proto_conn *pc, const msgpack_object *v)
+{
+	struct proto_msg m = { .pc = pc, .recv_ns = proto_now_ns() };
+	char why[128];
+
+	switch (v->type) {
+	case MSGPACK_OBJECT_NIL:
+		proto_log(pc, LOG_LEVEL_DEBUG, "heartbeat");
+		return PROTO_OK;
+	case MSGPACK_OBJECT_MAP:
+		proto_take(&m, v, NULL, 0);
+		return proto_msg_end(&m, PROTO_OK);
+	case MSGPACK_OBJECT_ARRAY:
+		return proto_array(&m, v);
+	default:
+		snprintf(why, sizeof(why), "frame: expected map, array or nil at top level, got %s",
+			 proto_type_name(v));
+		proto_bad(&m, v, RECORD_REASON_BAD_FRAME, why);
+		return proto_msg_end(&m, PROTO_OK);
+	}
+}
+
+/* ---- the stream --------------------------------------------------------- */
+
+/* Log why the scanner stopped the stream. */
+static void proto_log_scan_error(const struct proto_conn *pc)
+{
+	const struct proto_scan *s = &pc->scan;
+
+	switch (s->error) {
+	case PROTO_SCAN_NOT_MSGPACK:
+		proto_log(pc, LOG_LEVEL_WARN, "stream is not msgpack (byte offset %llu); "
+			  "connection closed", (unsigned long long)s->head_start);
+		break;
+	case PROTO_SCAN_TOO_DEEP:
+		proto_log(pc, LOG_LEVEL_WARN, "value at byte offset %llu nests deeper than %d "
+			  "levels; connection closed", (unsigned long long)s->value_start,
+			  PROTO_MAX_DEPTH);
+		break;
+	default:
+		proto_log(pc, LOG_LEVEL_WARN, "value of %s%llu bytes exceeds "
+			  "listen.max_event_bytes %zu; connection closed",
+			  s->error_exact ? "" : "at least ", (unsigned long long)s->error_size,
+			  pc->env->max_event_bytes);
+		break;
+	}
+}
+
+/* Move LEN bytes of IN into the decoder, behind the scanner. -1 on ENOMEM (logged). */
+static int proto_fill_step(struct proto_conn *pc, struct evbuffer *in, size_t len)
+{
+	char *dst;
+	size_t ok;
+
+	if (!msgpack_unpacker_reserve_buffer(&pc->up, len)) {
+		proto_log(pc, LOG_LEVEL_ERROR, "out of memory buffering %zu bytes; "
+			  "connection closed", len);
+		return -1;
+	}
+	dst = msgpack_unpacker_buffer(&pc->up);
+	if (evbuffer_remove(in, dst, len) != (int)len) {
+		proto_log(pc, LOG_LEVEL_ERROR, "cannot read %zu buffered bytes; connection closed",
+			  len);
+		return -1;
+	}
+	ok = proto_scan_feed(&pc->scan, (const uint8_t *)dst, len, pc->env->max_event_bytes);
+	msgpack_unpacker_buffer_consumed(&pc->up, ok);
+	return 0;
+}
+
+/* Move all of IN into the decoder (dropping what follows a scan error). */
+static int proto_fill(struct proto_conn *pc, struct evbuffer *in)
+{
+	size_t len;
+
+	while (in && (len = evbuffer_get_length(in)) > 0) {
+		if (pc->scan.error != PROTO_SCAN_OK)
+			return evbuffer_drain(in, len) < 0 ? -1 : 0;
+		if (proto_fill_step(pc, in, len < PROTO_FILL_STEP ? len : PROTO_FILL_STEP) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static bool proto_queues_full(const struct proto_conn *pc)
+{
+	for (int i = 0; i < pc->env->nqueues; i++)
+		if (queue_full(pc->env->queues[i]))
+			return true;
+	return false;
+}
+
+/* Decode and handle the next value: 1 handled, 0 needs more bytes, -1 close. */
+static int proto_next(struct proto_conn *pc)
+{
+	size_t size = 0;
+	enum proto_status st;
+
+	switch (msgpack_unpacker_next_with_size(&pc->up, &pc->val, &size)) {
+	case MSGPACK_UNPACK_SUCCESS:
+		pc->decoded += size;
+		pc->values++;
+		st = proto_value(pc, &pc->val.data);
+		msgpack_unpacked_destroy(&pc->val);
+		return st == PROTO_OK ? 1 : -1;
+	case MSGPACK_UNPACK_CONTINUE:
+		if (pc->scan.error == PROTO_SCAN_OK)
+			return 0;
+		proto_log_scan_error(pc);
+		return -1;
+	case MSGPACK_UNPACK_PARSE_ERROR:
+		proto_log(pc, LOG_LEVEL_WARN, "stream is not msgpack (byte offset %llu); "
+			  "connection closed", (unsigned long long)(pc->decoded +
+			  msgpack_unpacker_parsed_size(&pc->up)));
+		return -1;
+	default:
+		proto_log(pc, LOG_LEVEL_ERROR, "out of memory decoding a value at byte offset %llu; "
+			  "connection closed", (unsigned long long)pc->decoded);
+		return -1;
+	}
+}
+
+enum proto_status proto_run(struct proto_conn *pc, struct evbuffer *in)
+{
+	int rc;
+
+	if (pc->closed)
+		return PROTO_CLOSE;
+	if (proto_fill(pc, in) < 0) {
+		pc->closed = true;
+		return PROTO_CLOSE;
+	}
+	for (;;) {
+		if (proto_queues_full(pc))
+			return PROTO_BLOCKED;
+		rc = proto_next(pc);
+		if (rc == 0)
+			return PROTO_OK;
+		if (rc < 0) {
+			pc->closed = true;
+			return PROTO_CLOSE;
+		}
+	}
+}
+
+/* ---- acks --------------------------------------------------------------- */
+
+static int proto_evbuffer_write(void *data, const char *buf, size_t len)
+{
+	return evbuffer_add(data, buf, len);
+}
+
+int proto_ack_encode(const struct ack *ack, struct evbuffer *out)
+{
+	struct evbuffer *tmp = evbuffer_new();
+	msgpack_packer pk;
+	int rc;
+
+	if (!tmp)
+		return -1;
+	/* Packed aside first, so OUT never holds half a reply. */
+	msgpack_packer_init(&pk, tmp, proto_evbuffer_write);
+	rc = msgpack_pack_map(&pk, 1);
+	if (rc == 0)
+		rc = msgpack_pack_str_with_body(&pk, "ack", 3);
+	if (rc == 0 && ack->chunk_is_bin)
+		rc = msgpack_pack_bin_with_body(&pk, ack->chunk, ack->chunk_len);
+	else if (rc == 0)
+		rc = msgpack_pack_str_with_body(&pk, ack->chunk, ack->chunk_len);
+	if (rc == 0)
+		rc = evbuffer_add_buffer(out, tmp);
+	evbuffer_free(tmp);
+	return rc == 0 ? 0 : -1;
+}

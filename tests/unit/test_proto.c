@@ -1,0 +1,1125 @@
+/*
+ * test_proto.c: the wire-protocol decoder against real queues, acks, spool
+ * and stats. Inputs are built here with msgpack_packer (and zlib for gzip);
+ * records are popped from the queues, their acks released the way a writer
+ * would, and the dead-letter file and the log (stderr, captured around the
+ * calls that must log) are read back.
+ */
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <msgpack.h>
+#include <zlib.h>
+
+#include "ack.h"
+#include "log.h"
+#include "proto.h"
+#include "queue.h"
+#include "record.h"
+#include "spool.h"
+#include "stats.h"
+#include "unit.h"
+
+#define T_SEC 1700000000u /* 2023-11-14 22:13:20 UTC */
+#define T_MAXREC 512
+
+/* ---- fixture ------------------------------------------------------------ */
+
+struct fx {
+	char dir[64];
+	struct queue *q[2];
+	struct ackq *ackq;
+	struct spool *spool;
+	struct proto_env env;
+	struct proto_conn *pc;
+	struct record *recs[T_MAXREC];
+	size_t nrecs;
+};
+
+static int fx_owner; /* address stored as the acks' owner */
+
+/* Fresh queues, ack channel, spool dir (DEV_FULL: dead letters cannot be written). */
+static void fx_open_full(struct fx *f, int nqueues, size_t max_event_bytes, size_t max_events,
+			 int dev_full)
+{
+	memset(f, 0, sizeof(*f));
+	snprintf(f->dir, sizeof(f->dir), "/tmp/test_proto.XXXXXX");
+	if (!mkdtemp(f->dir)) {
+		perror("mkdtemp");
+		exit(2);
+	}
+	if (dev_full) {
+		char path[128];
+
+		snprintf(path, sizeof(path), "%s/dead-letter.jsonl", f->dir);
+		if (symlink("/dev/full", path) < 0) {
+			perror("symlink");
+			exit(2);
+		}
+	}
+	f->ackq = ackq_new();
+	f->spool = spool_open(f->dir);
+	for (int i = 0; i < nqueues; i++)
+		f->q[i] = queue_new(max_events, 1 << 30, f->ackq);
+	if (!f->ackq || !f->spool || !f->q[0]) {
+		fprintf(stderr, "fixture setup failed\n");
+		exit(2);
+	}
+	f->env.queues = f->q;
+	f->env.nqueues = nqueues;
+	f->env.spool = f->spool;
+	f->env.ackq = f->ackq;
+	f->env.max_event_bytes = max_event_bytes;
+	f->pc = proto_conn_new(&f->env, &fx_owner, "tcp:127.0.0.1:5000", 7);
+	CHECK(f->pc != NULL);
+	stats_reset();
+}
+
+static void fx_open(struct fx *f)
+{
+	fx_open_full(f, 1, 1 << 20, 100000, 0);
+}
+
+/* Pop every queued record (arrival order per queue) into f->recs. */
+static size_t fx_pop(struct fx *f)
+{
+	for (int i = 0; i < f->env.nqueues; i++) {
+		size_t n = queue_pop_batch(f->q[i], f->recs + f->nrecs, T_MAXREC - f->nrecs, 0);
+
+		for (size_t k = 0; k < n; k++)
+			CHECK(f->recs[f->nrecs + k]->id_hash % (uint32_t)f->env.nqueues == (uint32_t)i);
+		f->nrecs += n;
+	}
+	return f->nrecs;
+}
+
+/* Act as the writer for every popped record: release its ack, free it. */
+static void fx_commit(struct fx *f)
+{
+	for (size_t i = 0; i < f->nrecs; i++) {
+		if (f->recs[i]->ack)
+			ack_release(f->ackq, f->recs[i]->ack);
+		record_free(f->recs[i]);
+	}
+	f->nrecs = 0;
+}
+
+/* Take every posted ack; returns how many; the first is left in *FIRST (caller frees). */
+static int fx_acks(struct fx *f, struct ack **first)
+{
+	struct ack *a = ackq_take(f->ackq), *next;
+	int n = 0;
+
+	if (first)
+		*first = a;
+	for (; a; a = next) {
+		next = a->next;
+		CHECK(a->owner == &fx_owner);
+		if (n++ > 0 || !first)
+			free(a);
+	}
+	return n;
+}
+
+static char *slurp(const char *path)
+{
+	FILE *fp = fopen(path, "r");
+	char *buf;
+	long len;
+
+	if (!fp)
+		return strdup("");
+	fseek(fp, 0, SEEK_END);
+	len = ftell(fp);
+	fseek(fp, 0, SEEK_SET);
+	buf = calloc(1, (size_t)len + 1);
+	if (fread(buf, 1, (size_t)len, fp) != (size_t)len)
+		buf[0] = '\0';
+	fclose(fp);
+	return buf;
+}
+
+static int count_lines(const char *s)
+{
+	int n = 0;
+
+	for (; *s; s++)
+		n += *s == '\n';
+	return n;
+}
+
+/* The dead-letter file's content (caller frees). */
+static char *fx_dead(struct fx *f)
+{
+	return slurp(spool_dead_letter_path(f->spool));
+}
+
+static void fx_close(struct fx *f)
+{
+	char cmd[128];
+
+	fx_pop(f);
+	fx_commit(f);
+	fx_acks(f, NULL);
+	proto_conn_free(f->pc);
+	for (int i = 0; i < 2; i++)
+		if (f->q[i])
+			queue_free(f->q[i]);
+	spool_close(f->spool);
+	ackq_free(f->ackq);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", f->dir);
+}
+
+/* Feed N bytes to proto_run in one read; IN must be emptied. */
+static enum proto_status feed(struct fx *f, const void *p, size_t n)
+{
+	struct evbuffer *in = evbuffer_new();
+	enum proto_status st;
+
+	evbuffer_add(in, p, n);
+	st = proto_run(f->pc, in);
+	CHECK(evbuffer_get_length(in) == 0);
+	evbuffer_free(in);
+	return st;
+}
+
+/* ---- stderr capture ------------------------------------------------------ */
+
+static int cap_saved = -1;
+static char cap_path[96];
+
+static void capture_begin(struct fx *f)
+{
+	int fd;
+
+	snprintf(cap_path, sizeof(cap_path), "%s/stderr.log", f->dir);
+	fd = open(cap_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	fflush(stderr);
+	cap_saved = dup(2);
+	dup2(fd, 2);
+	close(fd);
+}
+
+/* Restore stderr; returns what was logged meanwhile (caller frees). */
+static char *capture_end(void)
+{
+	fflush(stderr);
+	dup2(cap_saved, 2);
+	close(cap_saved);
+	return slurp(cap_path);
+}
+
+/* ---- building inputs ----------------------------------------------------- */
+
+static msgpack_sbuffer sb;
+static msgpack_packer pk;
+
+static void pk_reset(void)
+{
+	msgpack_sbuffer_clear(&sb);
+}
+
+static void pk_str(const char *s)
+{
+	msgpack_pack_str_with_body(&pk, s, strlen(s));
+}
+
+/* {"mg_id": ID (if any), "mg_record_type": "generation", "prompt": PROMPT}. */
+static void pk_event(const char *id, const char *prompt)
+{
+	msgpack_pack_map(&pk, id ? 3 : 2);
+	if (id) {
+		pk_str("mg_id");
+		pk_str(id);
+	}
+	pk_str("mg_record_type");
+	pk_str("generation");
+	pk_str("prompt");
+	pk_str(prompt);
+}
+
+static void pk_eventtime(uint32_t sec, uint32_t nsec)
+{
+	unsigned char b[8] = {
+		sec >> 24, sec >> 16, sec >> 8, sec, nsec >> 24, nsec >> 16, nsec >> 8, nsec,
+	};
+
+	msgpack_pack_ext_with_body(&pk, b, 8, 0);
+}
+
+/* msgpack timestamp 64 (ext -1, 8 bytes). */
+static void pk_timestamp64(uint32_t sec, uint32_t nsec)
+{
+	uint64_t v = (uint64_t)nsec << 34 | sec;
+	unsigned char b[8];
+
+	for (int i = 0; i < 8; i++)
+		b[i] = (unsigned char)(v >> (56 - 8 * i));
+	msgpack_pack_ext_with_body(&pk, b, 8, -1);
+}
+
+/* {"chunk": CHUNK (str)} plus "compressed": COMP when COMP. */
+static void pk_option(const char *chunk, const char *comp)
+{
+	msgpack_pack_map(&pk, (chunk != NULL) + (comp != NULL));
+	if (chunk) {
+		pk_str("chunk");
+		pk_str(chunk);
+	}
+	if (comp) {
+		pk_str("compressed");
+		pk_str(comp);
+	}
+}
+
+/* Copy of the packed bytes so far (caller frees); *LEN set. */
+static char *pk_take(size_t *len)
+{
+	char *p = malloc(sb.size ? sb.size : 1);
+
+	memcpy(p, sb.data, sb.size);
+	*len = sb.size;
+	pk_reset();
+	return p;
+}
+
+/* gzip (one member) of P. Caller frees. */
+static unsigned char *gz(const void *p, size_t n, size_t *outlen)
+{
+	z_stream zs;
+	unsigned char *out;
+	size_t cap;
+
+	memset(&zs, 0, sizeof(zs));
+	if (deflateInit2(&zs, 9, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+		exit(2);
+	cap = deflateBound(&zs, n);
+	out = malloc(cap);
+	zs.next_in = (Bytef *)p;
+	zs.avail_in = (uInt)n;
+	zs.next_out = out;
+	zs.avail_out = (uInt)cap;
+	if (deflate(&zs, Z_FINISH) != Z_STREAM_END)
+		exit(2);
+	*outlen = cap - zs.avail_out;
+	deflateEnd(&zs);
+	return out;
+}
+
+static const char *rget(const struct record *r, int i)
+{
+	const char *v = record_get(r, i);
+
+	return v ? v : "(absent)";
+}
+
+static void check_created(const struct record *r, int64_t ns)
+{
+	char want[48];
+
+	record_format_time(ns, want, sizeof(want));
+	CHECK_STR(rget(r, RECORD_COL_CREATED_AT), want);
+}
+
+/* ---- tests ---------------------------------------------------------------- */
+
+static void test_plain_map(void)
+{
+	struct fx f;
+
+	fx_open(&f);
+	pk_event("id-plain", "hello");
+	CHECK(feed(&f, sb.data, sb.size) == PROTO_OK);
+	pk_reset();
+	CHECK(fx_pop(&f) == 1);
+	CHECK_STR(rget(f.recs[0], RECORD_COL_ID), "id-plain");
+	CHECK_STR(rget(f.recs[0], RECORD_COL_PROMPT), "hello");
+	CHECK(record_get(f.recs[0], RECORD_SLOT_TAG) == NULL);
+	CHECK_STR(rget(f.recs[0], RECORD_SLOT_PEER), "tcp:127.0.0.1:5000");
+	CHECK(f.recs[0]->ack == NULL);
+	CHECK(f.recs[0]->recv_ns > (uint64_t)T_SEC * 1000000000ull);
+	CHECK(stats_get(STAT_events_received_total) == 1);
+	CHECK(proto_values_done(f.pc) == 1);
+	CHECK(proto_acks_created(f.pc) == 0);
+	CHECK(proto_pending_bytes(f.pc) == 0);
+	fx_close(&f);
+}
+
+/* Message mode with the four kinds of time. */
+static void test_message_times(void)
+{
+	struct fx f;
+	int64_t want[5] = {
+		(int64_t)T_SEC * 1000000000,
+		(int64_t)T_SEC * 1000000000 + 500000000,
+		(int64_t)T_SEC * 1000000000 + 123456789,
+		(int64_t)T_SEC * 1000000000 + 987654321,
+		(int64_t)T_SEC * 1000000000,
+	};
+
+	fx_open(&f);
+	for (int i = 0; i < 5; i++) {
+		msgpack_pack_array(&pk, 3);
+		pk_str("mega.generation");
+		if (i == 0)
+			msgpack_pack_uint32(&pk, T_SEC);
+		else if (i == 1)
+			msgpack_pack_double(&pk, T_SEC + 0.5);
+		else if (i == 2)
+			pk_eventtime(T_SEC, 123456789);
+		else if (i == 3)
+			pk_timestamp64(T_SEC, 987654321);
+		else
+			msgpack_pack_float(&pk, (float)T_SEC); /* float32: exact for T_SEC */
+		pk_event(NULL, "t");
+	}
+	CHECK(feed(&f, sb.data, sb.size) == PROTO_OK);
+	pk_reset();
+	CHECK(fx_pop(&f) == 5);
+	for (int i = 0; i < 5 && i < (int)f.nrecs; i++) {
+		check_created(f.recs[i], want[i]);
+		CHECK_STR(rget(f.recs[i], RECORD_SLOT_TAG), "mega.generation");
+	}
+	CHECK(stats_get(STAT_events_received_total) == 5);
+	fx_close(&f);
+}
+
+/* Forward with option.chunk: one ack, sent only after every event is released. */
+static void test_forward_ack(void)
+{
+	struct fx f;
+	struct ack *a = NULL;
+
+	fx_open(&f);
+	msgpack_pack_array(&pk, 3);
+	pk_str("mega.generation");
+	msgpack_pack_array(&pk, 3);
+	for (int i = 0; i < 3; i++) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "fw-%d", i);
+		msgpack_pack_array(&pk, 2);
+		msgpack_pack_uint32(&pk, T_SEC + (uint32_t)i);
+		pk_event(id, "p");
+	}
+	pk_option("Y2h1bmsx\n", NULL);
+	CHECK(feed(&f, sb.data, sb.size) == PROTO_OK);
+	pk_reset();
+	CHECK(proto_acks_created(f.pc) == 1);
+	CHECK(fx_pop(&f) == 3);
+	CHECK(fx_acks(&f, NULL) == 0);
+	for (int i = 0; i < 3; i++) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "fw-%d", i);
+		CHECK_STR(rget(f.recs[i], RECORD_COL_ID), id);
+		CHECK(f.recs[i]->ack != NULL && f.recs[i]->ack == f.recs[0]->ack);
+		check_created(f.recs[i], (int64_t)(T_SEC + i) * 1000000000);
+	}
+	ack_release(f.ackq, f.recs[0]->ack);
+	ack_release(f.ackq, f.recs[1]->ack);
+	CHECK(fx_acks(&f, NULL) == 0);
+	ack_release(f.ackq, f.recs[2]->ack);
+	for (int i = 0; i < 3; i++) {
+		f.recs[i]->ack = NULL;
+		record_free(f.recs[i]);
+	}
+	f.nrecs = 0;
+	CHECK(fx_acks(&f, &a) == 1);
+	CHECK(a && a->chunk_len == 9 && memcmp(a->chunk, "Y2h1bmsx\n", 9) == 0 && !a->chunk_is_bin);
+	free(a);
+	/* a bin chunk is echoed as bin */
+	msgpack_pack_array(&pk, 4);
+	pk_str("mega.generation");
+	msgpack_pack_uint32(&pk, T_SEC);
+	pk_event("fw-bin", "p");
+	msgpack_pack_map(&pk, 1);
+	pk_str("chunk");
+	msgpack_pack_bin_with_body(&pk, "\x01\x02\n", 3);
+	CHECK(feed(&f, sb.data, sb.size) == PROTO_OK);
+	pk_reset();
+	CHECK(fx_pop(&f) == 1);
+	fx_commit(&f);
+	CHECK(fx_acks(&f, &a) == 1);
+	CHECK(a && a->chunk_len == 3 && memcmp(a->chunk, "\x01\x02\n", 3) == 0 && a->chunk_is_bin);
+	free(a);
+	fx_close(&f);
+}
+
+/* The reply echoes the chunk byte for byte, as str or bin like the request. */
+static void test_ack_encode(void)
+{
+	struct ack *a = ack_new(NULL, "abc\n", 4, false);
+	struct ack *b = ack_new(NULL, "\x00\xff\n", 3, true);
+	struct evbuffer *out = evbuffer_new();
+	const unsigned char want_a[] = { 0x81, 0xa3, 'a', 'c', 'k', 0xa4, 'a', 'b', 'c', '\n' };
+	const unsigned char want_b[] = { 0x81, 0xa3, 'a', 'c', 'k', 0xc4, 3, 0x00, 0xff, '\n' };
+	unsigned char got[32];
+
+	CHECK(proto_ack_encode(a, out) == 0);
+	CHECK(evbuffer_get_length(out) == sizeof(want_a));
+	evbuffer_remove(out, got, sizeof(got));
+	CHECK(memcmp(got, want_a, sizeof(want_a)) == 0);
+	CHECK(proto_ack_encode(b, out) == 0);
+	CHECK(evbuffer_get_length(out) == sizeof(want_b));
+	evbuffer_remove(out, got, sizeof(got));
+	CHECK(memcmp(got, want_b, sizeof(want_b)) == 0);
+	evbuffer_free(out);
+	free(a);
+	free(b);
+}
+
+/* Concatenated [time, record] entries for packed modes; N entries, ids "PREFIX-i". */
+static char *packed_entries(const char *prefix, int n, size_t *len)
+{
+	for (int i = 0; i < n; i++) {
+		char id[32];
+
+		snprintf(id, sizeof(id), "%s-%d", prefix, i);
+		msgpack_pack_array(&pk, 2);
+		pk_eventtime(T_SEC, (uint32_t)i);
+		pk_event(id, "packed");
+	}
+	return pk_take(len);
+}
+
+/* [tag, entries as bin or str, option], OPT_KIND: 0 absent, 1 nil, 2 text, 3 gzip. */
+static void pk_packed(const char *data, size_t len, int as_str, int opt_kind, const char *chunk)
+{
+	msgpack_pack_array(&pk, opt_kind == 0 ? 2 : 3);
+	pk_str("mega.generation");
+	if (as_str)
+		msgpack_pack_str_with_body(&pk, data, len);
+	else
+		msgpack_pack_bin_with_body(&pk, data, len);
+	if (opt_kind == 1)
+		msgpack_pack_nil(&pk);
+	else if (opt_kind >= 2)
+		pk_option(chunk, opt_kind == 2 ? "text" : "gzip");
+}
+
+static void test_packed(void)
+{
+	struct fx f;
+	size_t len;
+	char *data = packed_entries("pk", 2, &len);
+	char want[16];
+
+	fx_open(&f);
+	pk_packed(data, len, 0, 0, NULL);  /* bin, option absent */
+	pk_packed(data, len, 1, 1, NULL);  /* str, option nil */
+	pk_packed(data, len, 0, 2, "c-text");  /* compressed "text" */
+	CHECK(feed(&f, sb.data, sb.size) == PROTO_OK);
+	pk_reset();
+	CHECK(fx_pop(&f) == 6);
+	for (int i = 0; i < 6; i++) {
+		snprintf(want, sizeof(want), "pk-%d", i % 2);
+		CHECK_STR(rget(f.recs[i], RECORD_COL_ID), want);
+		check_created(f.recs[i], (int64_t)T_SEC * 1000000000 + i % 2);
+		CHECK((f.recs[i]->ack != NULL) == (i >= 4));
+	}
+	fx_commit(&f);
+	CHECK(fx_acks(&f, NULL) == 1);
+	CHECK(stats_get(STAT_events_dead_lettered_total) == 0);
+	free(data);
+	fx_close(&f);
+}
+
+/* CompressedPackedForward: one gzip member, then two concatenated members. */
+static void test_gzip(void)
+{
+	struct fx f;
+	size_t l1, l2, g1, g2;
+	char *e1 = packed_entries("g1", 3, &l1);
+	char *e2 = packed_entries("g2", 2, &l2);
+	unsigned char *z1 = gz(e1, l1, &g1), *z2 = gz(e2, l2, &g2);
+	unsigned char *both = malloc(g1 + g2);
+	const char *want[] = { "g1-0", "g1-1", "g1-2", "g1-0", "g1-1", "g1-2", "g2-0", "g2-1" };
+
+	memcpy(both, z1, g1);
+	memcpy(both + g1, z2, g2);
+	fx_open(&f);
+	pk_packed((const char *)z1, g1, 0, 3, "gz-1");
+	pk_packed((const char *)both, g1 + g2, 0, 3, "gz-2");
+	CHECK(feed(&f, sb.data, sb.size) == PROTO_OK);
+	pk_reset();
+	CHECK(fx_pop(&f) == 8);
+	for (int i = 0; i < 8 && i < (int)f.nrecs; i++)
+		CHECK_STR(rget(f.recs[i], RECORD_COL_ID), want[i]);
+	fx_commit(&f);
+	CHECK(fx_acks(&f, NULL) == 2);
+	free(e1);
+	free(e2);
+	free(z1);
+	free(z2);
+	free(both);
+	fx_close(&f);
+}
+
+/* Fluent Bit 2: [[time, metadata], record] entries; group markers -1/-2 skipped. */
+static void test_fluent_bit(void)
+{
+	struct fx f;
+	char *dead;
+
+	fx_open(&f);
+	msgpack_pack_array(&pk, 2);
+	pk_str("mega.generation");
+	msgpack_pack_array(&pk, 4);
+	/* group start marker: [[-1, {group meta}], {group attributes}] */
+	msgpack_pack_array(&pk, 2);
+	msgpack_pack_array(&pk, 2);
+	msgpack_pack_int(&pk, -1);
+	msgpack_pack_map(&pk, 0);
+	msgpack_pack_map(&pk, 0);
+	/* a record with metadata */
+	msgpack_pack_array(&pk, 2);
+	msgpack_pack_array(&pk, 2);
+	pk_eventtime(T_SEC, 5);
+	msgpack_pack_map(&pk, 1);
+	pk_str("otlp");
+	pk_str("yes");
+	pk_event("fb-1", "meta");
+	/* an EventTime-encoded marker (seconds 0xfffffffe = -2) */
+	msgpack_pack_array(&pk, 2);
+	msgpack_pack_array(&pk, 2);
+	pk_eventtime(0xfffffffeu, 0);
+	msgpack_pack_map(&pk, 0);
+	msgpack_pack_map(&pk, 0);
+	/* group end marker as a plain int */
+	msgpack_pack_array(&pk, 2);
+	msgpack_pack_int(&pk, -2);
+	msgpack_pack_map(&pk, 0);
+	CHECK(feed(&f, sb.data, sb.size) == PROTO_OK);
+	pk_reset();
+	/* Message mode with [time, metadata] as its time. */
+	msgpack_pack_array(&pk, 3);
+	pk_str("mega.generation");
+	msgpack_pack_array(&pk, 2);
+	msgpack_pack_uint32(&pk, T_SEC);
+	msgpack_pack_map(&pk, 1);
+	pk_str("src");
+	pk_str("fb");
+	pk_event("fb-2", "meta");
+	CHECK(feed(&f, sb.data, sb.size) == PROTO_OK);
+	pk_reset();
+	CHECK(fx_pop(&f) == 2);
+	CHECK_STR(rget(f.recs[0], RECORD_COL_ID), "fb-1");
+	check_created(f.recs[0], (int64_t)T_SEC * 1000000000 + 5);
+	CHECK_CONTAINS(rget(f.recs[0], RECORD_COL_META), "fluent_metadata");
+	CHECK_CONTAINS(rget(f.recs[0], RECORD_COL_META), "otlp");
+	CHECK_STR(rget(f.recs[1], RECORD_COL_ID), "fb-2");
+	CHECK_CONTAINS(rget(f.recs[1], RECORD_COL_META), "fluent_metadata");
+	CHECK(stats_get(STAT_events_received_total) == 2);
+	dead = fx_dead(&f);
+	CHECK(count_lines(dead) == 0);
+	free(dead);
+	fx_close(&f);
+}
+
+/* nil is a heartbeat: nothing queued, nothing dead-lettered, but a value. */
+static void test_heartbeat(void)
+{
+	struct fx f;
+	const char nil = (char)0xc0;
+
+	fx_open(&f);
+	CHECK(feed(&f, &nil, 1) == PROTO_OK);
+	CHECK(feed(&f, &nil, 1) == PROTO_OK);
+	CHECK(proto_values_done(f.pc) == 2);
+	CHECK(fx_pop(&f) == 0);
+	CHECK(stats_get(STAT_events_received_total) == 0);
+	fx_close(&f);
+}
+
+/* A Forward message arriving one byte per read. */
+static void test_split_bytes(void)
+{
+	struct fx f;
+	size_t len;
+	char *msg;
+
+	fx_open(&f);
+	msgpack_pack_array(&pk, 3);
+	pk_str("mega.generation");
+	msgpack_pack_array(&pk, 2);
+	for (int i = 0; i < 2; i++) {
+		msgpack_pack_array(&pk, 2);
+		pk_eventtime(T_SEC, 0);
+		pk_event(i ? "split-1" : "split-0", "a prompt that spans many reads");
+	}
+	pk_option("split-chunk", NULL);
+	msg = pk_take(&len);
+	for (size_t i = 0; i + 1 < len; i++) {
+		CHECK(feed(&f, msg + i, 1) == PROTO_OK);
+		CHECK(proto_pending_bytes(f.pc) == i + 1);
+	}
+	CHECK(fx_pop(&f) == 0);
+	CHECK(proto_values_done(f.pc) == 0);
+	CHECK(feed(&f, msg + len - 1, 1) == PROTO_OK);
+	CHECK(proto_pending_bytes(f.pc) == 0);
+	CHECK(fx_pop(&f) == 2);
+	CHECK_STR(rget(f.recs[1], RECORD_COL_ID), "split-1");
+	free(msg);
+	fx_close(&f);
+}
+
+/* Many values in one read, spread over two writer queues by id hash. */
+static void test_many_values(void)
+{
+	struct fx f;
+	int seen[200] = { 0 }, all = 1;
+
+	fx_open_full(&f, 2, 1 << 20, 100000, 0);
+	for (int i = 0; i < 200; i++) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "many-%d", i);
+		pk_event(id, "x");
+	}
+	CHECK(feed(&f, sb.data, sb.size) == PROTO_OK);
+	pk_reset();
+	CHECK(fx_pop(&f) == 200);
+	CHECK(queue_events(f.q[0]) == 0 && queue_events(f.q[1]) == 0);
+	for (size_t i = 0; i < f.nrecs; i++) {
+		int k = -1;
+
+		if (sscanf(rget(f.recs[i], RECORD_COL_ID), "many-%d", &k) == 1 && k >= 0 && k < 200)
+			seen[k]++;
+	}
+	for (int i = 0; i < 200; i++)
+		all &= seen[i] == 1;
+	CHECK(all);
+	CHECK(proto_values_done(f.pc) == 200);
+	fx_close(&f);
+}
+
+/* Shapes no mode has are dead-lettered one by one; their neighbours go through. */
+static void test_bad_frames(void)
+{
+	struct fx f;
+	size_t plen;
+	char *dead, *packed;
+
+	fx_open(&f);
+	pk_event("ok-1", "x");
+	pk_str("just a string");                         /* top-level str */
+	msgpack_pack_array(&pk, 3);                      /* tag not a string */
+	msgpack_pack_int(&pk, 1);
+	msgpack_pack_int(&pk, 2);
+	pk_event("lost-1", "x");
+	msgpack_pack_array(&pk, 4);                      /* option is an int */
+	pk_str("t.x");
+	msgpack_pack_uint32(&pk, T_SEC);
+	pk_event("lost-2", "x");
+	msgpack_pack_int(&pk, 5);
+	msgpack_pack_array(&pk, 2);                      /* bad forward entries */
+	pk_str("t.y");
+	msgpack_pack_array(&pk, 4);
+	msgpack_pack_array(&pk, 2);
+	msgpack_pack_uint32(&pk, T_SEC);
+	pk_event("ok-2", "x");
+	msgpack_pack_int(&pk, 7);                        /* entry 1: int */
+	msgpack_pack_array(&pk, 2);                      /* entry 2: bad time */
+	pk_str("yesterday");
+	pk_event("lost-3", "x");
+	msgpack_pack_array(&pk, 3);                      /* entry 3: three elements */
+	msgpack_pack_uint32(&pk, T_SEC);
+	pk_event("lost-4", "x");
+	msgpack_pack_nil(&pk);
+	msgpack_pack_array(&pk, 3);                      /* unknown ext type as time */
+	pk_str("t.z");
+	msgpack_pack_ext_with_body(&pk, "abc", 3, 9);
+	pk_event("lost-5", "x");
+	pk_event("ok-3", "x");
+	CHECK(feed(&f, sb.data, sb.size) == PROTO_OK);
+	pk_reset();
+	/* PackedForward corrupt part-way: the entry before the damage is kept. */
+	msgpack_pack_array(&pk, 2);
+	msgpack_pack_uint32(&pk, T_SEC);
+	pk_event("ok-4", "x");
+	msgpack_pack_array(&pk, 2);
+	msgpack_pack_uint32(&pk, T_SEC);
+	msgpack_sbuffer_write(&sb, "\xc1\x01\x02", 3);
+	packed = pk_take(&plen);
+	pk_packed(packed, plen, 0, 0, NULL);
+	/* PackedForward whose last entry is cut short. */
+	pk_packed(packed, 12, 0, 0, NULL);
+	/* gzip option on data that is not gzip. */
+	pk_packed("not gzip at all", 15, 0, 3, NULL);
+	pk_event("ok-5", "x");
+	CHECK(feed(&f, sb.data, sb.size) == PROTO_OK);
+	pk_reset();
+	CHECK(fx_pop(&f) == 5);
+	CHECK_STR(rget(f.recs[0], RECORD_COL_ID), "ok-1");
+	CHECK_STR(rget(f.recs[1], RECORD_COL_ID), "ok-2");
+	CHECK_STR(rget(f.recs[2], RECORD_COL_ID), "ok-3");
+	CHECK_STR(rget(f.recs[3], RECORD_COL_ID), "ok-4");
+	CHECK_STR(rget(f.recs[4], RECORD_COL_ID), "ok-5");
+	dead = fx_dead(&f);
+	CHECK(count_lines(dead) == 10);
+	CHECK_CONTAINS(dead, "frame: expected map, array or nil at top level, got str");
+	CHECK_CONTAINS(dead, "frame: tag (element 0): expected str, got int");
+	CHECK_CONTAINS(dead, "option: expected map or nil, got int");
+	CHECK_CONTAINS(dead, "forward entry 1: expected [time, record], got int");
+	CHECK_CONTAINS(dead, "forward entry 2: time: expected integer, float, EventTime");
+	CHECK_CONTAINS(dead, "forward entry 3: expected [time, record], got array of 3 elements");
+	CHECK_CONTAINS(dead, "ext type 9 of 3 bytes is not a time");
+	CHECK_CONTAINS(dead, "packed entry 1: not msgpack at byte");
+	CHECK_CONTAINS(dead, "packed entry 0: truncated msgpack value at byte 0 of 12");
+	CHECK_CONTAINS(dead, "compressed \\\"gzip\\\"");
+	CHECK_CONTAINS(dead, "\"tag\":\"t.y\"");
+	CHECK_CONTAINS(dead, "lost-3");
+	CHECK(strstr(dead, "ok-1") == NULL);
+	CHECK(stats_rejected(RECORD_REASON_BAD_FRAME) == 8);
+	CHECK(stats_rejected(RECORD_REASON_BAD_TIMESTAMP) == 2);
+	CHECK(stats_get(STAT_events_dead_lettered_total) == 10);
+	CHECK(stats_get(STAT_events_received_total) == 15);
+	free(dead);
+	free(packed);
+	fx_close(&f);
+}
+
+/* record_from_map's rejections reach the dead-letter file with reason and field. */
+static void test_rejections(void)
+{
+	struct fx f;
+	char *dead, *line2;
+
+	fx_open(&f);
+	msgpack_pack_map(&pk, 3);                        /* a non-string key */
+	pk_str("mg_record_type");
+	pk_str("generation");
+	pk_str("mg_id");
+	pk_str("rej-1");
+	msgpack_pack_int(&pk, 42);
+	pk_str("v");
+	msgpack_pack_map(&pk, 3);                        /* bin that is not UTF-8 */
+	pk_str("mg_record_type");
+	pk_str("generation");
+	pk_str("mg_id");
+	pk_str("rej-2");
+	pk_str("mg_prompt");
+	msgpack_pack_bin_with_body(&pk, "\xff\xfe\x80", 3);
+	pk_event("fine", "x");
+	CHECK(feed(&f, sb.data, sb.size) == PROTO_OK);
+	pk_reset();
+	CHECK(fx_pop(&f) == 1);
+	dead = fx_dead(&f);
+	CHECK(count_lines(dead) == 2);
+	line2 = strchr(dead, '\n');
+	CHECK_CONTAINS(dead, "\"reason\":\"");
+	CHECK_CONTAINS(dead, "rej-1");
+	CHECK(line2 != NULL);
+	if (line2) {
+		*line2++ = '\0';
+		CHECK_CONTAINS(dead, "key");
+		CHECK_CONTAINS(line2, "\"field\":\"mg_prompt\"");
+		CHECK_CONTAINS(line2, "UTF-8");
+		CHECK_CONTAINS(line2, "\"peer\":\"tcp:127.0.0.1:5000\"");
+	}
+	CHECK(stats_rejected(RECORD_REASON_BAD_KEY) == 1);
+	CHECK(stats_rejected(RECORD_REASON_BAD_UTF8) == 1);
+	CHECK(stats_get(STAT_events_dead_lettered_total) == 2);
+	CHECK(stats_get(STAT_events_received_total) == 3);
+	free(dead);
+	fx_close(&f);
+}
+
+/* Bytes that are not msgpack close the connection, after the values before them. */
+static void test_garbage(void)
+{
+	struct fx f;
+	char *log;
+	size_t off;
+
+	fx_open(&f);
+	pk_event("before", "x");
+	off = sb.size;
+	msgpack_sbuffer_write(&sb, "\xc1garbage", 8);
+	capture_begin(&f);
+	CHECK(feed(&f, sb.data, sb.size) == PROTO_CLOSE);
+	log = capture_end();
+	pk_reset();
+	CHECK(fx_pop(&f) == 1);
+	{
+		char want[80];
+
+		snprintf(want, sizeof(want), "stream is not msgpack (byte offset %zu); "
+			 "connection closed", off);
+		CHECK_CONTAINS(log, want);
+	}
+	CHECK_CONTAINS(log, "conn=7 peer=tcp:127.0.0.1:5000");
+	CHECK(proto_run(f.pc, NULL) == PROTO_CLOSE); /* stays closed */
+	free(log);
+	fx_close(&f);
+}
+
+/* Values over listen.max_event_bytes: complete, partial, announced, and too deep. */
+static void test_too_big(void)
+{
+	struct fx f;
+	char *big = malloc(5000), *log;
+	size_t len;
+	char *msg;
+
+	memset(big, 'a', 5000);
+	big[4999] = '\0';
+	/* complete, in one read */
+	fx_open_full(&f, 1, 4096, 1000, 0);
+	pk_event("small", "x");
+	pk_event("big", big);
+	capture_begin(&f);
+	CHECK(feed(&f, sb.data, sb.size) == PROTO_CLOSE);
+	log = capture_end();
+	pk_reset();
+	CHECK(fx_pop(&f) == 1);
+	CHECK_CONTAINS(log, "bytes exceeds listen.max_event_bytes 4096; connection closed");
+	CHECK_CONTAINS(log, "value of 50");
+	free(log);
+	fx_close(&f);
+
+	/* partial: an array whose elements keep coming, 500 bytes per read */
+	fx_open_full(&f, 1, 4096, 1000, 0);
+	msgpack_pack_array(&pk, 2000);
+	for (int i = 0; i < 2000; i++)
+		pk_str("0123456789");
+	msg = pk_take(&len);
+	capture_begin(&f);
+	{
+		size_t at = 0;
+		enum proto_status st = PROTO_OK;
+
+		for (; at < len && st == PROTO_OK; at += 500)
+			st = feed(&f, msg + at, len - at < 500 ? len - at : 500);
+		CHECK(st == PROTO_CLOSE);
+		CHECK(at <= 4096 + 500);
+	}
+	log = capture_end();
+	CHECK_CONTAINS(log, "value of at least");
+	free(msg);
+	free(log);
+	fx_close(&f);
+
+	/* a 5-byte header announcing 2^32-1 elements: closed before any allocation */
+	fx_open_full(&f, 1, 4096, 1000, 0);
+	capture_begin(&f);
+	CHECK(feed(&f, "\xdd\xff\xff\xff\xff", 5) == PROTO_CLOSE);
+	log = capture_end();
+	CHECK_CONTAINS(log, "value of at least 4294967300 bytes");
+	free(log);
+	fx_close(&f);
+
+	/* nesting deeper than the decoder handles */
+	fx_open(&f);
+	for (int i = 0; i < 40; i++)
+		msgpack_pack_array(&pk, 1);
+	msgpack_pack_nil(&pk);
+	capture_begin(&f);
+	CHECK(feed(&f, sb.data, sb.size) == PROTO_CLOSE);
+	log = capture_end();
+	pk_reset();
+	CHECK_CONTAINS(log, "nests deeper than 32 levels");
+	free(log);
+	fx_close(&f);
+	free(big);
+}
+
+/* 10 MB of zeros in a small gzip message: refused while inflating, quickly. The
+ * gzip is ~10 KB, so max_event_bytes is 16384 (not 4096) to let the message
+ * itself in: the inflate bound (16384 x 16) is what must close the connection. */
+static void test_gzip_bomb(void)
+{
+	struct fx f;
+	size_t zlen, n = 10u << 20;
+	char *zeros = calloc(1, n), *log;
+	unsigned char *z = gz(zeros, n, &zlen);
+	struct timespec t0, t1;
+	double secs;
+
+	fx_open_full(&f, 1, 16384, 1000, 0);
+	CHECK(zlen < 16000);
+	pk_packed((const char *)z, zlen, 0, 3, "bomb");
+	CHECK(sb.size <= 16384);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	capture_begin(&f);
+	CHECK(feed(&f, sb.data, sb.size) == PROTO_CLOSE);
+	log = capture_end();
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	pk_reset();
+	secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	CHECK(secs < 2.0);
+	CHECK_CONTAINS(log, "gzip data inflates past 262144 bytes (listen.max_event_bytes x 16); "
+		       "connection closed");
+	CHECK(fx_pop(&f) == 0);
+	/* the guard was dropped: the (never sent) ack still comes back to be freed */
+	CHECK(fx_acks(&f, NULL) == 1);
+	free(zeros);
+	free(z);
+	free(log);
+	fx_close(&f);
+}
+
+/* A full queue stops decoding; an empty read resumes once there is room. */
+static void test_blocked(void)
+{
+	struct fx f;
+
+	fx_open_full(&f, 1, 1 << 20, 2, 0);
+	for (int i = 0; i < 5; i++) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "blk-%d", i);
+		pk_event(id, "x");
+	}
+	CHECK(feed(&f, sb.data, sb.size) == PROTO_BLOCKED);
+	pk_reset();
+	CHECK(queue_events(f.q[0]) == 2);
+	CHECK(proto_pending_bytes(f.pc) > 0);
+	CHECK(proto_run(f.pc, NULL) == PROTO_BLOCKED);   /* still full */
+	CHECK(fx_pop(&f) == 2);
+	CHECK(feed(&f, "", 0) == PROTO_BLOCKED);
+	CHECK(fx_pop(&f) == 4);
+	CHECK(feed(&f, "", 0) == PROTO_OK);
+	CHECK(fx_pop(&f) == 5);
+	CHECK(proto_pending_bytes(f.pc) == 0);
+	for (int i = 0; i < 5 && i < (int)f.nrecs; i++) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "blk-%d", i);
+		CHECK_STR(rget(f.recs[i], RECORD_COL_ID), id);
+	}
+	fx_close(&f);
+}
+
+/* A chunked message whose events are all invalid is acked at once. */
+static void test_all_invalid_acked(void)
+{
+	struct fx f;
+	struct ack *a = NULL;
+	char *dead;
+
+	fx_open(&f);
+	msgpack_pack_array(&pk, 3);
+	pk_str("mega.generation");
+	msgpack_pack_array(&pk, 2);
+	msgpack_pack_int(&pk, 1);
+	msgpack_pack_array(&pk, 2);
+	pk_str("not a time");
+	pk_event("bad-time", "x");
+	pk_option("all-bad", NULL);
+	CHECK(feed(&f, sb.data, sb.size) == PROTO_OK);
+	pk_reset();
+	CHECK(fx_pop(&f) == 0);
+	dead = fx_dead(&f);
+	CHECK(count_lines(dead) == 2);
+	CHECK(fx_acks(&f, &a) == 1);
+	CHECK(a && a->chunk_len == 7 && memcmp(a->chunk, "all-bad", 7) == 0);
+	free(a);
+	free(dead);
+	fx_close(&f);
+}
+
+/* Id-less events of a chunked message get the same mg_id on a resend, distinct per entry. */
+static void test_deterministic_id(void)
+{
+	struct fx f;
+	char ids[3][2][128];
+
+	fx_open(&f);
+	for (int round = 0; round < 3; round++) {
+		msgpack_pack_array(&pk, 3);
+		pk_str("mega.generation");
+		msgpack_pack_array(&pk, 2);
+		for (int i = 0; i < 2; i++) {
+			msgpack_pack_array(&pk, 2);
+			msgpack_pack_uint32(&pk, T_SEC);
+			pk_event(NULL, "no id");
+		}
+		pk_option(round < 2 ? "same-chunk" : "other-chunk", NULL);
+		CHECK(feed(&f, sb.data, sb.size) == PROTO_OK);
+		pk_reset();
+		CHECK(fx_pop(&f) == 2);
+		for (int i = 0; i < 2 && i < (int)f.nrecs; i++)
+			snprintf(ids[round][i], sizeof(ids[round][i]), "%s",
+				 rget(f.recs[i], RECORD_COL_ID));
+		fx_commit(&f);
+	}
+	CHECK(strcmp(ids[0][0], "(absent)") != 0);
+	CHECK(strcmp(ids[0][0], ids[0][1]) != 0);
+	CHECK_STR(ids[1][0], ids[0][0]);
+	CHECK_STR(ids[1][1], ids[0][1]);
+	CHECK(strcmp(ids[2][0], ids[0][0]) != 0);
+	CHECK(fx_acks(&f, NULL) == 3);
+	fx_close(&f);
+}
+
+/* When the dead-letter file cannot be written the connection closes. */
+static void test_dead_letter_fails(void)
+{
+	struct fx f;
+	char *log;
+
+	fx_open_full(&f, 1, 1 << 20, 1000, 1);
+	msgpack_pack_array(&pk, 3);
+	pk_str("mega.generation");
+	msgpack_pack_array(&pk, 3);
+	msgpack_pack_array(&pk, 2);
+	msgpack_pack_uint32(&pk, T_SEC);
+	pk_event("kept", "x");
+	msgpack_pack_int(&pk, 3);
+	msgpack_pack_array(&pk, 2);
+	msgpack_pack_uint32(&pk, T_SEC);
+	pk_event("never-reached", "x");
+	pk_option("dl-fail", NULL);
+	capture_begin(&f);
+	CHECK(feed(&f, sb.data, sb.size) == PROTO_CLOSE);
+	log = capture_end();
+	pk_reset();
+	CHECK_CONTAINS(log, "could not be dead-lettered");
+	CHECK(fx_pop(&f) == 1);
+	CHECK_STR(rget(f.recs[0], RECORD_COL_ID), "kept");
+	CHECK(proto_acks_created(f.pc) == 1);
+	fx_commit(&f);
+	CHECK(fx_acks(&f, NULL) == 1); /* comes back to be freed; the listener never sends it */
+	free(log);
+	fx_close(&f);
+}
+
+int main(void)
+{
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	log_set_level(LOG_LEVEL_WARN);
+	test_plain_map();
+	test_message_times();
+	test_forward_ack();
+	test_ack_encode();
+	test_packed();
+	test_gzip();
+	test_fluent_bit();
+	test_heartbeat();
+	test_split_bytes();
+	test_many_values();
+	test_bad_frames();
+	test_rejections();
+	test_garbage();
+	test_too_big();
+	test_gzip_bomb();
+	test_blocked();
+	test_all_invalid_acked();
+	test_deterministic_id();
+	test_dead_letter_fails();
+	msgpack_sbuffer_destroy(&sb);
+	return unit_done("test_proto");
+}
