@@ -729,6 +729,8 @@ static void *writer_main(void *arg)
 {
 	struct writer *w = arg;
 
+	/* Connect up front so a bad conninfo shows at start; failures retry later. */
+	(void)writer_connect(w);
 	for (;;) {
 		size_t max = writer_reserve(w, (size_t)atomic_load(&w->batch_max));
 		size_t n = queue_pop_batch(w->q, w->batch, max, atomic_load(&w->flush_ms));
