@@ -1,0 +1,301 @@
+#!/usr/bin/env bash
+# dev.sh: the two commands a developer needs on a fresh Debian 12 machine.
+#
+#   ./dev.sh run    install what is missing, build, start a throwaway
+#                   PostgreSQL under ./.dev/, apply the schema and run
+#                   megaingestd in the foreground (Ctrl-C stops both)
+#   ./dev.sh test   install, build, and run the whole suite twice: a normal
+#                   build and an ASan/UBSan build (.ci/run calls this)
+#
+# Builds are out of tree (./.dev/build, ./.dev/build-asan) so the source tree
+# only ever holds what autoreconf generates. Everything this script creates
+# lives under ./.dev/ (or /tmp when the postgres user cannot reach ./.dev/);
+# `./dev.sh clean` removes it.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+DEV="$ROOT/.dev"
+PGBIN=/usr/lib/postgresql/15/bin
+PYTHON=/usr/bin/python3
+PG_PORT=5432
+
+DEB_PACKAGES=(
+	build-essential autoconf automake libtool pkg-config
+	libevent-dev libpq-dev libmsgpack-dev libyaml-dev zlib1g-dev libssl-dev libsystemd-dev
+	postgresql-15 postgresql-client-15
+	python3 python3-pytest python3-pytest-timeout python3-msgpack python3-fluent-logger
+	python3-psycopg2
+)
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'dev.sh: %s\n' "$*" >&2; exit 1; }
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+usage() {
+	cat <<'EOF'
+usage: ./dev.sh COMMAND
+
+  run     install missing Debian packages, build into .dev/build, start a
+          throwaway PostgreSQL 15 cluster under .dev/pg (private Unix socket,
+          no TCP), apply supabase/mega_tables.sql, and run megaingestd in the
+          foreground on etc/megaingest.yaml. Ctrl-C drains the daemon and
+          stops the cluster.
+  test    install, build, `make check` (C unit tests + pytest against a real
+          daemon and a throwaway cluster), then the same in an ASan/UBSan
+          build (.dev/build-asan). Exits non-zero on any failure.
+  psql    open psql on the cluster of a running `./dev.sh run`
+  clean   stop the dev cluster and remove .dev/
+  help    this text
+EOF
+}
+
+# ---- packages ------------------------------------------------------------
+
+# Print the packages of DEB_PACKAGES that are not installed.
+missing_packages() {
+	local pkg status
+	for pkg in "${DEB_PACKAGES[@]}"; do
+		status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+		[ "$status" = "install ok installed" ] || printf '%s\n' "$pkg"
+	done
+}
+
+install_packages() {
+	command -v dpkg-query >/dev/null || die "dpkg-query not found: this script expects Debian 12"
+	local missing sudo=()
+	mapfile -t missing < <(missing_packages)
+	[ "${#missing[@]}" -eq 0 ] && return 0
+	is_root || sudo=(sudo)
+	say "installing Debian packages: ${missing[*]}"
+	"${sudo[@]}" apt-get update
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+		"${missing[@]}"
+}
+
+# ---- build ---------------------------------------------------------------
+
+# Regenerate ./configure when it is missing or older than its inputs.
+bootstrap() {
+	if [ ! -x "$ROOT/configure" ] || [ "$ROOT/configure.ac" -nt "$ROOT/configure" ] \
+		|| [ "$ROOT/Makefile.am" -nt "$ROOT/configure" ]; then
+		say "autoreconf -fi"
+		(cd "$ROOT" && autoreconf -fi)
+	fi
+}
+
+# build DIR [configure args...]: out-of-tree configure (once) and make.
+build() {
+	local dir=$1
+	shift
+	mkdir -p "$dir"
+	if [ ! -f "$dir/Makefile" ] || [ "$ROOT/configure" -nt "$dir/config.status" ]; then
+		say "configuring in ${dir#"$ROOT"/} $*"
+		(cd "$dir" && "$ROOT/configure" "$@")
+	fi
+	say "building in ${dir#"$ROOT"/}"
+	make -C "$dir" -j2
+}
+
+# ---- throwaway PostgreSQL ------------------------------------------------
+
+PGDIR=""   # cluster root: data/, socket dir, log
+PG_AS=()   # prefix that runs a command as the cluster's owner
+
+# Choose where the cluster lives. As root the server must run as postgres,
+# which needs to traverse every directory down to it; a checkout under a
+# private home directory does not allow that, so fall back to /tmp.
+pg_choose_dir() {
+	PGDIR="$DEV/pg"
+	PG_AS=()
+	is_root || return 0
+	# env -C /: the server and pg_ctl cannot enter a private working directory
+	PG_AS=(runuser -u postgres -- env -C /)
+	mkdir -p "$PGDIR"
+	chown postgres: "$PGDIR"
+	if ! "${PG_AS[@]}" test -w "$PGDIR" -a -x "$PGDIR"; then
+		PGDIR=/tmp/megaingest-dev-pg
+		say "the postgres user cannot reach $DEV; using $PGDIR for the cluster instead"
+		mkdir -p "$PGDIR"
+		chown postgres: "$PGDIR"
+		chmod 0700 "$PGDIR"
+	fi
+}
+
+pg_start() {
+	pg_choose_dir
+	mkdir -p "$PGDIR"
+	if [ ! -f "$PGDIR/data/PG_VERSION" ]; then
+		say "initdb $PGDIR/data"
+		"${PG_AS[@]}" "$PGBIN/initdb" -D "$PGDIR/data" --auth=trust -U postgres \
+			-E UTF8 --locale=C.UTF-8 >"$PGDIR/initdb.log" 2>&1 \
+			|| { cat "$PGDIR/initdb.log" >&2; die "initdb failed"; }
+	fi
+	# A cluster left running by an earlier run that was killed: stop it first.
+	if "${PG_AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" status >/dev/null 2>&1; then
+		"${PG_AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast -w stop >/dev/null
+	fi
+	say "starting PostgreSQL (socket in $PGDIR, no TCP)"
+	"${PG_AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgres.log" -w -t 60 \
+		-o "-k $PGDIR -c listen_addresses='' -p $PG_PORT" start >/dev/null \
+		|| { tail -n 30 "$PGDIR/postgres.log" >&2; die "PostgreSQL did not start"; }
+	export PGHOST="$PGDIR" PGPORT="$PG_PORT" PGUSER=postgres PGDATABASE=postgres
+	say "applying supabase/mega_tables.sql"
+	psql -X -q -v ON_ERROR_STOP=1 -f "$ROOT/supabase/mega_tables.sql"
+}
+
+pg_stop() {
+	[ -n "$PGDIR" ] && [ -f "$PGDIR/data/postmaster.pid" ] || return 0
+	say "stopping PostgreSQL"
+	"${PG_AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast -w stop >/dev/null || true
+}
+
+# ---- run -----------------------------------------------------------------
+
+# Print the config file to run with. As root, the shipped etc/megaingest.yaml
+# as it is (its directories created); otherwise a copy whose socket and spool
+# paths point into .dev/, since /run and /var/lib are root's.
+daemon_config() {
+	local src="$ROOT/etc/megaingest.yaml"
+	[ -f "$src" ] || die "$src not found"
+	if is_root; then
+		mkdir -p /run/megaingest /var/lib/megaingest
+		printf '%s\n' "$src"
+		return 0
+	fi
+	mkdir -p "$DEV/run" "$DEV/spool"
+	sed -e "s#/run/megaingest/megaingest.sock#$DEV/run/megaingest.sock#g" \
+		-e "s#/var/lib/megaingest#$DEV/spool#g" "$src" >"$DEV/megaingest.yaml"
+	printf '%s\n' "$DEV/megaingest.yaml"
+}
+
+# The first TCP port of listen.tcp in CONFIG (24224 when none is found).
+config_tcp_port() {
+	local port
+	port=$(sed -n 's/^[[:space:]]*tcp:.*:\([0-9][0-9]*\)["'"'"'].*/\1/p' "$1" | head -n 1)
+	printf '%s\n' "${port:-24224}"
+}
+
+config_unix_path() {
+	sed -n 's/^[[:space:]]*unix:[[:space:]]*"\{0,1\}\([^"#[:space:]]*\).*/\1/p' "$1" | head -n 1
+}
+
+print_howto() {
+	local conf=$1 port sock
+	port=$(config_tcp_port "$conf")
+	sock=$(config_unix_path "$conf")
+	cat <<EOF
+
+megaingestd is starting on $conf
+  TCP 127.0.0.1:$port (Fluentd Forward protocol), Unix socket ${sock:-(none)}
+
+Send an event from another terminal with python3-fluent-logger:
+
+  $PYTHON -c 'from fluent import sender; s = sender.FluentSender("mega", host="127.0.0.1", port=$port); s.emit("generation", {"mg_id": "demo-1", "mg_pass_id": "pass-demo", "prompt": "hello", "latency_ms": 42}); s.close()'
+
+or as a raw msgpack map over the Unix socket:
+
+  $PYTHON -c 'import socket, msgpack; s = socket.socket(socket.AF_UNIX); s.connect("$sock"); s.sendall(msgpack.packb({"mg_id": "demo-2", "mg_record_type": "session", "mg_pass_id": "pass-demo", "title": "first session"})); s.close()'
+
+and look at the rows:
+
+  PGHOST=$PGHOST PGPORT=$PGPORT psql -U postgres -c 'SELECT mg_id, mg_record_type, mg_prompt, mg_title, mg_meta FROM mega_generations'
+
+Ctrl-C stops the daemon (it drains its queue first) and the cluster.
+
+EOF
+}
+
+cmd_run() {
+	install_packages
+	bootstrap
+	build "$DEV/build"
+	local conf rc=0
+	conf=$(daemon_config)
+	trap pg_stop EXIT
+	pg_start
+	print_howto "$conf"
+	# Not exec: the cluster is stopped by the EXIT trap once the daemon exits.
+	# Ctrl-C reaches the daemon directly (same process group); it drains and
+	# exits 0.
+	"$DEV/build/megaingestd" -c "$conf" || rc=$?
+	say "megaingestd exited with status $rc"
+	return "$rc"
+}
+
+# ---- test ----------------------------------------------------------------
+
+# Show what failed in BUILD_DIR: the suite log holds every failing test's log.
+show_failures() {
+	local dir=$1
+	if [ -f "$dir/test-suite.log" ]; then
+		say "$dir/test-suite.log:"
+		cat "$dir/test-suite.log" >&2
+	fi
+}
+
+# make check in DIR; print pytest's closing summary line.
+run_checks() {
+	local dir=$1 label=$2 rc=0
+	say "make check ($label)"
+	make -C "$dir" -j2 check || rc=$?
+	if [ -f "$dir/tests/run-pytest.sh.log" ]; then
+		say "pytest ($label): $(grep -E '^=+ .* in [0-9.]+s' "$dir/tests/run-pytest.sh.log" \
+			| tail -n 1)"
+	fi
+	if [ "$rc" -ne 0 ]; then
+		show_failures "$dir"
+		die "make check failed in the $label build"
+	fi
+}
+
+cmd_test() {
+	local start=$SECONDS
+	install_packages
+	bootstrap
+	build "$DEV/build"
+	run_checks "$DEV/build" "normal"
+	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+	build "$DEV/build-asan" --enable-sanitizers
+	run_checks "$DEV/build-asan" "sanitizers"
+	say "all tests passed in $((SECONDS - start)) s"
+}
+
+# ---- misc ----------------------------------------------------------------
+
+cmd_psql() {
+	local dir
+	for dir in "$DEV/pg" /tmp/megaingest-dev-pg; do
+		if [ -S "$dir/.s.PGSQL.$PG_PORT" ]; then
+			exec psql -X -h "$dir" -p "$PG_PORT" -U postgres -d postgres "$@"
+		fi
+	done
+	die "no dev cluster is running (start one with ./dev.sh run)"
+}
+
+cmd_clean() {
+	pg_choose_dir
+	pg_stop
+	rm -rf "$DEV"
+	[ "$PGDIR" = "$DEV/pg" ] || rm -rf "$PGDIR"
+	say "removed $DEV"
+}
+
+main() {
+	local cmd=${1:-help}
+	[ "$#" -gt 0 ] && shift
+	cd "$ROOT"
+	case "$cmd" in
+	run) cmd_run "$@" ;;
+	test) cmd_test "$@" ;;
+	psql) cmd_psql "$@" ;;
+	clean) cmd_clean ;;
+	help | -h | --help) usage ;;
+	*)
+		usage >&2
+		exit 2
+		;;
+	esac
+}
+
+main "$@"

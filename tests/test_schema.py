@@ -1,0 +1,304 @@
+"""supabase/mega_tables.sql: the seed's tables, exactly, and idempotent.
+
+The expected columns are copied from the seed document (MEGA_TABLES.md) by
+hand, in its order, so that a drift in either shows up here.
+"""
+
+import os
+import subprocess
+
+import psycopg2
+import pytest
+
+from helpers import PGBIN, SCHEMA
+
+SEED = {
+    "mega_customers": [
+        ("mg_pass_id", "text"),
+        ("mg_shopify_customer_id", "text"),
+        ("mg_user_id", "uuid"),
+        ("mg_email", "text"),
+        ("mg_first_name", "text"),
+        ("mg_last_name", "text"),
+        ("mg_display_name", "text"),
+        ("mg_locale", "text"),
+        ("mg_timezone", "text"),
+        ("mg_marketing_opt_in", "boolean"),
+        ("mg_product_updates_opt_in", "boolean"),
+        ("mg_credits", "integer"),
+        ("mg_expires_at", "timestamp with time zone"),
+        ("mg_last_active", "timestamp with time zone"),
+        ("mg_disabled", "boolean"),
+        ("mg_verified_email", "boolean"),
+        ("mg_verified_google", "boolean"),
+        ("mg_verified_apple", "boolean"),
+        ("mg_verified_any", "boolean"),
+        ("mg_verification_method", "text"),
+        ("mg_verification_at", "timestamp with time zone"),
+        ("mg_verification_keynumber", "text"),
+        ("mg_topup_default_packs", "integer"),
+        ("mg_auto_topup_enabled", "boolean"),
+        ("mg_auto_topup_monthly_limit_packs", "integer"),
+        ("mg_last_topup_at", "timestamp with time zone"),
+        ("mg_topup_source", "text"),
+        ("mg_meta", "jsonb"),
+        ("mg_source_system", "text"),
+        ("mg_deleted_at", "timestamp with time zone"),
+        ("mg_created_at", "timestamp with time zone"),
+        ("mg_updated_at", "timestamp with time zone"),
+    ],
+    "mega_generations": [
+        ("mg_id", "text"),
+        ("mg_record_type", "text"),
+        ("mg_pass_id", "text"),
+        ("mg_session_id", "text"),
+        ("mg_generation_id", "text"),
+        ("mg_platform", "text"),
+        ("mg_title", "text"),
+        ("mg_type", "text"),
+        ("mg_prompt", "text"),
+        ("mg_output_url", "text"),
+        ("mg_output_key", "text"),
+        ("mg_provider", "text"),
+        ("mg_model", "text"),
+        ("mg_latency_ms", "integer"),
+        ("mg_input_chars", "integer"),
+        ("mg_output_chars", "integer"),
+        ("mg_input_tokens", "integer"),
+        ("mg_output_tokens", "integer"),
+        ("mg_content_type", "text"),
+        ("mg_status", "text"),
+        ("mg_error", "text"),
+        ("mg_result_type", "text"),
+        ("mg_comment", "text"),
+        ("mg_image_url", "text"),
+        ("mg_video_url", "text"),
+        ("mg_delta", "integer"),
+        ("mg_reason", "text"),
+        ("mg_source", "text"),
+        ("mg_ref_type", "text"),
+        ("mg_ref_id", "text"),
+        ("mg_client_version", "text"),
+        ("mg_os", "text"),
+        ("mg_browser", "text"),
+        ("mg_device", "text"),
+        ("mg_meta", "jsonb"),
+        ("mg_source_system", "text"),
+        ("mg_deleted_at", "timestamp with time zone"),
+        ("mg_created_at", "timestamp with time zone"),
+        ("mg_updated_at", "timestamp with time zone"),
+    ],
+    "mega_admin": [
+        ("mg_id", "text"),
+        ("mg_record_type", "text"),
+        ("mg_actor_pass_id", "text"),
+        ("mg_session_hash", "text"),
+        ("mg_user_id", "uuid"),
+        ("mg_email", "text"),
+        ("mg_ip", "text"),
+        ("mg_user_agent", "text"),
+        ("mg_first_seen_at", "timestamp with time zone"),
+        ("mg_last_seen_at", "timestamp with time zone"),
+        ("mg_profile_id", "uuid"),
+        ("mg_shopify_customer_id", "text"),
+        ("mg_action", "text"),
+        ("mg_route", "text"),
+        ("mg_method", "text"),
+        ("mg_status", "integer"),
+        ("mg_detail", "jsonb"),
+        ("mg_runtime_id", "integer"),
+        ("mg_runtime_flat", "jsonb"),
+        ("mg_key", "text"),
+        ("mg_value", "jsonb"),
+        ("mg_meta", "jsonb"),
+        ("mg_source_system", "text"),
+        ("mg_deleted_at", "timestamp with time zone"),
+        ("mg_created_at", "timestamp with time zone"),
+        ("mg_updated_at", "timestamp with time zone"),
+    ],
+}
+
+GENERATION_TYPES = ["generation", "session", "feedback", "credit_transaction"]
+ADMIN_TYPES = ["admin_session", "admin_audit", "profile", "runtime_config", "app_config"]
+
+
+def columns(pg, table):
+    return pg.sql(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'public' AND table_name = %s ORDER BY ordinal_position",
+        (table,))
+
+
+def schema_dump(pg):
+    """pg_dump --schema-only, minus the random \\restrict key newer pg_dumps print."""
+    out = subprocess.run(
+        [os.path.join(PGBIN, "pg_dump"), "--schema-only", "-h", pg.sockdir,
+         "-p", str(pg.port), "-U", "postgres", "postgres"],
+        check=True, stdout=subprocess.PIPE, text=True).stdout
+    return "\n".join(line for line in out.splitlines()
+                     if not line.startswith(("\\restrict", "\\unrestrict")))
+
+
+def catalog_versions(pg):
+    """xmin of every catalog row describing our tables: changes if any is rewritten."""
+    return pg.sql(
+        "SELECT c.relname, c.xmin::text FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'public' AND c.relname LIKE 'mega%%' "
+        "UNION ALL SELECT conname, xmin::text FROM pg_constraint "
+        "WHERE conname LIKE 'mega%%' ORDER BY 1")
+
+
+@pytest.mark.parametrize("table", list(SEED))
+def test_columns_match_seed(pg, table):
+    assert columns(pg, table) == SEED[table]
+
+
+def test_only_the_three_tables(pg):
+    tables = pg.sql("SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = 'public' ORDER BY 1")
+    assert [t for (t,) in tables] == ["mega_admin", "mega_customers", "mega_generations"]
+
+
+def test_primary_keys(pg):
+    rows = pg.sql(
+        "SELECT tc.table_name, kcu.column_name FROM information_schema.table_constraints tc "
+        "JOIN information_schema.key_column_usage kcu USING (constraint_schema, constraint_name) "
+        "WHERE tc.constraint_type = 'PRIMARY KEY' AND tc.table_schema = 'public' ORDER BY 1")
+    assert rows == [("mega_admin", "mg_id"), ("mega_customers", "mg_pass_id"),
+                    ("mega_generations", "mg_id")]
+
+
+def test_foreign_keys(pg):
+    rows = pg.sql(
+        "SELECT conrelid::regclass::text, a.attname, confrelid::regclass::text, fa.attname "
+        "FROM pg_constraint c "
+        "JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1] "
+        "JOIN pg_attribute fa ON fa.attrelid = c.confrelid AND fa.attnum = c.confkey[1] "
+        "WHERE c.contype = 'f' ORDER BY 1")
+    assert rows == [("mega_admin", "mg_actor_pass_id", "mega_customers", "mg_pass_id"),
+                    ("mega_generations", "mg_pass_id", "mega_customers", "mg_pass_id")]
+
+
+def test_row_level_security_enabled(pg):
+    rows = pg.sql("SELECT relname, relrowsecurity FROM pg_class "
+                  "WHERE relname IN ('mega_customers', 'mega_generations', 'mega_admin') "
+                  "ORDER BY 1")
+    assert rows == [("mega_admin", True), ("mega_customers", True), ("mega_generations", True)]
+
+
+def test_indexes(pg):
+    rows = pg.sql(
+        "SELECT t.relname, array_agg(a.attname ORDER BY k.ord) "
+        "FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid "
+        "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) "
+        "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum "
+        "WHERE t.relname LIKE 'mega%%' AND NOT i.indisprimary "
+        "GROUP BY t.relname, i.indexrelid")
+    have = {(table, tuple(cols)) for table, cols in rows}
+    assert have == {
+        ("mega_customers", ("mg_shopify_customer_id",)),
+        ("mega_customers", ("mg_email",)),
+        ("mega_customers", ("mg_user_id",)),
+        ("mega_generations", ("mg_pass_id", "mg_created_at")),
+        ("mega_generations", ("mg_session_id",)),
+        ("mega_generations", ("mg_generation_id",)),
+        ("mega_admin", ("mg_actor_pass_id",)),
+        ("mega_admin", ("mg_record_type",)),
+    }
+
+
+def test_defaults(pg):
+    pg.sql("INSERT INTO mega_customers (mg_pass_id) VALUES ('p-defaults')")
+    c = pg.rows("SELECT * FROM mega_customers WHERE mg_pass_id = 'p-defaults'")[0]
+    assert c["mg_credits"] == 0
+    assert c["mg_topup_default_packs"] == 3
+    assert c["mg_meta"] == {}
+    assert c["mg_created_at"] is not None and c["mg_updated_at"] is not None
+
+    pg.sql("INSERT INTO mega_generations (mg_id, mg_record_type, mg_pass_id) "
+           "VALUES ('g-defaults', 'session', 'p-defaults')")
+    g = pg.row("g-defaults")
+    assert g["mg_meta"] == {}
+    assert g["mg_created_at"] == g["mg_updated_at"]
+
+    pg.sql("INSERT INTO mega_admin (mg_id, mg_record_type) VALUES ('a-defaults', 'profile')")
+    a = pg.rows("SELECT * FROM mega_admin WHERE mg_id = 'a-defaults'")[0]
+    assert (a["mg_meta"], a["mg_detail"], a["mg_runtime_flat"]) == ({}, {}, {})
+    assert a["mg_created_at"] is not None and a["mg_updated_at"] is not None
+
+
+@pytest.mark.parametrize("value", GENERATION_TYPES)
+def test_generation_record_types_accepted(pg, value):
+    pg.sql("INSERT INTO mega_generations (mg_id, mg_record_type) VALUES (%s, %s)",
+           ("rt-" + value, value))
+    assert pg.count("mg_record_type = %s", (value,)) == 1
+
+
+@pytest.mark.parametrize("value", ADMIN_TYPES)
+def test_admin_record_types_accepted(pg, value):
+    pg.sql("INSERT INTO mega_admin (mg_id, mg_record_type) VALUES (%s, %s)",
+           ("rt-" + value, value))
+    assert pg.value("SELECT count(*) FROM mega_admin WHERE mg_record_type = %s", (value,)) == 1
+
+
+@pytest.mark.parametrize("table,value", [
+    ("mega_generations", "admin_audit"), ("mega_generations", "Generation"),
+    ("mega_generations", None), ("mega_admin", "generation"), ("mega_admin", None)])
+def test_record_type_checked(pg, table, value):
+    with pytest.raises((psycopg2.errors.CheckViolation, psycopg2.errors.NotNullViolation)):
+        pg.sql(f"INSERT INTO {table} (mg_id, mg_record_type) VALUES ('bad', %s)", (value,))
+
+
+def test_foreign_key_enforced(pg):
+    with pytest.raises(psycopg2.errors.ForeignKeyViolation):
+        pg.sql("INSERT INTO mega_generations (mg_id, mg_record_type, mg_pass_id) "
+               "VALUES ('fk', 'session', 'no-such-pass')")
+    with pytest.raises(psycopg2.errors.ForeignKeyViolation):
+        pg.sql("INSERT INTO mega_admin (mg_id, mg_record_type, mg_actor_pass_id) "
+               "VALUES ('fk', 'admin_audit', 'no-such-pass')")
+
+
+def test_schema_is_plain_sql():
+    """Pasteable into Supabase's SQL editor: no psql backslash commands."""
+    with open(SCHEMA, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            assert not line.lstrip().startswith("\\"), f"line {n}: psql meta-command: {line}"
+
+
+def test_applying_twice_is_a_noop(pg):
+    """A second (and third) run changes neither the schema nor a catalog row,
+    and keeps the data."""
+    pg.sql("INSERT INTO mega_customers (mg_pass_id, mg_credits) VALUES ('keep', 7)")
+    before_dump = schema_dump(pg)
+    before_catalog = catalog_versions(pg)
+    for _ in range(2):
+        pg.psql_file(SCHEMA)
+    assert schema_dump(pg) == before_dump
+    assert catalog_versions(pg) == before_catalog
+    assert pg.value("SELECT mg_credits FROM mega_customers WHERE mg_pass_id = 'keep'") == 7
+
+
+def test_rerun_reenables_row_level_security(pg):
+    """If RLS was switched off by hand, applying the file switches it back on."""
+    pg.sql("ALTER TABLE mega_admin DISABLE ROW LEVEL SECURITY")
+    try:
+        pg.psql_file(SCHEMA)
+        assert pg.value("SELECT relrowsecurity FROM pg_class WHERE relname = 'mega_admin'")
+    finally:
+        pg.sql("ALTER TABLE mega_admin ENABLE ROW LEVEL SECURITY")
+
+
+def test_fresh_database_under_on_error_stop(pg):
+    """The file applies cleanly to an empty database, in one transaction."""
+    pg.sql("DROP DATABASE IF EXISTS schema_fresh")
+    pg.sql("CREATE DATABASE schema_fresh")
+    try:
+        out = subprocess.run(
+            ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-h", pg.sockdir, "-p", str(pg.port),
+             "-U", "postgres", "-d", "schema_fresh", "-f", SCHEMA],
+            check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).stdout
+        assert out.splitlines()[0] == "BEGIN" and out.splitlines()[-1] == "COMMIT"
+        assert "ERROR" not in out and "WARNING" not in out
+    finally:
+        pg.sql("DROP DATABASE schema_fresh")
