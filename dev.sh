@@ -259,6 +259,17 @@ cmd_test() {
 	build "$DEV/build-asan" --enable-sanitizers
 	run_checks "$DEV/build-asan" "sanitizers"
 	say "all tests passed in $((SECONDS - start)) s"
+	# The plain closing line CI reads: pytest cases plus C unit programs, both builds.
+	printf 'tests: %d passed, 0 failed\n' \
+		$(($(count_passed "$DEV/build") + $(count_passed "$DEV/build-asan")))
+}
+
+# Passed tests in DIR: pytest's cases plus the C unit programs automake ran.
+count_passed() {
+	local dir=$1 py units
+	py=$(grep -oE '[0-9]+ passed' "$dir/tests/run-pytest.sh.log" | tail -n 1 | cut -d' ' -f1)
+	units=$(find "$dir/tests/unit" -name '*.trs' -exec grep -l ':test-result: PASS' {} + | wc -l)
+	echo $((${py:-0} + units))
 }
 
 # ---- misc ----------------------------------------------------------------
