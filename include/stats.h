@@ -21,7 +21,8 @@
 	X(postgres_reconnects_total, "PostgreSQL connections (re)established") \
 	X(connections_accepted_total, "Client connections accepted") \
 	X(connections_refused_total, "Client connections refused (max_connections)") \
-	X(acks_sent_total, "Forward-protocol acks sent")
+	X(acks_sent_total, "Forward-protocol acks sent") \
+	X(credit_conflicts_total, "Repeated credit_transaction ids carrying other values (ignored)")
 
 enum stats_counter {
 #define STATS_ENUM_(name, help) STAT_##name,

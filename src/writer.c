@@ -185,6 +185,31 @@ static char *writer_sql_copy(void)
 	return writer_take_sql(b);
 }
 
+/*
+ * postgres.apply_credits: the rows the merge newly inserted (xmax = 0) that
+ * are credit_transactions move their customer's balance, once per mg_id
+ * however often the event is retried. A top-up (mg_delta > 0 and mg_reason
+ * 'topup') also raises mg_last_topup_at and sets mg_topup_source from the
+ * newest top-up of the batch.
+ */
+static const char writer_sql_credits[] =
+	" RETURNING mg_pass_id, mg_delta, mg_record_type, mg_reason, mg_source, mg_created_at, "
+	"(xmax = 0) AS inserted) "
+	"UPDATE mega_customers c SET mg_credits = c.mg_credits + d.delta, "
+	"mg_last_topup_at = CASE WHEN d.topup_at > c.mg_last_topup_at OR "
+	"(c.mg_last_topup_at IS NULL AND d.topup_at IS NOT NULL) THEN d.topup_at "
+	"ELSE c.mg_last_topup_at END, "
+	"mg_topup_source = CASE WHEN d.topup_at > c.mg_last_topup_at OR "
+	"(c.mg_last_topup_at IS NULL AND d.topup_at IS NOT NULL) THEN d.topup_source "
+	"ELSE c.mg_topup_source END "
+	"FROM (SELECT mg_pass_id, sum(mg_delta)::int4 AS delta, "
+	"max(mg_created_at) FILTER (WHERE mg_delta > 0 AND mg_reason = 'topup') AS topup_at, "
+	"(array_agg(mg_source ORDER BY mg_created_at DESC) "
+	"FILTER (WHERE mg_delta > 0 AND mg_reason = 'topup'))[1] AS topup_source "
+	"FROM ins WHERE inserted AND mg_record_type = 'credit_transaction' "
+	"AND mg_delta IS NOT NULL AND mg_pass_id IS NOT NULL GROUP BY 1) d "
+	"WHERE c.mg_pass_id = d.mg_pass_id";
+
 static char *writer_sql_merge(const char *table, bool apply_credits)
 {
 	struct evbuffer *b = evbuffer_new();
@@ -238,28 +263,53 @@ static char *writer_sql_merge(const char *table, bool apply_credits)
 	}
 	evbuffer_add_printf(b, ")");
 	if (apply_credits)
-		evbuffer_add_printf(b, " RETURNING mg_pass_id, mg_delta, mg_record_type, "
-				    "(xmax = 0) AS inserted) "
-				    "UPDATE mega_customers c SET mg_credits = c.mg_credits + d.delta "
-				    "FROM (SELECT mg_pass_id, sum(mg_delta)::int4 AS delta FROM ins "
-				    "WHERE inserted AND mg_record_type = 'credit_transaction' "
-				    "AND mg_delta IS NOT NULL AND mg_pass_id IS NOT NULL GROUP BY 1) d "
-				    "WHERE c.mg_pass_id = d.mg_pass_id");
+		evbuffer_add_printf(b, "%s", writer_sql_credits);
 	return writer_take_sql(b);
 }
 
+/* "A staged value differs from the stored row": used to spot a repeated
+ * credit_transaction that tries to change what is immutable. */
+static void writer_sql_differs(struct evbuffer *b)
+{
+	const char *sep = "";
+
+	evbuffer_add_printf(b, "(");
+	for (int i = 0; i < RECORD_COL_COUNT; i++) {
+		const char *c = record_columns[i].name;
+
+		if (!writer_mergeable(i))
+			continue;
+		if (i == RECORD_COL_META)
+			evbuffer_add_printf(b, "%s(s.%s IS NOT NULL AND g.%s || s.%s <> g.%s)",
+					    sep, c, c, c, c);
+		else
+			evbuffer_add_printf(b, "%s(s.%s IS NOT NULL AND s.%s IS DISTINCT FROM g.%s)",
+					    sep, c, c, c);
+		sep = " OR ";
+	}
+	evbuffer_add_printf(b, ")");
+}
+
+/* Rows of pass $1 that must not be merged: 't' another record type owns the
+ * mg_id, 'c' a repeated credit_transaction with other values (kept as a
+ * no-op, only reported), 'p' an unknown pass id in dead_letter mode. */
 static char *writer_sql_check(const char *table, bool pass_id_dead_letter)
 {
 	struct evbuffer *b = evbuffer_new();
 
 	if (!b)
 		return NULL;
-	evbuffer_add_printf(b, "SELECT s.mi_idx, 't' FROM mi_staging s JOIN %s g ON g.mg_id = s.mg_id "
-			    "WHERE g.mg_record_type <> s.mg_record_type", table);
+	evbuffer_add_printf(b, "SELECT s.mi_idx, CASE WHEN g.mg_record_type <> s.mg_record_type "
+			    "THEN 't' ELSE 'c' END FROM mi_staging s JOIN %s g ON g.mg_id = s.mg_id "
+			    "WHERE s.mi_pass = $1 AND (g.mg_record_type <> s.mg_record_type OR "
+			    "(g.mg_record_type = 'credit_transaction' AND ", table);
+	writer_sql_differs(b);
+	evbuffer_add_printf(b, "))");
 	if (pass_id_dead_letter)
 		evbuffer_add_printf(b, " UNION ALL SELECT s.mi_idx, 'p' FROM mi_staging s "
-				    "WHERE s.mg_pass_id IS NOT NULL AND NOT EXISTS "
+				    "WHERE s.mi_pass = $1 AND s.mg_pass_id IS NOT NULL AND NOT EXISTS "
 				    "(SELECT 1 FROM mega_customers c WHERE c.mg_pass_id = s.mg_pass_id)");
+	evbuffer_add_printf(b, " ORDER BY 1");
 	return writer_take_sql(b);
 }
 
@@ -473,41 +523,58 @@ static enum write_verdict writer_run(struct writer *w, const char *sql, int npar
 	return v;
 }
 
-static const char *writer_skip_message(char kind)
+static void writer_skip_set(struct writer_skip *sk, char kind)
 {
-	return kind == 't' ? "mg_id already belongs to a row of another mg_record_type"
-			   : "mg_pass_id is not a known customer (postgres.unknown_pass_id: dead_letter)";
+	switch (kind) {
+	case 't':
+		sk->reason = RECORD_REASON_BAD_TYPE;
+		sk->field = "mg_record_type";
+		sk->message = "mg_id already belongs to a row of another mg_record_type; not merged";
+		break;
+	case 'c':
+		sk->reason = RECORD_REASON_COUNT; /* not a rejection: reported only */
+		sk->field = "mg_id";
+		sk->message = "credit_transaction rows are immutable; this repeat carries other "
+			      "values and was ignored";
+		break;
+	default:
+		sk->reason = RECORD_REASON_UNKNOWN_PASS_ID;
+		sk->field = "mg_pass_id";
+		sk->message = "mg_pass_id is not a known customer (postgres.unknown_pass_id: "
+			      "dead_letter)";
+		break;
+	}
 }
 
-/* Find rows that must be set aside, remember them and remove them from staging. */
-static enum write_verdict writer_check(struct writer *w, struct writer_err *e)
+/* Remember the rows of pass PASS that must not be merged and remove those
+ * to be dead-lettered from staging. */
+static enum write_verdict writer_check(struct writer *w, const char *pass, struct writer_err *e)
 {
+	const char *params[1] = { pass };
 	PGresult *res = NULL;
-	enum write_verdict v = writer_run(w, w->sql_check, 0, NULL, e, &res);
+	enum write_verdict v = writer_run(w, w->sql_check, 1, params, e, &res);
 	struct evbuffer *ids;
 	char *list;
-	int rows;
+	int rows, ndrop = 0;
 
-	w->nskips = 0;
 	if (v != WRITE_OK)
 		return v;
 	rows = PQntuples(res);
 	ids = evbuffer_new();
-	if (!ids) {
+	if (!ids || evbuffer_add(ids, "{", 1) < 0) {
 		PQclear(res);
+		if (ids)
+			evbuffer_free(ids);
 		snprintf(e->message, sizeof(e->message), "out of memory");
 		return WRITE_RETRY;
 	}
-	evbuffer_add(ids, "{", 1);
 	for (int i = 0; i < rows && w->nskips < w->cap; i++) {
-		char kind = PQgetvalue(res, i, 1)[0];
-		struct writer_skip *s = &w->skips[w->nskips++];
+		struct writer_skip *sk = &w->skips[w->nskips++];
 
-		s->idx = atoi(PQgetvalue(res, i, 0));
-		s->reason = kind == 't' ? RECORD_REASON_BAD_TYPE : RECORD_REASON_UNKNOWN_PASS_ID;
-		s->message = writer_skip_message(kind);
-		s->field = kind == 't' ? "mg_record_type" : "mg_pass_id";
-		evbuffer_add_printf(ids, "%s%d", i ? "," : "", s->idx);
+		sk->idx = atoi(PQgetvalue(res, i, 0));
+		writer_skip_set(sk, PQgetvalue(res, i, 1)[0]);
+		if (sk->reason != RECORD_REASON_COUNT)
+			evbuffer_add_printf(ids, "%s%d", ndrop++ ? "," : "", sk->idx);
 	}
 	PQclear(res);
 	evbuffer_add(ids, "}", 1);
@@ -516,9 +583,8 @@ static enum write_verdict writer_check(struct writer *w, struct writer_err *e)
 		snprintf(e->message, sizeof(e->message), "out of memory");
 		return WRITE_RETRY;
 	}
-	if (rows > 0) {
-		const char *params[1] = { list };
-
+	if (ndrop > 0) {
+		params[0] = list;
 		v = writer_run(w, "DELETE FROM mi_staging WHERE mi_idx = ANY ($1::int4[])",
 			       1, params, e, NULL);
 	}
@@ -526,6 +592,8 @@ static enum write_verdict writer_check(struct writer *w, struct writer_err *e)
 	return v;
 }
 
+/* Check and merge each pass in order: the k-th event of an mg_id merges
+ * into what the first k-1 made of the row. */
 static enum write_verdict writer_merge(struct writer *w, int maxpass, struct writer_err *e)
 {
 	for (int p = 1; p <= maxpass; p++) {
@@ -534,7 +602,9 @@ static enum write_verdict writer_merge(struct writer *w, int maxpass, struct wri
 		enum write_verdict v;
 
 		snprintf(pass, sizeof(pass), "%d", p);
-		v = writer_run(w, w->sql_merge, 1, params, e, NULL);
+		v = writer_check(w, pass, e);
+		if (v == WRITE_OK)
+			v = writer_run(w, w->sql_merge, 1, params, e, NULL);
 		if (v != WRITE_OK)
 			return v;
 	}
@@ -552,8 +622,6 @@ static enum write_verdict writer_transaction(struct writer *w, struct record **r
 	v = writer_run(w, "BEGIN", 0, NULL, e, NULL);
 	if (v == WRITE_OK)
 		v = writer_copy(w, recs, n, e);
-	if (v == WRITE_OK)
-		v = writer_check(w, e);
 	if (v == WRITE_OK && !w->pass_id_dead_letter)
 		v = writer_run(w, w->sql_customers, 0, NULL, e, NULL);
 	if (v == WRITE_OK)
@@ -596,12 +664,21 @@ static void writer_dead_letter(struct writer *w, const struct record *r, enum re
 
 static void writer_committed(struct writer *w, struct record **recs, size_t n)
 {
-	for (size_t i = 0; i < w->nskips; i++) {
-		const struct writer_skip *s = &w->skips[i];
+	size_t dropped = 0;
 
-		writer_dead_letter(w, recs[s->idx], s->reason, s->message, s->field, NULL);
+	for (size_t i = 0; i < w->nskips; i++) {
+		const struct writer_skip *sk = &w->skips[i];
+
+		if (sk->reason == RECORD_REASON_COUNT) {
+			stats_add(STAT_credit_conflicts_total, 1);
+			log_warn("writer", "writer=%d: mg_id=%s: %s", w->id,
+				 record_get(recs[sk->idx], RECORD_COL_ID), sk->message);
+			continue;
+		}
+		dropped++;
+		writer_dead_letter(w, recs[sk->idx], sk->reason, sk->message, sk->field, NULL);
 	}
-	stats_add(STAT_events_committed_total, n - w->nskips);
+	stats_add(STAT_events_committed_total, n - dropped);
 	stats_add(STAT_batches_committed_total, 1);
 	w->nskips = 0;
 }
