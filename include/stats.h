@@ -22,7 +22,9 @@
 	X(connections_accepted_total, "Client connections accepted") \
 	X(connections_refused_total, "Client connections refused (max_connections)") \
 	X(acks_sent_total, "Forward-protocol acks sent") \
-	X(credit_conflicts_total, "Repeated credit_transaction ids carrying other values (ignored)")
+	X(credit_conflicts_total, "Repeated credit_transaction ids carrying other values (ignored)") \
+	X(auth_failures_total, "Connections closed for a failed shared-key handshake") \
+	X(tls_failures_total, "Connections closed for a failed TLS handshake")
 
 enum stats_counter {
 #define STATS_ENUM_(name, help) STAT_##name,
