@@ -1,57 +1,220 @@
 /*
- * stats: the daemon's counters, one list for every consumer.
+ * stats: the daemon's figures, one list for every consumer.
  *
- * STATS_COUNTERS is the single list of monotonically increasing figures
- * (X-macro: name, help). Each counter is a relaxed _Atomic uint64_t that any
- * thread may add to: a handful per batch or per message, never a lock.
- * Rejections are counted per enum record_reason.
+ * STATS_METRICS is the single list (X-macro: name, kind, help). From it come
+ * the enums below, the descriptor table stats_metrics[], the Prometheus text
+ * of /metrics, the JSON of /stats, the rows of `megactl stats` and the
+ * README's metric table. Adding a figure is one line here plus the call that
+ * moves it.
+ *
+ * Kinds:
+ *   COUNTER    only grows; a relaxed _Atomic uint64_t any thread adds to
+ *   REJECTS    a counter per enum record_reason (label reason="bad_type")
+ *   GAUGE      a level: stored by its owner (stats_set_gauge) or read at
+ *              snapshot time through a provider (stats_gauge_provider)
+ *   HISTOGRAM  seconds, in the fixed buckets stats_bucket_bounds[]; each
+ *              bucket and the sum are relaxed atomics, so an observation
+ *              never takes a lock (count = the sum of the buckets)
+ *   INFO       build_info{version="..."} 1
+ *
+ * Readers take a struct stats_snapshot (stats_snapshot) and work on that:
+ * a histogram's buckets, sum and count always agree inside one snapshot.
  */
 #ifndef MI_STATS_H
 #define MI_STATS_H
 
+#include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 #include "record.h"
 
-#define STATS_COUNTERS(X) \
-	X(events_received_total, "Events decoded from clients") \
-	X(events_committed_total, "Events committed to PostgreSQL") \
-	X(events_dead_lettered_total, "Events written to the dead-letter file") \
-	X(batches_committed_total, "Transactions committed by the writers") \
-	X(postgres_reconnects_total, "PostgreSQL connections (re)established") \
-	X(connections_accepted_total, "Client connections accepted") \
-	X(connections_refused_total, "Client connections refused (max_connections)") \
-	X(acks_sent_total, "Forward-protocol acks sent") \
-	X(credit_conflicts_total, "Repeated credit_transaction ids carrying other values (ignored)") \
-	X(auth_failures_total, "Connections closed for a failed shared-key handshake") \
-	X(tls_failures_total, "Connections closed for a failed TLS handshake")
+struct evbuffer;
+
+#define STATS_METRICS(X) \
+	X(events_received_total, COUNTER, "Events decoded from clients") \
+	X(events_committed_total, COUNTER, "Events committed to PostgreSQL") \
+	X(events_rejected_total, REJECTS, "Events rejected (and dead-lettered), by reason") \
+	X(events_dead_lettered_total, COUNTER, "Events written to the dead-letter file") \
+	X(batches_committed_total, COUNTER, "Transactions committed by the writers") \
+	X(batch_commit_seconds, HISTOGRAM, "Time from BEGIN to COMMIT of each committed batch") \
+	X(event_commit_latency_seconds, HISTOGRAM, "Time from receiving an event to its commit") \
+	X(queue_events, GAUGE, "Events waiting in the writers' queues") \
+	X(queue_bytes, GAUGE, "Bytes waiting in the writers' queues") \
+	X(spool_bytes, GAUGE, "Bytes held on disk in the spool directory") \
+	X(connections, GAUGE, "Open client connections") \
+	X(postgres_up, GAUGE, "1 while the writers are connected to PostgreSQL, else 0") \
+	X(postgres_reconnects_total, COUNTER, "PostgreSQL connections (re)established") \
+	X(connections_accepted_total, COUNTER, "Client connections accepted") \
+	X(connections_refused_total, COUNTER, "Client connections refused (max_connections)") \
+	X(acks_sent_total, COUNTER, "Forward-protocol acks sent") \
+	X(credit_conflicts_total, COUNTER, \
+	  "Repeated credit_transaction ids carrying other values (ignored)") \
+	X(auth_failures_total, COUNTER, "Connections closed for a failed shared-key handshake") \
+	X(tls_failures_total, COUNTER, "Connections closed for a failed TLS handshake") \
+	X(uptime_seconds, GAUGE, "Seconds since the daemon started") \
+	X(build_info, INFO, "The daemon's version, as a label; always 1")
+
+enum stats_kind {
+	STATS_COUNTER = 0,
+	STATS_REJECTS,
+	STATS_GAUGE,
+	STATS_HISTOGRAM,
+	STATS_INFO,
+	STATS_KIND_COUNT /* number of kinds; not a kind */
+};
+
+/* STATS_K_<KIND>(c, r, g, h, i) picks the argument for that kind, so one
+ * pass over STATS_METRICS can keep only the metrics of one kind. */
+#define STATS_K_COUNTER(c, r, g, h, i) c
+#define STATS_K_REJECTS(c, r, g, h, i) r
+#define STATS_K_GAUGE(c, r, g, h, i) g
+#define STATS_K_HISTOGRAM(c, r, g, h, i) h
+#define STATS_K_INFO(c, r, g, h, i) i
+#define STATS_NONE_(name)
+#define STATS_ENUM_(name) STAT_##name,
 
 enum stats_counter {
-#define STATS_ENUM_(name, help) STAT_##name,
-	STATS_COUNTERS(STATS_ENUM_)
-#undef STATS_ENUM_
+#define STATS_CENUM_(name, kind, help) \
+	STATS_K_##kind(STATS_ENUM_, STATS_NONE_, STATS_NONE_, STATS_NONE_, STATS_NONE_)(name)
+	STATS_METRICS(STATS_CENUM_)
+#undef STATS_CENUM_
 	STAT_COUNT /* number of counters; not a counter */
 };
 
-/* Add N to counter C. Any thread. */
+enum stats_gauge {
+#define STATS_GENUM_(name, kind, help) \
+	STATS_K_##kind(STATS_NONE_, STATS_NONE_, STATS_ENUM_, STATS_NONE_, STATS_NONE_)(name)
+	STATS_METRICS(STATS_GENUM_)
+#undef STATS_GENUM_
+	STAT_GAUGE_COUNT /* number of gauges; not a gauge */
+};
+
+enum stats_hist {
+#define STATS_HENUM_(name, kind, help) \
+	STATS_K_##kind(STATS_NONE_, STATS_NONE_, STATS_NONE_, STATS_ENUM_, STATS_NONE_)(name)
+	STATS_METRICS(STATS_HENUM_)
+#undef STATS_HENUM_
+	STAT_HIST_COUNT /* number of histograms; not a histogram */
+};
+
+/* One row of the list, for code that walks every metric. */
+struct stats_metric {
+	const char *name;          /* without the "megaingest_" prefix */
+	enum stats_kind kind;
+	const char *help;
+	int index;                 /* into the snapshot array of its kind; 0 for REJECTS/INFO */
+};
+
+extern const struct stats_metric stats_metrics[];
+extern const size_t stats_metric_count;
+
+#define STATS_PREFIX "megaingest_"
+
+/* Upper bounds of the histogram buckets in seconds; a last +Inf bucket follows. */
+#define STATS_BUCKETS 16
+extern const double stats_bucket_bounds[STATS_BUCKETS];
+
+struct stats_hist_snap {
+	uint64_t bucket[STATS_BUCKETS + 1]; /* per bucket, not cumulative; [STATS_BUCKETS] = +Inf */
+	uint64_t count;                     /* sum of bucket[] */
+	double sum;                         /* seconds */
+};
+
+struct stats_snapshot {
+	uint64_t counter[STAT_COUNT];
+	uint64_t rejected[RECORD_REASON_COUNT];
+	int64_t gauge[STAT_GAUGE_COUNT];
+	struct stats_hist_snap hist[STAT_HIST_COUNT];
+	int64_t taken_ns;                   /* CLOCK_MONOTONIC when taken */
+};
+
+/* ---- writing: any thread, never a lock -------------------------------- */
+
+/* Add N to counter C. */
 void stats_add(enum stats_counter c, uint64_t n);
-/* Count one rejected event for REASON. Any thread. */
+/* Count one rejected event for REASON. */
 void stats_reject(enum record_reason reason);
+/* Record one observation of NS nanoseconds into histogram H (negative: 0). */
+void stats_observe_ns(enum stats_hist h, int64_t ns);
+/* Store gauge G (for gauges without a provider). */
+void stats_set_gauge(enum stats_gauge g, int64_t v);
+
+/* Older names for two gauges, kept for their callers. */
+void stats_set_connections(int64_t n);
+void stats_set_postgres_up(int up);
+
+/*
+ * Make gauge G read FN(ARG) at snapshot time instead of its stored value
+ * (queue depth: the queues know it). FN runs on the thread that takes the
+ * snapshot. Set before other threads take snapshots; NULL FN clears it.
+ */
+void stats_gauge_provider(enum stats_gauge g, int64_t (*fn)(void *arg), void *arg);
+
+/* Remember now as the start time (uptime_seconds counts from it). */
+void stats_mark_start(void);
+
+/* ---- reading ----------------------------------------------------------- */
 
 uint64_t stats_get(enum stats_counter c);
 uint64_t stats_rejected(enum record_reason reason);
+int64_t stats_gauge(enum stats_gauge g);
+int64_t stats_connections(void);
+int stats_postgres_up(void);
 const char *stats_name(enum stats_counter c);
 
-/* Gauges the loop publishes (connections, postgres_up); any thread. */
-void stats_set_connections(int64_t n);
-int64_t stats_connections(void);
-void stats_set_postgres_up(int up);
-int stats_postgres_up(void);
+/* Every figure at once into OUT. Any thread (providers run on it). */
+void stats_snapshot(struct stats_snapshot *out);
 
-/* Reset every figure to zero (tests). */
+/* Reset every counter, histogram and stored gauge to zero (tests). */
 void stats_reset(void);
 
-/* One summary line "in=... committed=... rejected=..." into BUF. */
+/*
+ * Quantile Q (0..1) of the observations in bucket counts B (per bucket, as
+ * in struct stats_hist_snap), interpolated inside the bucket that holds it
+ * as Prometheus' histogram_quantile does. -1 when B holds no observation.
+ */
+double stats_quantile(const uint64_t b[STATS_BUCKETS + 1], double q);
+
+/* What changed between two snapshots: the figures of one summary line. */
+struct stats_rates {
+	double seconds;            /* between the snapshots */
+	double in_per_s;           /* events received */
+	double committed_per_s;
+	double rejected_per_s;
+	double p99_s;              /* receive -> commit, -1 when nothing committed */
+	int64_t queue_events, queue_bytes, spool_bytes, connections, postgres_up;
+};
+
+/* Rates from PREV to CUR (CUR taken later). */
+void stats_rates(const struct stats_snapshot *prev, const struct stats_snapshot *cur,
+		 struct stats_rates *out);
+
+/* "in=1200/s committed=1200/s rejected=0/s queue=12 (3.1 KiB) spool=0 B
+ * p99=4.2 ms conns=3 postgres=up": the log line and systemd STATUS=. */
+void stats_format_rates(const struct stats_rates *r, char *buf, size_t len);
+
+/* 1536 -> "1.5 KiB"; below 1 KiB "512 B". */
+void stats_format_bytes(double v, char *buf, size_t len);
+/* 0.0042 -> "4.2 ms", 2.5 -> "2.50 s", negative -> "-". */
+void stats_format_seconds(double s, char *buf, size_t len);
+
+/* One summary line of totals "received=... committed=..." into BUF. */
 void stats_summary(char *buf, size_t len);
+
+/* ---- formats ------------------------------------------------------------ */
+
+/* Prometheus text exposition 0.0.4 of S into OUT. 0, or -1 when out of memory. */
+int stats_format_prometheus(const struct stats_snapshot *s, struct evbuffer *out)
+	__attribute__((warn_unused_result));
+/* S as one JSON object (plus "version") into OUT. 0, or -1 when out of memory. */
+int stats_format_json(const struct stats_snapshot *s, struct evbuffer *out)
+	__attribute__((warn_unused_result));
+
+/*
+ * Read Prometheus text as stats_format_prometheus writes it (the megaingest_
+ * lines; others are skipped) back into OUT, zeroed first. Returns the number
+ * of samples recognised, or -1 with a message in ERR for a malformed line.
+ */
+int stats_parse_prometheus(const char *text, struct stats_snapshot *out, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
 
 #endif

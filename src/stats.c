@@ -1,25 +1,62 @@
 /*
- * stats.c: the daemon's counters and gauges.
+ * stats.c: the daemon's counters, gauges and histograms, and their formats.
  *
  * Every figure is a relaxed atomic: the loop and the writers add to them a
- * few times per message or batch, readers (the log summary, tests) load
- * them. Counters only grow; stats_reset exists for tests.
+ * few times per message or batch and never wait; readers take a snapshot
+ * (stats_snapshot) and format or compare that. The formats (Prometheus text,
+ * JSON, the summary line) and the Prometheus reader megactl uses all walk
+ * stats_metrics[], which STATS_METRICS in stats.h generates, so a metric
+ * added there shows up everywhere. Counters only grow; stats_reset exists
+ * for tests.
  */
+#include <errno.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
+#include <event2/buffer.h>
+
+#include "autoconfig.h"
 #include "stats.h"
 
-static const char *const stats_names[STAT_COUNT] = {
-#define STATS_NAME_(name, help) #name,
-	STATS_COUNTERS(STATS_NAME_)
-#undef STATS_NAME_
+const struct stats_metric stats_metrics[] = {
+#define STATS_DESC_(name, kind, help) \
+	{ #name, STATS_##kind, help, STATS_K_##kind(STAT_##name, 0, STAT_##name, STAT_##name, 0) },
+	STATS_METRICS(STATS_DESC_)
+#undef STATS_DESC_
+};
+const size_t stats_metric_count = sizeof(stats_metrics) / sizeof(stats_metrics[0]);
+
+const double stats_bucket_bounds[STATS_BUCKETS] = {
+	0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+	0.25, 0.5, 1, 2.5, 5, 10, 30, 60
 };
 
-static atomic_uint_least64_t stats_counters[STAT_COUNT];      /* any thread, relaxed */
+static atomic_uint_least64_t stats_counters[STAT_COUNT];         /* any thread, relaxed */
 static atomic_uint_least64_t stats_rejects[RECORD_REASON_COUNT]; /* any thread, relaxed */
-static atomic_int_least64_t stats_conns;  /* written by the loop, read by anyone */
-static atomic_int stats_pg_up;            /* 1 while every writer is connected */
+static atomic_int_least64_t stats_gauges[STAT_GAUGE_COUNT];      /* owner stores, relaxed */
+static atomic_uint_least64_t stats_buckets[STAT_HIST_COUNT][STATS_BUCKETS + 1]; /* relaxed */
+static atomic_uint_least64_t stats_sums_ns[STAT_HIST_COUNT];     /* relaxed */
+static atomic_int_least64_t stats_start_ns;                      /* CLOCK_MONOTONIC at start */
+
+/* Set at start-up by the loop thread, before anyone takes a snapshot. */
+static struct {
+	int64_t (*fn)(void *arg);
+	void *arg;
+} stats_providers[STAT_GAUGE_COUNT];
+
+static int64_t stats_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* ---- writing ------------------------------------------------------------ */
 
 void stats_add(enum stats_counter c, uint64_t n)
 {
@@ -31,6 +68,48 @@ void stats_reject(enum record_reason reason)
 	atomic_fetch_add_explicit(&stats_rejects[reason], 1, memory_order_relaxed);
 }
 
+void stats_observe_ns(enum stats_hist h, int64_t ns)
+{
+	double s;
+	int i = 0;
+
+	if (ns < 0)
+		ns = 0;
+	s = (double)ns / 1e9;
+	while (i < STATS_BUCKETS && s > stats_bucket_bounds[i])
+		i++;
+	atomic_fetch_add_explicit(&stats_buckets[h][i], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&stats_sums_ns[h], (uint64_t)ns, memory_order_relaxed);
+}
+
+void stats_set_gauge(enum stats_gauge g, int64_t v)
+{
+	atomic_store_explicit(&stats_gauges[g], v, memory_order_relaxed);
+}
+
+void stats_set_connections(int64_t n)
+{
+	stats_set_gauge(STAT_connections, n);
+}
+
+void stats_set_postgres_up(int up)
+{
+	stats_set_gauge(STAT_postgres_up, up ? 1 : 0);
+}
+
+void stats_gauge_provider(enum stats_gauge g, int64_t (*fn)(void *arg), void *arg)
+{
+	stats_providers[g].fn = fn;
+	stats_providers[g].arg = arg;
+}
+
+void stats_mark_start(void)
+{
+	atomic_store(&stats_start_ns, stats_now_ns());
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
 uint64_t stats_get(enum stats_counter c)
 {
 	return atomic_load_explicit(&stats_counters[c], memory_order_relaxed);
@@ -41,29 +120,59 @@ uint64_t stats_rejected(enum record_reason reason)
 	return atomic_load_explicit(&stats_rejects[reason], memory_order_relaxed);
 }
 
-const char *stats_name(enum stats_counter c)
+int64_t stats_gauge(enum stats_gauge g)
 {
-	return stats_names[c];
-}
+	int64_t start;
 
-void stats_set_connections(int64_t n)
-{
-	atomic_store_explicit(&stats_conns, n, memory_order_relaxed);
+	if (stats_providers[g].fn)
+		return stats_providers[g].fn(stats_providers[g].arg);
+	if (g == STAT_uptime_seconds) {
+		start = atomic_load(&stats_start_ns);
+		return start ? (stats_now_ns() - start) / 1000000000LL : 0;
+	}
+	return atomic_load_explicit(&stats_gauges[g], memory_order_relaxed);
 }
 
 int64_t stats_connections(void)
 {
-	return atomic_load_explicit(&stats_conns, memory_order_relaxed);
-}
-
-void stats_set_postgres_up(int up)
-{
-	atomic_store_explicit(&stats_pg_up, up, memory_order_relaxed);
+	return stats_gauge(STAT_connections);
 }
 
 int stats_postgres_up(void)
 {
-	return atomic_load_explicit(&stats_pg_up, memory_order_relaxed);
+	return (int)stats_gauge(STAT_postgres_up);
+}
+
+const char *stats_name(enum stats_counter c)
+{
+	for (size_t i = 0; i < stats_metric_count; i++)
+		if (stats_metrics[i].kind == STATS_COUNTER && stats_metrics[i].index == (int)c)
+			return stats_metrics[i].name;
+	return "?";
+}
+
+static void stats_hist_load(enum stats_hist h, struct stats_hist_snap *out)
+{
+	out->count = 0;
+	for (int i = 0; i <= STATS_BUCKETS; i++) {
+		out->bucket[i] = atomic_load_explicit(&stats_buckets[h][i], memory_order_relaxed);
+		out->count += out->bucket[i];
+	}
+	out->sum = (double)atomic_load_explicit(&stats_sums_ns[h], memory_order_relaxed) / 1e9;
+}
+
+void stats_snapshot(struct stats_snapshot *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->taken_ns = stats_now_ns();
+	for (int i = 0; i < STAT_COUNT; i++)
+		out->counter[i] = stats_get(i);
+	for (int i = 0; i < RECORD_REASON_COUNT; i++)
+		out->rejected[i] = stats_rejected(i);
+	for (int i = 0; i < STAT_GAUGE_COUNT; i++)
+		out->gauge[i] = stats_gauge(i);
+	for (int i = 0; i < STAT_HIST_COUNT; i++)
+		stats_hist_load(i, &out->hist[i]);
 }
 
 void stats_reset(void)
@@ -72,21 +181,403 @@ void stats_reset(void)
 		atomic_store(&stats_counters[i], 0);
 	for (int i = 0; i < RECORD_REASON_COUNT; i++)
 		atomic_store(&stats_rejects[i], 0);
+	for (int i = 0; i < STAT_GAUGE_COUNT; i++)
+		atomic_store(&stats_gauges[i], 0);
+	for (int h = 0; h < STAT_HIST_COUNT; h++) {
+		for (int i = 0; i <= STATS_BUCKETS; i++)
+			atomic_store(&stats_buckets[h][i], 0);
+		atomic_store(&stats_sums_ns[h], 0);
+	}
+}
+
+/* ---- derived figures ------------------------------------------------------ */
+
+double stats_quantile(const uint64_t b[STATS_BUCKETS + 1], double q)
+{
+	uint64_t total = 0, below = 0;
+	double rank;
+
+	for (int i = 0; i <= STATS_BUCKETS; i++)
+		total += b[i];
+	if (total == 0)
+		return -1;
+	rank = q * (double)total;
+	for (int i = 0; i < STATS_BUCKETS; i++) {
+		double lo = i ? stats_bucket_bounds[i - 1] : 0, hi = stats_bucket_bounds[i];
+
+		if (b[i] > 0 && (double)(below + b[i]) >= rank)
+			return lo + (hi - lo) * (rank - (double)below) / (double)b[i];
+		below += b[i];
+	}
+	/* In the +Inf bucket: the highest finite bound is all that is known. */
+	return stats_bucket_bounds[STATS_BUCKETS - 1];
+}
+
+/* CUR - PREV for a counter; a counter that went down (a restarted daemon
+ * between two snapshots) counts from zero, as Prometheus' rate() does. */
+static uint64_t stats_delta(uint64_t prev, uint64_t cur)
+{
+	return cur >= prev ? cur - prev : cur;
+}
+
+static uint64_t stats_rejected_sum(const struct stats_snapshot *s)
+{
+	uint64_t n = 0;
+
+	for (int i = 0; i < RECORD_REASON_COUNT; i++)
+		n += s->rejected[i];
+	return n;
+}
+
+void stats_rates(const struct stats_snapshot *prev, const struct stats_snapshot *cur,
+		 struct stats_rates *out)
+{
+	const struct stats_hist_snap *a = &prev->hist[STAT_event_commit_latency_seconds];
+	const struct stats_hist_snap *b = &cur->hist[STAT_event_commit_latency_seconds];
+	uint64_t lat[STATS_BUCKETS + 1];
+	double secs = (double)(cur->taken_ns - prev->taken_ns) / 1e9;
+	double per = secs > 0 ? 1 / secs : 0;
+
+	memset(out, 0, sizeof(*out));
+	out->seconds = secs;
+	out->in_per_s = (double)stats_delta(prev->counter[STAT_events_received_total],
+					    cur->counter[STAT_events_received_total]) * per;
+	out->committed_per_s = (double)stats_delta(prev->counter[STAT_events_committed_total],
+						   cur->counter[STAT_events_committed_total]) * per;
+	out->rejected_per_s = (double)stats_delta(stats_rejected_sum(prev),
+						  stats_rejected_sum(cur)) * per;
+	for (int i = 0; i <= STATS_BUCKETS; i++)
+		lat[i] = stats_delta(a->bucket[i], b->bucket[i]);
+	out->p99_s = stats_quantile(lat, 0.99);
+	out->queue_events = cur->gauge[STAT_queue_events];
+	out->queue_bytes = cur->gauge[STAT_queue_bytes];
+	out->spool_bytes = cur->gauge[STAT_spool_bytes];
+	out->connections = cur->gauge[STAT_connections];
+	out->postgres_up = cur->gauge[STAT_postgres_up];
+}
+
+void stats_format_bytes(double v, char *buf, size_t len)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	int u = 0;
+
+	while (v >= 1024 && u < 4) {
+		v /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, len, "%.0f B", v);
+	else
+		snprintf(buf, len, "%.1f %s", v, units[u]);
+}
+
+void stats_format_seconds(double s, char *buf, size_t len)
+{
+	if (s < 0)
+		snprintf(buf, len, "-");
+	else if (s < 1)
+		snprintf(buf, len, "%.1f ms", s * 1000);
+	else
+		snprintf(buf, len, "%.2f s", s);
+}
+
+void stats_format_rates(const struct stats_rates *r, char *buf, size_t len)
+{
+	char qb[32], sb[32], p99[32];
+
+	stats_format_bytes((double)r->queue_bytes, qb, sizeof(qb));
+	stats_format_bytes((double)r->spool_bytes, sb, sizeof(sb));
+	stats_format_seconds(r->p99_s, p99, sizeof(p99));
+	snprintf(buf, len, "in=%.0f/s committed=%.0f/s rejected=%.0f/s queue=%lld (%s) "
+		 "spool=%s p99=%s conns=%lld postgres=%s",
+		 r->in_per_s, r->committed_per_s, r->rejected_per_s, (long long)r->queue_events, qb,
+		 sb, p99, (long long)r->connections, r->postgres_up ? "up" : "down");
 }
 
 void stats_summary(char *buf, size_t len)
 {
-	uint64_t rejected = 0;
+	struct stats_snapshot s;
 
-	for (int i = 0; i < RECORD_REASON_COUNT; i++)
-		rejected += stats_rejected(i);
+	stats_snapshot(&s);
 	snprintf(buf, len,
 		 "received=%llu committed=%llu rejected=%llu dead_lettered=%llu batches=%llu "
-		 "connections=%lld postgres_up=%d",
-		 (unsigned long long)stats_get(STAT_events_received_total),
-		 (unsigned long long)stats_get(STAT_events_committed_total),
-		 (unsigned long long)rejected,
-		 (unsigned long long)stats_get(STAT_events_dead_lettered_total),
-		 (unsigned long long)stats_get(STAT_batches_committed_total),
-		 (long long)stats_connections(), stats_postgres_up());
+		 "connections=%lld postgres_up=%lld",
+		 (unsigned long long)s.counter[STAT_events_received_total],
+		 (unsigned long long)s.counter[STAT_events_committed_total],
+		 (unsigned long long)stats_rejected_sum(&s),
+		 (unsigned long long)s.counter[STAT_events_dead_lettered_total],
+		 (unsigned long long)s.counter[STAT_batches_committed_total],
+		 (long long)s.gauge[STAT_connections], (long long)s.gauge[STAT_postgres_up]);
+}
+
+/* ---- Prometheus text ------------------------------------------------------ */
+
+static const char *const stats_prom_type[STATS_KIND_COUNT] = {
+	"counter", "counter", "gauge", "histogram", "gauge"
+};
+
+static int stats_prom_hist(const struct stats_hist_snap *h, const char *name, struct evbuffer *o)
+{
+	uint64_t cum = 0;
+	int rc = 0;
+
+	for (int i = 0; i < STATS_BUCKETS; i++) {
+		cum += h->bucket[i];
+		rc |= evbuffer_add_printf(o, STATS_PREFIX "%s_bucket{le=\"%g\"} %llu\n", name,
+					  stats_bucket_bounds[i], (unsigned long long)cum) < 0;
+	}
+	rc |= evbuffer_add_printf(o, STATS_PREFIX "%s_bucket{le=\"+Inf\"} %llu\n", name,
+				  (unsigned long long)h->count) < 0;
+	rc |= evbuffer_add_printf(o, STATS_PREFIX "%s_sum %.9g\n", name, h->sum) < 0;
+	rc |= evbuffer_add_printf(o, STATS_PREFIX "%s_count %llu\n", name,
+				  (unsigned long long)h->count) < 0;
+	return rc ? -1 : 0;
+}
+
+/* The sample lines of metric M. */
+static int stats_prom_samples(const struct stats_snapshot *s, const struct stats_metric *m,
+			      struct evbuffer *o)
+{
+	int rc = 0;
+
+	switch (m->kind) {
+	case STATS_COUNTER:
+		return evbuffer_add_printf(o, STATS_PREFIX "%s %llu\n", m->name,
+					   (unsigned long long)s->counter[m->index]) < 0 ? -1 : 0;
+	case STATS_GAUGE:
+		return evbuffer_add_printf(o, STATS_PREFIX "%s %lld\n", m->name,
+					   (long long)s->gauge[m->index]) < 0 ? -1 : 0;
+	case STATS_REJECTS:
+		for (int i = 0; i < RECORD_REASON_COUNT; i++)
+			rc |= evbuffer_add_printf(o, STATS_PREFIX "%s{reason=\"%s\"} %llu\n",
+						  m->name, record_reason_label(i),
+						  (unsigned long long)s->rejected[i]) < 0;
+		return rc ? -1 : 0;
+	case STATS_HISTOGRAM:
+		return stats_prom_hist(&s->hist[m->index], m->name, o);
+	case STATS_INFO:
+	case STATS_KIND_COUNT:
+		break;
+	}
+	return evbuffer_add_printf(o, STATS_PREFIX "%s{version=\"%s\"} 1\n", m->name,
+				   PACKAGE_VERSION) < 0 ? -1 : 0;
+}
+
+int stats_format_prometheus(const struct stats_snapshot *s, struct evbuffer *out)
+{
+	for (size_t i = 0; i < stats_metric_count; i++) {
+		const struct stats_metric *m = &stats_metrics[i];
+
+		if (evbuffer_add_printf(out, "# HELP " STATS_PREFIX "%s %s\n# TYPE " STATS_PREFIX
+					"%s %s\n", m->name, m->help, m->name,
+					stats_prom_type[m->kind]) < 0 ||
+		    stats_prom_samples(s, m, out) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* ---- JSON ------------------------------------------------------------------ */
+
+static int stats_json_hist(const struct stats_hist_snap *h, struct evbuffer *o)
+{
+	uint64_t cum = 0;
+	int rc = 0;
+
+	rc |= evbuffer_add_printf(o, "{\"count\":%llu,\"sum\":%.9g,\"buckets\":{",
+				  (unsigned long long)h->count, h->sum) < 0;
+	for (int i = 0; i < STATS_BUCKETS; i++) {
+		cum += h->bucket[i];
+		rc |= evbuffer_add_printf(o, "\"%g\":%llu,", stats_bucket_bounds[i],
+					  (unsigned long long)cum) < 0;
+	}
+	rc |= evbuffer_add_printf(o, "\"+Inf\":%llu}}", (unsigned long long)h->count) < 0;
+	return rc ? -1 : 0;
+}
+
+static int stats_json_value(const struct stats_snapshot *s, const struct stats_metric *m,
+			    struct evbuffer *o)
+{
+	int rc = 0;
+
+	switch (m->kind) {
+	case STATS_COUNTER:
+		return evbuffer_add_printf(o, "%llu", (unsigned long long)s->counter[m->index]) < 0;
+	case STATS_GAUGE:
+		return evbuffer_add_printf(o, "%lld", (long long)s->gauge[m->index]) < 0;
+	case STATS_REJECTS:
+		for (int i = 0; i < RECORD_REASON_COUNT; i++)
+			rc |= evbuffer_add_printf(o, "%s\"%s\":%llu", i ? "," : "{",
+						  record_reason_label(i),
+						  (unsigned long long)s->rejected[i]) < 0;
+		return rc | (evbuffer_add(o, "}", 1) < 0);
+	case STATS_HISTOGRAM:
+		return stats_json_hist(&s->hist[m->index], o) < 0;
+	case STATS_INFO:
+	case STATS_KIND_COUNT:
+		break;
+	}
+	return evbuffer_add_printf(o, "{\"version\":\"%s\"}", PACKAGE_VERSION) < 0;
+}
+
+int stats_format_json(const struct stats_snapshot *s, struct evbuffer *out)
+{
+	int rc = evbuffer_add_printf(out, "{\"version\":\"%s\"", PACKAGE_VERSION) < 0;
+
+	for (size_t i = 0; i < stats_metric_count && !rc; i++) {
+		rc |= evbuffer_add_printf(out, ",\"%s\":", stats_metrics[i].name) < 0;
+		rc |= stats_json_value(s, &stats_metrics[i], out);
+	}
+	rc |= evbuffer_add(out, "}\n", 2) < 0;
+	return rc ? -1 : 0;
+}
+
+/* ---- reading Prometheus text (megactl) ------------------------------------- */
+
+struct stats_sample {
+	char name[96];      /* without the prefix */
+	char label[64];     /* the one label's value, or "" */
+	double value;
+};
+
+/* Split one sample line "megaingest_NAME{k="v"} VALUE". 1: a sample of ours,
+ * 0: someone else's line, -1: malformed. */
+static int stats_split_line(const char *line, size_t len, struct stats_sample *out)
+{
+	size_t plen = strlen(STATS_PREFIX), n = 0;
+	const char *p = line + plen, *end = line + len, *q;
+	char num[64], *stop;
+
+	if (len < plen || strncmp(line, STATS_PREFIX, plen) != 0)
+		return 0;
+	while (p < end && *p != '{' && *p != ' ' && n + 1 < sizeof(out->name))
+		out->name[n++] = *p++;
+	out->name[n] = '\0';
+	out->label[0] = '\0';
+	if (p < end && *p == '{') {
+		const char *v = memchr(p, '"', (size_t)(end - p));
+
+		q = v ? memchr(v + 1, '"', (size_t)(end - v - 1)) : NULL;
+		if (!q || (size_t)(q - v - 1) >= sizeof(out->label))
+			return -1;
+		memcpy(out->label, v + 1, (size_t)(q - v - 1));
+		out->label[q - v - 1] = '\0';
+		p = memchr(q, '}', (size_t)(end - q));
+		if (!p)
+			return -1;
+		p++;
+	}
+	if (p >= end || *p != ' ' || (size_t)(end - p) >= sizeof(num))
+		return -1;
+	memcpy(num, p + 1, (size_t)(end - p - 1));
+	num[end - p - 1] = '\0';
+	errno = 0;
+	out->value = strtod(num, &stop);
+	return stop == num || *stop || errno ? -1 : 1;
+}
+
+/* Histogram H's share of sample S whose name is H's plus SUFFIX. */
+static int stats_take_hist(struct stats_hist_snap *h, const char *suffix,
+			   const struct stats_sample *s)
+{
+	double le;
+
+	if (strcmp(suffix, "_sum") == 0) {
+		h->sum = s->value;
+		return 1;
+	}
+	if (strcmp(suffix, "_count") == 0) {
+		h->count = (uint64_t)s->value;
+		return 1;
+	}
+	if (strcmp(suffix, "_bucket") != 0)
+		return 0;
+	le = strtod(s->label, NULL);
+	for (int i = 0; i < STATS_BUCKETS; i++)
+		if (fabs(le - stats_bucket_bounds[i]) <= 1e-9 * stats_bucket_bounds[i]) {
+			h->bucket[i] = (uint64_t)s->value; /* cumulative until the end */
+			return 1;
+		}
+	if (isinf(le)) {
+		h->bucket[STATS_BUCKETS] = (uint64_t)s->value;
+		return 1;
+	}
+	return 0;
+}
+
+static int stats_take_rejected(struct stats_snapshot *out, const struct stats_sample *s)
+{
+	for (int i = 0; i < RECORD_REASON_COUNT; i++)
+		if (strcmp(s->label, record_reason_label(i)) == 0) {
+			out->rejected[i] = (uint64_t)s->value;
+			return 1;
+		}
+	return 0; /* a reason this megactl does not know */
+}
+
+/* Store sample S into OUT. 1 when it is one of ours, else 0. */
+static int stats_take(struct stats_snapshot *out, const struct stats_sample *s)
+{
+	for (size_t i = 0; i < stats_metric_count; i++) {
+		const struct stats_metric *m = &stats_metrics[i];
+		size_t nl = strlen(m->name);
+
+		if (strncmp(s->name, m->name, nl) != 0)
+			continue;
+		if (m->kind == STATS_HISTOGRAM && s->name[nl])
+			return stats_take_hist(&out->hist[m->index], s->name + nl, s);
+		if (s->name[nl])
+			continue;
+		switch (m->kind) {
+		case STATS_COUNTER: out->counter[m->index] = (uint64_t)s->value; return 1;
+		case STATS_GAUGE: out->gauge[m->index] = (int64_t)s->value; return 1;
+		case STATS_REJECTS: return stats_take_rejected(out, s);
+		default: return 1;
+		}
+	}
+	return 0;
+}
+
+/* Turn the cumulative bucket counts read from the text into per-bucket ones. */
+static void stats_uncumulate(struct stats_snapshot *out)
+{
+	for (int h = 0; h < STAT_HIST_COUNT; h++) {
+		uint64_t prev = 0;
+
+		for (int i = 0; i <= STATS_BUCKETS; i++) {
+			uint64_t c = out->hist[h].bucket[i];
+
+			out->hist[h].bucket[i] = c >= prev ? c - prev : 0;
+			if (c > prev)
+				prev = c;
+		}
+	}
+}
+
+int stats_parse_prometheus(const char *text, struct stats_snapshot *out, char *err, size_t errlen)
+{
+	int found = 0, lineno = 0;
+
+	memset(out, 0, sizeof(*out));
+	out->taken_ns = stats_now_ns();
+	while (*text) {
+		const char *nl = strchr(text, '\n');
+		size_t len = nl ? (size_t)(nl - text) : strlen(text);
+		struct stats_sample s;
+		int rc = 0;
+
+		lineno++;
+		if (len > 0 && text[0] != '#')
+			rc = stats_split_line(text, len, &s);
+		if (rc < 0) {
+			snprintf(err, errlen, "line %d is not a Prometheus sample: %.*s", lineno,
+				 (int)(len > 80 ? 80 : len), text);
+			return -1;
+		}
+		if (rc > 0)
+			found += stats_take(out, &s);
+		text += len + (nl ? 1 : 0);
+	}
+	stats_uncumulate(out);
+	return found;
 }
