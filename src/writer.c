@@ -662,6 +662,35 @@ static void writer_dead_letter(struct writer *w, const struct record *r, enum re
 			  w->id, record_get(r, RECORD_COL_ID));
 }
 
+static int writer_skip_cmp(const void *a, const void *b)
+{
+	const struct writer_skip *x = a, *y = b;
+
+	return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+/* Receive -> commit latency of every committed event of RECS (the dropped
+ * skips, dead-lettered, are left out). Sorts w->skips, which is done with. */
+static void writer_observe_latency(struct writer *w, struct record **recs, size_t n,
+				   size_t dropped)
+{
+	int64_t now = writer_now_ns(CLOCK_REALTIME);
+	size_t k = 0;
+
+	if (dropped)
+		qsort(w->skips, w->nskips, sizeof(*w->skips), writer_skip_cmp);
+	for (size_t i = 0; i < n; i++) {
+		bool committed = true;
+
+		for (; dropped && k < w->nskips && (size_t)w->skips[k].idx == i; k++)
+			if (w->skips[k].reason != RECORD_REASON_COUNT)
+				committed = false;
+		if (committed)
+			stats_observe_ns(STAT_event_commit_latency_seconds,
+					 now - (int64_t)recs[i]->recv_ns);
+	}
+}
+
 static void writer_committed(struct writer *w, struct record **recs, size_t n)
 {
 	size_t dropped = 0;
@@ -678,6 +707,7 @@ static void writer_committed(struct writer *w, struct record **recs, size_t n)
 		dropped++;
 		writer_dead_letter(w, recs[sk->idx], sk->reason, sk->message, sk->field, NULL);
 	}
+	writer_observe_latency(w, recs, n, dropped);
 	stats_add(STAT_events_committed_total, n - dropped);
 	stats_add(STAT_batches_committed_total, 1);
 	w->nskips = 0;
@@ -727,6 +757,7 @@ static int writer_write(struct writer *w, struct record **recs, size_t n)
 
 	for (;;) {
 		enum write_verdict v;
+		int64_t t0;
 
 		if (!w->pg && writer_connect(w) < 0) {
 			if (writer_draining_expired(w))
@@ -734,8 +765,10 @@ static int writer_write(struct writer *w, struct record **recs, size_t n)
 			writer_backoff(w);
 			continue;
 		}
+		t0 = writer_now_ns(CLOCK_MONOTONIC);
 		v = writer_transaction(w, recs, n, &e);
 		if (v == WRITE_OK) {
+			stats_observe_ns(STAT_batch_commit_seconds, writer_now_ns(CLOCK_MONOTONIC) - t0);
 			w->retries = 0;
 			writer_committed(w, recs, n);
 			return 0;
