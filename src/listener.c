@@ -12,6 +12,15 @@
  * A connection that closes while acks for it are still in flight keeps its
  * small struct conn (without socket or decoder) until the last of them comes
  * back, so an ack never points at freed memory.
+ *
+ * TCP connections may be wrapped in TLS (listener_tls.c: the bufferevent is
+ * an OpenSSL one, everything above it is the same) and, with
+ * listen.shared_key, must pass the Forward handshake (proto_auth.c) before
+ * the decoder sees a byte. A refused handshake leaves the connection
+ * "closing": nothing more is read, and it is closed once the PONG false has
+ * been written (or by the idle timer if the client never reads it). Unix
+ * socket connections skip both: whoever can open the socket file is trusted
+ * by its mode (listen.unix_mode).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -27,12 +36,15 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/util.h>
+#include <openssl/crypto.h>
 
 #include "ack.h"
 #include "config.h"
 #include "listener.h"
+#include "listener_tls.h"
 #include "log.h"
 #include "proto.h"
+#include "proto_auth.h"
 #include "queue.h"
 #include "stats.h"
 
@@ -43,12 +55,16 @@ struct conn {
 	struct listener *l;
 	struct bufferevent *bev;         /* NULL once closed */
 	struct proto_conn *pc;           /* NULL once closed */
+	struct proto_auth *auth;         /* shared-key handshake still to pass, else NULL */
 	struct event *idle;              /* idle_timeout_s timer */
 	uint64_t id;
 	uint64_t values_seen;            /* proto_values_done at the last timer reset */
 	uint64_t acks_created;           /* copied from proto at close */
 	uint64_t acks_done;              /* acks that came back from the writers */
 	char peer[80];
+	const char *closing;             /* refused: why, once the last reply is out; else NULL */
+	bool tls;                        /* bev is an OpenSSL bufferevent */
+	bool tls_up;                     /* its handshake completed */
 	struct conn *prev, *next;        /* open list, or zombie list once closed */
 };
 
@@ -58,6 +74,8 @@ struct listener {
 	struct evconnlistener *lev[LISTENER_MAX];
 	int nlev;
 	char *unix_path;                 /* unlinked at stop */
+	char *shared_key;                /* listen.shared_key (copied, wiped at free); "" for none */
+	struct listener_tls *tls;        /* TLS context for TCP connections, or NULL */
 	struct event *ack_ev;            /* ackq eventfd */
 	struct conn *conns;              /* open connections */
 	struct conn *zombies;            /* closed, waiting for acks */
@@ -116,6 +134,8 @@ static void conn_close(struct conn *c, const char *why)
 	c->acks_created = proto_acks_created(c->pc);
 	proto_conn_free(c->pc);
 	c->pc = NULL;
+	proto_auth_free(c->auth);
+	c->auth = NULL;
 	bufferevent_free(c->bev);
 	c->bev = NULL;
 	event_del(c->idle);
@@ -169,6 +189,8 @@ static void listener_resume(struct listener *l)
 	log_debug("listener", "queue has room: reading resumed on %d connections", l->nconns);
 	for (c = l->conns; c; c = next) {
 		next = c->next;
+		if (c->closing)
+			continue;
 		bufferevent_enable(c->bev, EV_READ);
 		listener_arm_idle(l, c);
 	}
@@ -180,13 +202,43 @@ static void listener_resume(struct listener *l)
 
 /* ---- connection callbacks --------------------------------------------- */
 
+/* Stop reading C and close it once its output is written (conn_write_cb). */
+static void conn_close_after_flush(struct conn *c, const char *why)
+{
+	c->closing = why;
+	bufferevent_disable(c->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		conn_close(c, why);
+}
+
+/* Run C's shared-key handshake: 1 passed (events may follow), 0 waiting, -1 refused. */
+static int conn_authenticate(struct conn *c)
+{
+	switch (proto_auth_run(c->auth, bufferevent_get_input(c->bev),
+			       bufferevent_get_output(c->bev))) {
+	case PROTO_AUTH_WAIT:
+		return 0;
+	case PROTO_AUTH_DONE:
+		proto_auth_free(c->auth);
+		c->auth = NULL;
+		listener_arm_idle(c->l, c); /* the PING was a complete value */
+		return 1;
+	default:
+		conn_close_after_flush(c, "authentication failed");
+		return -1;
+	}
+}
+
 /* Decode what C has buffered; pause, close or re-arm the idle timer. */
 static void conn_process(struct conn *c)
 {
 	struct listener *l = c->l;
-	enum proto_status st = proto_run(c->pc, bufferevent_get_input(c->bev));
+	enum proto_status st;
 	uint64_t seen;
 
+	if (c->closing || (c->auth && conn_authenticate(c) <= 0))
+		return;
+	st = proto_run(c->pc, bufferevent_get_input(c->bev));
 	if (st == PROTO_CLOSE) {
 		conn_close(c, "protocol error");
 		return;
@@ -206,15 +258,58 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 	conn_process(arg);
 }
 
+/* Output drained: a connection that is closing can go now. */
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)bev;
+	if (c->closing)
+		conn_close(c, c->closing);
+}
+
+static void conn_tls_up(struct conn *c)
+{
+	char desc[400];
+
+	c->tls_up = true;
+	if (!log_enabled(LOG_LEVEL_DEBUG))
+		return;
+	listener_tls_describe(c->bev, desc, sizeof(desc));
+	log_debug("listener", "conn=%llu peer=%s: TLS established: %s", (unsigned long long)c->id,
+		  c->peer, desc);
+}
+
+/* A read or write failed: say why (OpenSSL's reason on TLS connections) and close. */
+static void conn_error(struct conn *c)
+{
+	int err = EVUTIL_SOCKET_ERROR();
+	char why[300];
+
+	if (!c->tls || listener_tls_error(c->bev, why + 5, sizeof(why) - 5) < 0) {
+		conn_close(c, evutil_socket_error_to_string(err));
+		return;
+	}
+	if (!c->tls_up) {
+		stats_add(STAT_tls_failures_total, 1);
+		log_warn("listener", "conn=%llu peer=%s: TLS handshake failed: %s; connection closed",
+			 (unsigned long long)c->id, c->peer, why + 5);
+	}
+	memcpy(why, "TLS: ", 5);
+	conn_close(c, why);
+}
+
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
 
 	(void)bev;
-	if (what & BEV_EVENT_EOF)
+	if (what & BEV_EVENT_CONNECTED)
+		conn_tls_up(c);
+	else if (what & BEV_EVENT_EOF)
 		conn_close(c, "client closed the connection");
 	else if (what & BEV_EVENT_ERROR)
-		conn_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		conn_error(c);
 }
 
 static void conn_idle_cb(evutil_socket_t fd, short what, void *arg)
@@ -249,28 +344,55 @@ static void listener_peer_name(struct sockaddr *sa, char *buf, size_t len)
 	}
 }
 
+/* The bufferevent for FD: TLS on TCP when configured, else plain. NULL on failure, FD taken. */
+static struct bufferevent *conn_bufferevent(struct conn *c, evutil_socket_t fd, bool tcp)
+{
+	struct bufferevent *bev;
+
+	c->tls = tcp && c->l->tls;
+	if (c->tls)
+		return listener_tls_bufferevent(c->l->tls, c->l->base, fd);
+	bev = bufferevent_socket_new(c->l->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (!bev)
+		evutil_closesocket(fd);
+	return bev;
+}
+
+/* With listen.shared_key, a TCP connection starts with HELO. 0 or -1 (logged). */
+static int conn_start_auth(struct conn *c, bool tcp)
+{
+	if (!tcp || !c->l->shared_key[0])
+		return 0;
+	c->auth = proto_auth_new(c->l->shared_key, c->peer, c->id);
+	if (!c->auth)
+		return -1;
+	return proto_auth_helo(c->auth, bufferevent_get_output(c->bev));
+}
+
 static struct conn *conn_new(struct listener *l, evutil_socket_t fd, struct sockaddr *sa)
 {
 	struct conn *c = calloc(1, sizeof(*c));
+	bool tcp = sa->sa_family == AF_INET || sa->sa_family == AF_INET6;
 
-	if (!c)
+	if (!c) {
+		evutil_closesocket(fd);
 		return NULL;
+	}
 	c->l = l;
 	c->id = ++l->next_id;
 	listener_peer_name(sa, c->peer, sizeof(c->peer));
-	c->bev = bufferevent_socket_new(l->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->bev = conn_bufferevent(c, fd, tcp);
 	c->pc = proto_conn_new(l->env, c, c->peer, c->id);
 	c->idle = evtimer_new(l->base, conn_idle_cb, c);
-	if (!c->bev || !c->pc || !c->idle) {
+	if (!c->bev || !c->pc || !c->idle || conn_start_auth(c, tcp) < 0) {
 		if (c->bev)
 			bufferevent_free(c->bev);
-		else
-			evutil_closesocket(fd);
 		proto_conn_free(c->pc);
+		proto_auth_free(c->auth);
 		conn_free(c);
 		return NULL;
 	}
-	bufferevent_setcb(c->bev, conn_read_cb, NULL, conn_event_cb, c);
+	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, LISTENER_READ_HIGH);
 	return c;
 }
@@ -295,7 +417,8 @@ static void listener_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	}
 	c = conn_new(l, fd, sa);
 	if (!c) {
-		log_error("listener", "out of memory accepting a connection; closed it");
+		log_error("listener", "cannot set up an accepted connection (out of memory); "
+			  "closed it");
 		return;
 	}
 	conn_link(&l->conns, c);
@@ -455,6 +578,19 @@ struct listener *listener_start(struct event_base *base, const struct config *cf
 	l->base = base;
 	l->env = env;
 	listener_reconfigure(l, cfg);
+	l->shared_key = strdup(cfg->listen_shared_key);
+	if (!l->shared_key) {
+		listener_free(l);
+		return NULL;
+	}
+	if (cfg->listen_tls_cert[0]) {
+		l->tls = listener_tls_new(cfg->listen_tls_cert, cfg->listen_tls_key,
+					  cfg->listen_tls_ca);
+		if (!l->tls) {
+			listener_free(l);
+			return NULL;
+		}
+	}
 	l->ack_ev = event_new(base, ackq_fd(env->ackq), EV_READ | EV_PERSIST, listener_ack_cb, l);
 	if (!l->ack_ev || event_add(l->ack_ev, NULL) < 0 || listener_bind_all(l, cfg) < 0) {
 		listener_free(l);
@@ -520,5 +656,9 @@ void listener_free(struct listener *l)
 	}
 	if (l->ack_ev)
 		event_free(l->ack_ev);
+	if (l->shared_key)
+		OPENSSL_cleanse(l->shared_key, strlen(l->shared_key));
+	free(l->shared_key);
+	listener_tls_free(l->tls);
 	free(l);
 }
