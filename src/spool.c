@@ -6,6 +6,10 @@
  * mutex so lines from the loop and the writers never interleave, and
  * fdatasync'ed before returning: the ack that follows a rejection promises
  * the rejected event is on disk with its reason.
+ *
+ * The segment streams that hold spooled batches live in spool_stream.c; this
+ * file owns the directory they share (created here, fsync'ed through
+ * dir_fd) and the figure spool_bytes().
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,12 +28,7 @@
 #include "log.h"
 #include "record.h"
 #include "spool.h"
-
-struct spool {
-	pthread_mutex_t lock;     /* serialises appends to dl_fd */
-	int dl_fd;                /* dead-letter.jsonl, O_APPEND */
-	char *dl_path;
-};
+#include "spool_private.h"
 
 /* mkdir -p for DIR (mode 0750). 0 or -1 with errno. */
 static int spool_mkdirs(const char *dir)
@@ -62,8 +61,16 @@ struct spool *spool_open(const char *dir)
 	if (!s)
 		return NULL;
 	s->dl_fd = -1;
+	s->dir_fd = -1;
 	if (spool_mkdirs(dir) < 0) {
 		log_error("spool", "cannot create spool.dir %s: %s", dir, strerror(errno));
+		goto fail;
+	}
+	s->dir = strdup(dir);
+	s->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (!s->dir || s->dir_fd < 0) {
+		log_error("spool", "cannot open spool.dir %s: %s", dir,
+			  s->dir ? strerror(errno) : "out of memory");
 		goto fail;
 	}
 	if (asprintf(&s->dl_path, "%s/dead-letter.jsonl", dir) < 0) {
@@ -81,6 +88,9 @@ struct spool *spool_open(const char *dir)
 fail:
 	if (s->dl_fd >= 0)
 		close(s->dl_fd);
+	if (s->dir_fd >= 0)
+		close(s->dir_fd);
+	free(s->dir);
 	free(s->dl_path);
 	free(s);
 	return NULL;
@@ -90,10 +100,18 @@ void spool_close(struct spool *s)
 {
 	if (!s)
 		return;
+	spool_stream_free_all(s);
 	close(s->dl_fd);
+	close(s->dir_fd);
 	pthread_mutex_destroy(&s->lock);
+	free(s->dir);
 	free(s->dl_path);
 	free(s);
+}
+
+uint64_t spool_bytes(const struct spool *s)
+{
+	return atomic_load_explicit(&s->seg_bytes, memory_order_relaxed);
 }
 
 const char *spool_dead_letter_path(const struct spool *s)
