@@ -35,6 +35,9 @@ void queue_set_limits(struct queue *q, size_t max_events, size_t max_bytes);
 int queue_push(struct queue *q, struct record *r) __attribute__((warn_unused_result));
 /* Loop thread: at or over a limit; the loop must stop reading. */
 bool queue_full(struct queue *q);
+/* True from queue_full() returning true until the writer drained the queue
+ * below 3/4 of its limits: the loop's reading is paused meanwhile. Any thread. */
+bool queue_blocked(struct queue *q);
 
 /*
  * Writer thread: wait until MAX records are queued, WAIT_MS passed, or the

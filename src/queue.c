@@ -157,6 +157,11 @@ bool queue_full(struct queue *q)
 	return true;
 }
 
+bool queue_blocked(struct queue *q)
+{
+	return atomic_load(&q->blocked);
+}
+
 static void queue_deadline(struct timespec *ts, int wait_ms)
 {
 	clock_gettime(CLOCK_REALTIME, ts);
