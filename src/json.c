@@ -257,7 +257,8 @@ static int json_put_scanned(struct evbuffer *out, const char *s, size_t n,
 		char *d = v.iov_base;
 
 		d[0] = '"';
-		memcpy(d + 1, s, n);
+		if (n > 0) /* msgpack-c gives an empty str a NULL ptr */
+			memcpy(d + 1, s, n);
 		d[n + 1] = '"';
 	} else {
 		json_write_text(v.iov_base, (const unsigned char *)s, n);

@@ -368,6 +368,26 @@ static void test_keys(void)
 	CHECK_STR(errbuf, "mg_meta.?: bin value is not valid UTF-8 (byte 0)");
 }
 
+/* msgpack-c decodes an empty str or bin with a NULL ptr (found by fuzz_proto:
+ * memcpy from NULL, undefined even for 0 bytes, aborted the sanitizer build). */
+static void test_empty_strings_from_msgpack_c(void)
+{
+	msgpack_object empty_str = { .type = MSGPACK_OBJECT_STR, .via.str = { 0, NULL } };
+	msgpack_object empty_bin = { .type = MSGPACK_OBJECT_BIN, .via.bin = { 0, NULL } };
+	msgpack_object_kv kv[2];
+	msgpack_object m;
+
+	CHECK_STR(strict(&empty_str), "\"\"");
+	CHECK_STR(lenient(&empty_bin), "\"\"");
+	kv[0].key = empty_str;
+	kv[0].val = empty_bin;
+	kv[1].key = empty_bin;
+	kv[1].val = empty_str;
+	m = o_map(kv, 2);
+	CHECK_STR(strict(&m), "{\"\":\"\",\"\":\"\"}");
+	CHECK_STR(lenient(&m), "{\"\":\"\",\"\":\"\"}");
+}
+
 static void test_timestamps(void)
 {
 	/* 1795576098 = 2026-11-25T03:08:18Z = 0x6B065122 */
@@ -491,6 +511,7 @@ int main(void)
 	test_nul();
 	test_containers_and_paths();
 	test_keys();
+	test_empty_strings_from_msgpack_c();
 	test_timestamps();
 	test_depth();
 	test_base64();
