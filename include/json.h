@@ -6,7 +6,9 @@
  * keys, unknown ext types) with a message naming the path. JSON_LENIENT is for
  * the dead-letter file, which must record any event as received: bin that is
  * not UTF-8 becomes {"$base64": "..."}, NaN becomes null, a non-string key is
- * written as its JSON text. Both bound nesting at JSON_MAX_DEPTH.
+ * written as its JSON text (a container key inside such a key as
+ * {"$msgpack": "<base64>"}, so the output stays linear in the input). Both
+ * bound nesting at JSON_MAX_DEPTH.
  */
 #ifndef MI_JSON_H
 #define MI_JSON_H

@@ -48,6 +48,7 @@ struct json_walk {
 	char *err;                 /* caller's message buffer, may be NULL */
 	size_t errlen;
 	unsigned depth;            /* containers currently open */
+	unsigned key_depth;        /* LENIENT: keys being written as text around this walk */
 	unsigned nsteps;           /* entries of steps[] in use */
 	struct json_step steps[JSON_MAX_DEPTH];
 };
@@ -560,6 +561,37 @@ static int walk_ext(struct json_walk *w, const msgpack_object *o)
 	return walk_put(w, "\"}", 2);
 }
 
+/*
+ * LENIENT container key inside a key that is itself being written as text:
+ * {"$msgpack": base64 of its msgpack bytes}, as a string. Writing it as JSON
+ * text too would escape it once more per level of such keys, doubling the
+ * output each time: a 700-byte event of keys nested 30 deep would take
+ * gigabytes (found by fuzz_proto). Base64 keeps the output linear.
+ */
+static int walk_key_packed(struct json_walk *w, const msgpack_object *key)
+{
+	struct evbuffer *tmp = evbuffer_new();
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	int rc = -1;
+
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	if (tmp && msgpack_pack_object(&pk, *key) == 0 &&
+	    evbuffer_add(tmp, "{\"$msgpack\":\"", 13) == 0 &&
+	    json_append_base64(tmp, (const unsigned char *)sb.data, sb.size) == 0 &&
+	    evbuffer_add(tmp, "\"}", 2) == 0) {
+		size_t n = evbuffer_get_length(tmp);
+		unsigned char *p = evbuffer_pullup(tmp, -1);
+
+		rc = p && json_append_string(w->out, (const char *)p, n) == 0 ? 0 : -1;
+	}
+	msgpack_sbuffer_destroy(&sb);
+	if (tmp)
+		evbuffer_free(tmp);
+	return rc == 0 ? 0 : walk_oom(w);
+}
+
 /* LENIENT key that is not a UTF-8 string: its JSON text, as a string. */
 static int walk_key_as_text(struct json_walk *w, const msgpack_object *key)
 {
@@ -573,6 +605,7 @@ static int walk_key_as_text(struct json_walk *w, const msgpack_object *key)
 	if (sub) {
 		*sub = *w;
 		sub->out = tmp;
+		sub->key_depth++;
 		rc = walk_value(sub, key);
 	}
 	if (rc == 0) {
@@ -596,6 +629,9 @@ static int walk_key(struct json_walk *w, const msgpack_object *key, uint32_t i)
 		if (w->mode == JSON_STRICT || json_utf8_valid(key->via.str.ptr, key->via.str.size))
 			return walk_text(w, key->via.str.ptr, key->via.str.size, is_bin);
 	}
+	if (w->mode == JSON_LENIENT && w->key_depth > 0 &&
+	    (key->type == MSGPACK_OBJECT_MAP || key->type == MSGPACK_OBJECT_ARRAY))
+		return walk_key_packed(w, key);
 	if (w->mode == JSON_LENIENT)
 		return walk_key_as_text(w, key);
 	w->nsteps--; /* name the map, not the entry, for a key that is no name */
@@ -713,6 +749,7 @@ int json_append_msgpack(struct evbuffer *out, const msgpack_object *o,
 	w.err = err;
 	w.errlen = errlen;
 	w.depth = 0;
+	w.key_depth = 0;
 	w.nsteps = 0;
 	if (err && errlen)
 		err[0] = '\0';

@@ -388,6 +388,35 @@ static void test_empty_strings_from_msgpack_c(void)
 	CHECK_STR(lenient(&m), "{\"\":\"\",\"\":\"\"}");
 }
 
+/* Map keys that are maps whose keys are maps...: LENIENT output stays linear
+ * (found by fuzz_proto: escaping each level's text again doubled it per level). */
+static void test_nested_container_keys(void)
+{
+	msgpack_object_kv kv[30];
+	msgpack_object leaf = o_str("\"q\""), m = leaf;
+	struct evbuffer *b = evbuffer_new();
+	char err[128];
+
+	if (!b)
+		abort();
+	for (int i = 0; i < 30; i++) {
+		kv[i].key = m;
+		kv[i].val = o_uint((uint64_t)i);
+		m = o_map(&kv[i], 1);
+	}
+	CHECK(json_append_msgpack(b, &m, JSON_LENIENT, "event", err, sizeof(err)) == 0);
+	CHECK(evbuffer_get_length(b) < 4096);
+	evbuffer_free(b);
+	/* One level of container key is still readable JSON text. */
+	kv[1].key = o_map(&kv[0], 1);
+	m = o_map(&kv[1], 1);
+	CHECK_STR(lenient(&m), "{\"{\\\"\\\\\\\"q\\\\\\\"\\\":0}\":1}");
+	/* Two levels: the inner one is its msgpack bytes in base64. */
+	kv[2].key = o_map(&kv[1], 1);
+	m = o_map(&kv[2], 1);
+	CHECK_CONTAINS(lenient(&m), "$msgpack");
+}
+
 static void test_timestamps(void)
 {
 	/* 1795576098 = 2026-11-25T03:08:18Z = 0x6B065122 */
@@ -512,6 +541,7 @@ int main(void)
 	test_containers_and_paths();
 	test_keys();
 	test_empty_strings_from_msgpack_c();
+	test_nested_container_keys();
 	test_timestamps();
 	test_depth();
 	test_base64();
