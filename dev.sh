@@ -5,7 +5,9 @@
 #                   PostgreSQL under ./.dev/, apply the schema and run
 #                   megaingestd in the foreground (Ctrl-C stops both)
 #   ./dev.sh test   install, build, and run the whole suite twice: a normal
-#                   build and an ASan/UBSan build (.ci/run calls this)
+#                   build and an ASan/UBSan build, then each libFuzzer target
+#                   for 60 s (.ci/run calls this)
+#   ./dev.sh fuzz [SECONDS]   only the fuzz targets (default 60 s each)
 #
 # Builds are out of tree (./.dev/build, ./.dev/build-asan) so the source tree
 # only ever holds what autoreconf generates. Everything this script creates
@@ -25,6 +27,7 @@ DEB_PACKAGES=(
 	postgresql-15 postgresql-client-15
 	python3 python3-pytest python3-pytest-timeout python3-msgpack python3-fluent-logger
 	python3-psycopg2
+	openssl clang libclang-rt-14-dev
 )
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -42,7 +45,11 @@ usage: ./dev.sh COMMAND
           stops the cluster.
   test    install, build, `make check` (C unit tests + pytest against a real
           daemon and a throwaway cluster), then the same in an ASan/UBSan
-          build (.dev/build-asan). Exits non-zero on any failure.
+          build (.dev/build-asan), then `fuzz 60` (MEGAINGEST_FUZZ_SECONDS
+          changes the 60; 0 skips it). Exits non-zero on any failure.
+  fuzz [SECONDS]
+          build the libFuzzer targets (tests/fuzz/) with clang and run each
+          for SECONDS (default 60); the corpus grows in .dev/fuzz/corpus
   psql    open psql on the cluster of a running `./dev.sh run`
   clean   stop the dev cluster and remove .dev/
   help    this text
@@ -258,6 +265,7 @@ cmd_test() {
 	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 	build "$DEV/build-asan" --enable-sanitizers
 	run_checks "$DEV/build-asan" "sanitizers"
+	cmd_fuzz "${MEGAINGEST_FUZZ_SECONDS:-60}"
 	say "all tests passed in $((SECONDS - start)) s"
 	# The plain closing line CI reads: pytest cases plus C unit programs, both builds.
 	printf 'tests: %d passed, 0 failed\n' \
@@ -270,6 +278,18 @@ count_passed() {
 	py=$(grep -oE '[0-9]+ passed' "$dir/tests/run-pytest.sh.log" | tail -n 1 | cut -d' ' -f1)
 	units=$(find "$dir/tests/unit" -name '*.trs' -exec grep -l ':test-result: PASS' {} + | wc -l)
 	echo $((${py:-0} + units))
+}
+
+# ---- fuzz ----------------------------------------------------------------
+
+# Run every libFuzzer target for SECONDS (0: skip). Crashes, leaks, sanitizer
+# reports and hangs fail; the offending input is left in .dev/fuzz/artifacts.
+cmd_fuzz() {
+	local seconds=${1:-60}
+	[ "$seconds" = 0 ] && { say "fuzzing skipped (0 s)"; return 0; }
+	install_packages
+	FUZZ_BUILD_DIR="$DEV/fuzz" "$ROOT/tests/fuzz/run" "$seconds" \
+		|| die "a fuzz target found a problem (see above)"
 }
 
 # ---- misc ----------------------------------------------------------------
@@ -299,6 +319,7 @@ main() {
 	case "$cmd" in
 	run) cmd_run "$@" ;;
 	test) cmd_test "$@" ;;
+	fuzz) cmd_fuzz "$@" ;;
 	psql) cmd_psql "$@" ;;
 	clean) cmd_clean ;;
 	help | -h | --help) usage ;;
