@@ -21,6 +21,10 @@
  * been written (or by the idle timer if the client never reads it). Unix
  * socket connections skip both: whoever can open the socket file is trusted
  * by its mode (listen.unix_mode).
+ *
+ * Under systemd socket activation (megaingestd.socket) the listening
+ * sockets come from sd_listen_fds and the config's listen.tcp/listen.unix
+ * are not bound; each accepted connection is TCP or Unix by its family.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -46,6 +50,7 @@
 #include "proto.h"
 #include "proto_auth.h"
 #include "queue.h"
+#include "sdnotify.h"
 #include "stats.h"
 
 #define LISTENER_MAX 17                 /* CONFIG_MAX_TCP + the Unix socket */
@@ -550,12 +555,95 @@ static int listener_bind_unix(struct listener *l, const char *path, int mode)
 	return 0;
 }
 
-static int listener_bind_all(struct listener *l, const struct config *cfg)
+/* Describe listening socket FD as "tcp ADDR:PORT" or "unix PATH" into BUF.
+ * -1 when FD is not a listening stream socket of those families. */
+static int listener_socket_name(int fd, char *buf, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss), ilen = sizeof(int);
+	int type = 0, listening = 0;
+	char peer[96];
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &ilen) < 0 || type != SOCK_STREAM ||
+	    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ilen) < 0 || !listening ||
+	    getsockname(fd, (struct sockaddr *)&ss, &sslen) < 0)
+		return -1;
+	if (ss.ss_family == AF_UNIX) {
+		const struct sockaddr_un *sun = (const struct sockaddr_un *)&ss;
+
+		snprintf(buf, len, "unix %s", sun->sun_path[0] ? sun->sun_path : "(abstract)");
+		return 0;
+	}
+	if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)
+		return -1;
+	listener_peer_name((struct sockaddr *)&ss, peer, sizeof(peer));
+	snprintf(buf, len, "tcp %s", peer + 4); /* "tcp:" -> "tcp " */
+	return 0;
+}
+
+/*
+ * Socket activation: listen on the sockets systemd passed (LISTEN_FDS), TCP
+ * and Unix alike; each connection is then treated by the family it arrived
+ * on (TLS and the handshake apply to TCP). Returns how many, 0 when none
+ * were passed, -1 after logging what was wrong.
+ */
+static int listener_bind_inherited(struct listener *l)
+{
+	int n = sdnotify_listen_fds();
+
+	if (n <= 0)
+		return 0;
+	if (n > LISTENER_MAX) {
+		log_error("listener", "socket activation: %d sockets passed, at most %d are served",
+			  n, LISTENER_MAX);
+		return -1;
+	}
+	for (int i = 0; i < n; i++) {
+		int fd = SDNOTIFY_LISTEN_FDS_START + i;
+		char name[160];
+
+		if (listener_socket_name(fd, name, sizeof(name)) < 0) {
+			log_error("listener", "socket activation: fd %d is not a listening TCP or Unix "
+				  "stream socket; check ListenStream= in the .socket unit", fd);
+			return -1;
+		}
+		evutil_make_socket_nonblocking(fd);
+		evutil_make_socket_closeonexec(fd);
+		/* backlog 0: the socket already listens; libevent leaves it be. */
+		l->lev[l->nlev] = evconnlistener_new(l->base, listener_accept_cb, l,
+						     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+						     0, fd);
+		if (!l->lev[l->nlev]) {
+			log_error("listener", "socket activation: cannot listen on %s", name);
+			return -1;
+		}
+		l->nlev++;
+		log_info("listener", "listening on %s (socket from systemd)", name);
+	}
+	return n;
+}
+
+static int listener_bind_config(struct listener *l, const struct config *cfg)
 {
 	for (int i = 0; i < cfg->listen_tcp_count; i++)
 		if (listener_bind_tcp(l, cfg->listen_tcp[i]) < 0)
 			return -1;
 	if (cfg->listen_unix[0] && listener_bind_unix(l, cfg->listen_unix, cfg->listen_unix_mode) < 0)
+		return -1;
+	return 0;
+}
+
+static int listener_bind_all(struct listener *l, const struct config *cfg)
+{
+	int inherited = listener_bind_inherited(l);
+
+	if (inherited < 0)
+		return -1;
+	if (inherited > 0 && (cfg->listen_tcp_count > 0 || cfg->listen_unix[0]))
+		log_info("listener", "socket activation: listen.tcp and listen.unix of %s are "
+			 "ignored; systemd's sockets are used instead",
+			 cfg->path ? cfg->path : "the configuration");
+	if (inherited == 0 && listener_bind_config(l, cfg) < 0)
 		return -1;
 	for (int i = 0; i < l->nlev; i++)
 		evconnlistener_set_error_cb(l->lev[i], listener_error_cb);

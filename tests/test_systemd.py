@@ -1,0 +1,215 @@
+"""systemd: socket activation through real inherited file descriptors."""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from helpers import BUILDDIR, MEGAINGESTD, Client, Daemon, wait_for
+
+
+def have_libsystemd():
+    try:
+        with open(os.path.join(BUILDDIR, "autoconfig.h")) as f:
+            return "#define HAVE_SYSTEMD 1" in f.read()
+    except OSError:
+        return False
+
+
+needs_libsystemd = pytest.mark.skipif(not have_libsystemd(),
+                                      reason="built without libsystemd")
+
+# The wrapper a service manager is: put the sockets at fd 3, 4, ..., set
+# LISTEN_PID to the pid that will exec the daemon, then exec it.
+ACTIVATE = r"""
+import os, sys
+fds = [int(a) for a in sys.argv[1].split(",") if a]
+for i, fd in enumerate(fds):
+    os.dup2(fd, 3 + i)
+for fd in fds:
+    if fd >= 3 + len(fds):
+        os.close(fd)
+if sys.argv[2] != "keep":
+    os.environ["LISTEN_PID"] = str(os.getpid()) if sys.argv[2] == "self" else sys.argv[2]
+    os.environ["LISTEN_FDS"] = str(len(fds))
+os.execv(sys.argv[3], sys.argv[3:])
+"""
+
+
+class SystemdDaemon(Daemon):
+    """A daemon started the way systemd starts it: with NOTIFY_SOCKET,
+    optionally WATCHDOG_USEC, and optionally inherited listening sockets."""
+
+    def __init__(self, pg, tmp_path, overrides=None, env=None, fds=(), listen_pid="self"):
+        super().__init__(pg, tmp_path, overrides)
+        self.extra_env = env or {}
+        self.fds = list(fds)
+        self.listen_pid = listen_pid
+
+    def command(self):
+        return ["timeout", "600", sys.executable, "-c", ACTIVATE,
+                ",".join(str(fd) for fd in self.fds), self.listen_pid if self.fds else "keep",
+                MEGAINGESTD, "-c", self.config_path]
+
+    def start(self, wait=True):
+        self.write_config()
+        self._log_file = open(self.log_path, "ab")
+        env = dict(os.environ, **self.extra_env)
+        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                     stdout=self._log_file, stderr=subprocess.STDOUT,
+                                     env=env, pass_fds=self.fds)
+        if wait:
+            self.wait_ready()
+        return self
+
+
+class NotifySocket:
+    """The service manager's end of sd_notify: a bound AF_UNIX datagram socket."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="mi-notify-", dir="/tmp")
+        self.path = os.path.join(self.dir, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.received = []      # (monotonic time received, {key: value})
+        self.pos = 0            # wait() looks at messages from here on
+
+    def close(self):
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def poll(self, timeout=0.05):
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data = self.sock.recv(4096).decode()
+                msg = dict(line.split("=", 1) for line in data.split("\n") if line)
+                self.received.append((time.monotonic(), msg))
+                self.sock.settimeout(0.001)
+        except (socket.timeout, BlockingIOError):
+            pass
+
+    def wait(self, pred, timeout=20, what="a notification"):
+        """The first message after the last one wait() matched for which PRED
+        holds, so that waiting for A then B checks that B came after A."""
+        start = self.pos
+
+        def find():
+            self.poll()
+            for i in range(self.pos, len(self.received)):
+                if pred(self.received[i][1]):
+                    self.pos = i + 1
+                    return self.received[i][1]
+            return None
+        return wait_for(find, timeout, what=lambda: f"{what}; got {self.received[start:]}")
+
+
+@pytest.fixture
+def notify():
+    n = NotifySocket()
+    yield n
+    n.close()
+
+
+@pytest.fixture
+def sd_daemon(pg, tmp_path):
+    """start(overrides, env, fds, listen_pid, wait) -> SystemdDaemon; stopped at teardown."""
+    started = []
+
+    def start(overrides=None, env=None, fds=(), listen_pid="self", wait=True):
+        path = tmp_path / f"d{len(started)}"
+        path.mkdir()
+        d = SystemdDaemon(pg, path, overrides, env, fds, listen_pid)
+        started.append(d)
+        return d.start(wait=wait)
+
+    yield start
+    failures = []
+    for d in started:
+        code = d.cleanup()
+        print(f"\n---- megaingestd log, exit {code} ----\n{d.log()}")
+        if code not in (0, None) and not getattr(d, "expect_failure", False):
+            failures.append(f"megaingestd exited with status {code}")
+    if failures:
+        pytest.fail("; ".join(failures))
+
+
+# ---- socket activation ------------------------------------------------------
+
+def listening_tcp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    return s
+
+
+def listening_unix(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.listen(16)
+    return s
+
+
+@needs_libsystemd
+def test_socket_activation_tcp_and_unix(sd_daemon, pg, tmp_path):
+    sockdir = tempfile.mkdtemp(prefix="mi-act-", dir="/tmp")
+    upath = os.path.join(sockdir, "activated.sock")
+    tcp, unix = listening_tcp(), listening_unix(upath)
+    try:
+        d = sd_daemon(fds=[tcp.fileno(), unix.fileno()], wait=False)
+        d.wait_log(r"socket activation: listen\.tcp and listen\.unix of .* are ignored")
+        port = tcp.getsockname()[1]
+        assert d.log_contains(rf"listening on tcp 127\.0\.0\.1:{port} \(socket from systemd\)")
+        assert d.log_contains(rf"listening on unix {re.escape(upath)} \(socket from systemd\)")
+        assert not d.log_contains(rf"listening on tcp 127\.0\.0\.1:{d.tcp_port}\b")
+        with Client(("127.0.0.1", port)) as c:
+            c.forward_chunk("mega.session", [[1700000000, {"mg_id": "act-tcp"}]], "t1")
+        with Client(upath) as c:
+            c.forward_chunk("mega.session", [[1700000000, {"mg_id": "act-unix"}]], "u1")
+        assert pg.count("mg_id LIKE 'act-%%'") == 2
+        # The configured addresses were not bound.
+        with pytest.raises(OSError):
+            Client(("127.0.0.1", d.tcp_port))
+        assert not os.path.exists(d.unix_path)
+        assert d.sigterm() == 0
+        # systemd's socket file is systemd's: the daemon leaves it.
+        assert os.path.exists(upath)
+    finally:
+        tcp.close()
+        unix.close()
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+@needs_libsystemd
+def test_socket_activation_for_another_pid_is_ignored(sd_daemon, pg):
+    """LISTEN_PID names another process: the fds are not ours, the config's
+    listeners are bound."""
+    tcp = listening_tcp()
+    try:
+        d = sd_daemon(fds=[tcp.fileno()], listen_pid="1")
+        assert d.log_contains(rf"listening on tcp 127\.0\.0\.1:{d.tcp_port}$")
+        assert not d.log_contains(r"socket from systemd")
+        d.send_msgpack({"mg_id": "cfg-1", "mg_record_type": "session"})
+        d.wait_rows(1)
+    finally:
+        tcp.close()
+
+
+@needs_libsystemd
+def test_socket_activation_rejects_a_datagram_socket(sd_daemon):
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    try:
+        d = sd_daemon(fds=[udp.fileno()], wait=False)
+        d.expect_failure = True
+        assert d.wait_exit() == 1
+        assert d.log_contains(r"socket activation: fd 3 is not a listening TCP or Unix "
+                              r"stream socket")
+    finally:
+        udp.close()
