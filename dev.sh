@@ -26,8 +26,9 @@ DEB_PACKAGES=(
 	libevent-dev libpq-dev libmsgpack-dev libyaml-dev zlib1g-dev libssl-dev libsystemd-dev
 	postgresql-15 postgresql-client-15
 	python3 python3-pytest python3-pytest-timeout python3-msgpack python3-fluent-logger
-	python3-psycopg2
+	python3-psycopg2 python3-prometheus-client
 	openssl clang libclang-rt-14-dev
+	systemd man-db
 )
 
 say() { printf '==> %s\n' "$*" >&2; }
