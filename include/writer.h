@@ -5,9 +5,11 @@
  * one transaction: COPY into a temporary staging table, stub mega_customers
  * rows for new pass ids, then INSERT ... SELECT ... ON CONFLICT (mg_id) DO
  * UPDATE into the ledger table. After COMMIT it releases the batch's acks.
- * Connection failures are retried with capped backoff, holding the batch
- * (the queue fills, the loop stops reading: nothing is dropped); rows that
- * PostgreSQL refuses are isolated and dead-lettered. See writer.c.
+ * While PostgreSQL is unreachable, batches go to the writer's spool stream
+ * and are acked once fsync'ed; they are replayed in order once it is back.
+ * When the spool cannot take more, the batch is held unacked (the queue
+ * fills, the loop stops reading: nothing is dropped); rows that PostgreSQL
+ * refuses are isolated and dead-lettered. See writer.c.
  */
 #ifndef MI_WRITER_H
 #define MI_WRITER_H

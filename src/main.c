@@ -1,11 +1,13 @@
 /*
  * main.c: megaingestd's command line, start-up order, signals and shutdown.
  *
- * Start-up: config -> spool -> ack channel -> queues -> writer threads ->
- * listeners -> READY. Signals are libevent evsignal events, so their
- * handlers run inside the loop without async-signal restrictions.
+ * Start-up: config -> spool (and the segments an earlier run left) -> ack
+ * channel -> queues -> writer threads -> listeners -> READY. Signals are
+ * libevent evsignal events, so their handlers run inside the loop without
+ * async-signal restrictions.
  * SIGTERM/SIGINT: stop accepting and reading, close the queues, let the
- * writers drain them into PostgreSQL, deliver the last acks, exit 0.
+ * writers drain them into PostgreSQL (or the spool when it is away, or once
+ * writer.drain_timeout_s has passed), deliver the last acks, exit 0.
  * SIGHUP: load a fresh config; apply the live keys, report the others as
  * needing a restart, or keep the running config when the new one is invalid.
  */
@@ -244,6 +246,13 @@ static int main_start(struct daemon *d)
 		return -1;
 	}
 	d->spool = spool_open(d->cfg->spool_dir);
+	/* Segments an earlier run left are found (and re-split for a changed
+	 * writer count) before any writer starts, so each replays its own first. */
+	if (d->spool && spool_stream_recover(d->spool, d->cfg->writer_connections,
+					     (uint64_t)d->cfg->spool_max_bytes) < 0) {
+		log_error("main", "start-up failed (see above)");
+		return -1;
+	}
 	d->ackq = d->spool ? ackq_new() : NULL;
 	if (!d->ackq || main_writers(d) < 0) {
 		log_error("main", "start-up failed (see above)");

@@ -23,16 +23,36 @@
  * INSERT sees every id at most once (PostgreSQL refuses to touch a row twice
  * in one statement) and repeated ids merge in arrival order under exactly the
  * same rules as across batches. Values travel only in COPY data and
- * parameters; the SQL text is built once from record_columns[].
+ * parameters; the SQL text is built once from record_columns[] (writer_sql.c).
  *
  * Outcomes follow a three-way verdict. WRITE_OK: acks are released.
- * WRITE_RETRY (connection loss, server shutdown, serialization failure,
- * missing table...): reconnect with capped, jittered exponential backoff and
- * try the same batch again; meanwhile the queue fills and the loop stops
- * reading, so nothing is dropped. WRITE_REJECT (a data or constraint error
- * caused by a row): bisect the batch until the offending rows stand alone,
- * commit the rest and dead-letter those with the server's message and
- * SQLSTATE.
+ * WRITE_REJECT (a data or constraint error caused by a row): bisect the
+ * batch until the offending rows stand alone, commit the rest and
+ * dead-letter those with the server's message and SQLSTATE. WRITE_RETRY
+ * splits in two. A connection-level failure (the socket is gone, SQLSTATE
+ * class 08, 57P01..57P03) drops the connection and sends the batch to the
+ * spool at once; anything else transient (serialization failure, a missing
+ * table) keeps the batch held, unacked, and retries it with backoff.
+ *
+ * The spool (spool.h) is this writer's own stream of fsync'ed segments.
+ * While PostgreSQL is away every batch goes there and is acked once it is
+ * durable, so acks keep flowing during an outage; reconnection attempts
+ * follow a capped, jittered exponential backoff (writer.retry_initial_ms ..
+ * retry_max_ms) and never hold up the spooling. Once connected, the writer
+ * replays its stream frame by frame — before any newer batch, a held one
+ * included — and the spool deletes each segment once its frames have
+ * committed; a start with segments left by an earlier run replays them the
+ * same way. Events of one mg_id always reach this writer, so they reach the
+ * table in arrival order. When the spool is full (spool.max_bytes) or its
+ * write fails (ENOSPC, EIO), the batch stays held and unacked: the queue
+ * fills and the loop stops reading (backpressure); the writer keeps
+ * retrying and resumes by itself. Each change of what the writer does with
+ * batches (enum writer_state) is logged once.
+ *
+ * Shutdown: with the queue closed the writer drains it the same way; after
+ * writer.drain_timeout_s it stops trying PostgreSQL and spools what is left.
+ * Only a batch the spool also refuses after the deadline goes unacked (its
+ * clients resend); it is logged.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -54,6 +74,7 @@
 #include "spool.h"
 #include "stats.h"
 #include "writer.h"
+#include "writer_sql.h"
 
 enum write_verdict {
 	WRITE_OK = 0,     /* committed */
@@ -68,6 +89,17 @@ struct writer_skip {
 	enum record_reason reason;
 	const char *message;         /* static text */
 	const char *field;
+};
+
+/* What the writer does with batches; changes are logged once. */
+enum writer_state {
+	WRITER_STATE_DIRECT = 0,        /* committing them to PostgreSQL */
+	WRITER_STATE_SPOOLING,          /* PostgreSQL is away: into the spool, then acked */
+	WRITER_STATE_REPLAYING,         /* PostgreSQL is back: the spool first */
+	WRITER_STATE_HOLD_SPOOL_FULL,   /* spool.max_bytes reached: holding one, unacked */
+	WRITER_STATE_HOLD_SPOOL_ERROR,  /* the spool write failed: holding one, unacked */
+	WRITER_STATE_HOLD_POSTGRES,     /* connected, but refused for a transient reason */
+	WRITER_STATE_COUNT /* number of states; not a state */
 };
 
 struct writer_err {
@@ -107,7 +139,13 @@ struct writer {
 	struct writer_skip *skips;
 	size_t nskips;
 	int64_t drain_deadline_ns;   /* 0 until the queue is seen closed */
-	unsigned retries;            /* consecutive failed attempts */
+	struct spool_stream *stream; /* this writer's spool segments */
+	enum writer_state state;     /* what the writer does with batches now */
+	size_t held;                 /* batch[0..held): taken from the queue, not yet durable */
+	unsigned connect_failures;   /* consecutive failed connection attempts */
+	int64_t next_connect_ns;     /* CLOCK_MONOTONIC: no connection attempt before */
+	unsigned hold_attempts;      /* retries of the held batch in this state */
+	uint64_t replayed;           /* events replayed from the spool since replay began */
 };
 
 static int64_t writer_now_ns(clockid_t clk)
@@ -117,208 +155,6 @@ static int64_t writer_now_ns(clockid_t clk)
 	clock_gettime(clk, &ts);
 	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
-
-/* ---- SQL text, built once from record_columns[] ----------------------- */
-
-static const char *const writer_pgtype[RECORD_TYPE_COUNT] = {
-	"text", "int4", "timestamptz", "jsonb"
-};
-
-/* The value a merge assigns to column I of an existing row T from EXCLUDED. */
-static int writer_merge_expr(struct evbuffer *b, int i)
-{
-	const char *c = record_columns[i].name;
-
-	if (i == RECORD_COL_META)
-		return evbuffer_add_printf(b, "t.%s || EXCLUDED.%s", c, c);
-	if (i == RECORD_COL_STATUS)
-		return evbuffer_add_printf(b,
-			"CASE WHEN EXCLUDED.%s = 'pending' AND t.%s IN ('succeeded', 'failed') "
-			"THEN t.%s ELSE COALESCE(EXCLUDED.%s, t.%s) END", c, c, c, c, c);
-	return evbuffer_add_printf(b, "COALESCE(EXCLUDED.%s, t.%s)", c, c);
-}
-
-/* Columns a merge may change: all but the key, the type and the creation time. */
-static bool writer_mergeable(int i)
-{
-	return i != RECORD_COL_ID && i != RECORD_COL_RECORD_TYPE && i != RECORD_COL_CREATED_AT;
-}
-
-static char *writer_take_sql(struct evbuffer *b)
-{
-	size_t len = evbuffer_get_length(b);
-	char *s = malloc(len + 1);
-
-	if (s) {
-		evbuffer_remove(b, s, len);
-		s[len] = '\0';
-	}
-	evbuffer_free(b);
-	return s;
-}
-
-static char *writer_sql_staging(void)
-{
-	struct evbuffer *b = evbuffer_new();
-
-	if (!b)
-		return NULL;
-	evbuffer_add_printf(b, "CREATE TEMP TABLE IF NOT EXISTS mi_staging "
-			    "(mi_idx int4, mi_pass int4");
-	for (int i = 0; i < RECORD_COL_COUNT; i++)
-		evbuffer_add_printf(b, ", %s %s", record_columns[i].name,
-				    writer_pgtype[record_columns[i].type]);
-	evbuffer_add_printf(b, ") ON COMMIT DELETE ROWS");
-	return writer_take_sql(b);
-}
-
-static char *writer_sql_copy(void)
-{
-	struct evbuffer *b = evbuffer_new();
-
-	if (!b)
-		return NULL;
-	evbuffer_add_printf(b, "COPY mi_staging (mi_idx, mi_pass");
-	for (int i = 0; i < RECORD_COL_COUNT; i++)
-		evbuffer_add_printf(b, ", %s", record_columns[i].name);
-	evbuffer_add_printf(b, ") FROM STDIN");
-	return writer_take_sql(b);
-}
-
-/*
- * postgres.apply_credits: the rows the merge newly inserted (xmax = 0) that
- * are credit_transactions move their customer's balance, once per mg_id
- * however often the event is retried. A top-up (mg_delta > 0 and mg_reason
- * 'topup') also raises mg_last_topup_at and sets mg_topup_source from the
- * newest top-up of the batch.
- */
-static const char writer_sql_credits[] =
-	" RETURNING mg_pass_id, mg_delta, mg_record_type, mg_reason, mg_source, mg_created_at, "
-	"(xmax = 0) AS inserted) "
-	"UPDATE mega_customers c SET mg_credits = c.mg_credits + d.delta, "
-	"mg_last_topup_at = CASE WHEN d.topup_at > c.mg_last_topup_at OR "
-	"(c.mg_last_topup_at IS NULL AND d.topup_at IS NOT NULL) THEN d.topup_at "
-	"ELSE c.mg_last_topup_at END, "
-	"mg_topup_source = CASE WHEN d.topup_at > c.mg_last_topup_at OR "
-	"(c.mg_last_topup_at IS NULL AND d.topup_at IS NOT NULL) THEN d.topup_source "
-	"ELSE c.mg_topup_source END "
-	"FROM (SELECT mg_pass_id, sum(mg_delta)::int4 AS delta, "
-	"max(mg_created_at) FILTER (WHERE mg_delta > 0 AND mg_reason = 'topup') AS topup_at, "
-	"(array_agg(mg_source ORDER BY mg_created_at DESC) "
-	"FILTER (WHERE mg_delta > 0 AND mg_reason = 'topup'))[1] AS topup_source "
-	"FROM ins WHERE inserted AND mg_record_type = 'credit_transaction' "
-	"AND mg_delta IS NOT NULL AND mg_pass_id IS NOT NULL GROUP BY 1) d "
-	"WHERE c.mg_pass_id = d.mg_pass_id";
-
-static char *writer_sql_merge(const char *table, bool apply_credits)
-{
-	struct evbuffer *b = evbuffer_new();
-	const char *sep = "";
-
-	if (!b)
-		return NULL;
-	if (apply_credits)
-		evbuffer_add_printf(b, "WITH ins AS (");
-	evbuffer_add_printf(b, "INSERT INTO %s AS t (", table);
-	for (int i = 0; i < RECORD_COL_COUNT; i++)
-		evbuffer_add_printf(b, "%s, ", record_columns[i].name);
-	evbuffer_add_printf(b, "mg_updated_at) SELECT ");
-	for (int i = 0; i < RECORD_COL_COUNT; i++) {
-		const char *c = record_columns[i].name;
-
-		if (i == RECORD_COL_META)
-			evbuffer_add_printf(b, "COALESCE(%s, '{}'::jsonb), ", c);
-		else if (i == RECORD_COL_CREATED_AT)
-			evbuffer_add_printf(b, "COALESCE(%s, now()), ", c);
-		else
-			evbuffer_add_printf(b, "%s, ", c);
-	}
-	evbuffer_add_printf(b, "now() FROM mi_staging WHERE mi_pass = $1 ORDER BY mi_idx "
-			    "ON CONFLICT (mg_id) DO UPDATE SET ");
-	for (int i = 0; i < RECORD_COL_COUNT; i++) {
-		if (!writer_mergeable(i))
-			continue;
-		evbuffer_add_printf(b, "%s = ", record_columns[i].name);
-		writer_merge_expr(b, i);
-		evbuffer_add_printf(b, ", ");
-	}
-	/* Same type, never a credit_transaction, and only when something changes:
-	 * an exact replay writes no new row version. */
-	evbuffer_add_printf(b, "mg_updated_at = now() WHERE t.mg_record_type = EXCLUDED.mg_record_type "
-			    "AND t.mg_record_type <> 'credit_transaction' AND ROW(");
-	for (int i = 0; i < RECORD_COL_COUNT; i++) {
-		if (!writer_mergeable(i))
-			continue;
-		evbuffer_add_printf(b, "%s", sep);
-		writer_merge_expr(b, i);
-		sep = ", ";
-	}
-	evbuffer_add_printf(b, ") IS DISTINCT FROM ROW(");
-	sep = "";
-	for (int i = 0; i < RECORD_COL_COUNT; i++) {
-		if (!writer_mergeable(i))
-			continue;
-		evbuffer_add_printf(b, "%st.%s", sep, record_columns[i].name);
-		sep = ", ";
-	}
-	evbuffer_add_printf(b, ")");
-	if (apply_credits)
-		evbuffer_add_printf(b, "%s", writer_sql_credits);
-	return writer_take_sql(b);
-}
-
-/* "A staged value differs from the stored row": used to spot a repeated
- * credit_transaction that tries to change what is immutable. */
-static void writer_sql_differs(struct evbuffer *b)
-{
-	const char *sep = "";
-
-	evbuffer_add_printf(b, "(");
-	for (int i = 0; i < RECORD_COL_COUNT; i++) {
-		const char *c = record_columns[i].name;
-
-		if (!writer_mergeable(i))
-			continue;
-		if (i == RECORD_COL_META)
-			evbuffer_add_printf(b, "%s(s.%s IS NOT NULL AND g.%s || s.%s <> g.%s)",
-					    sep, c, c, c, c);
-		else
-			evbuffer_add_printf(b, "%s(s.%s IS NOT NULL AND s.%s IS DISTINCT FROM g.%s)",
-					    sep, c, c, c);
-		sep = " OR ";
-	}
-	evbuffer_add_printf(b, ")");
-}
-
-/* Rows of pass $1 that must not be merged: 't' another record type owns the
- * mg_id, 'c' a repeated credit_transaction with other values (kept as a
- * no-op, only reported), 'p' an unknown pass id in dead_letter mode. */
-static char *writer_sql_check(const char *table, bool pass_id_dead_letter)
-{
-	struct evbuffer *b = evbuffer_new();
-
-	if (!b)
-		return NULL;
-	evbuffer_add_printf(b, "SELECT s.mi_idx, CASE WHEN g.mg_record_type <> s.mg_record_type "
-			    "THEN 't' ELSE 'c' END FROM mi_staging s JOIN %s g ON g.mg_id = s.mg_id "
-			    "WHERE s.mi_pass = $1 AND (g.mg_record_type <> s.mg_record_type OR "
-			    "(g.mg_record_type = 'credit_transaction' AND ", table);
-	writer_sql_differs(b);
-	evbuffer_add_printf(b, "))");
-	if (pass_id_dead_letter)
-		evbuffer_add_printf(b, " UNION ALL SELECT s.mi_idx, 'p' FROM mi_staging s "
-				    "WHERE s.mi_pass = $1 AND s.mg_pass_id IS NOT NULL AND NOT EXISTS "
-				    "(SELECT 1 FROM mega_customers c WHERE c.mg_pass_id = s.mg_pass_id)");
-	evbuffer_add_printf(b, " ORDER BY 1");
-	return writer_take_sql(b);
-}
-
-static const char writer_sql_stub_customers[] =
-	"INSERT INTO mega_customers AS c (mg_pass_id, mg_credits, mg_source_system, mg_last_active) "
-	"SELECT mg_pass_id, 0, 'megaingest', max(COALESCE(mg_created_at, now())) "
-	"FROM mi_staging WHERE mg_pass_id IS NOT NULL GROUP BY mg_pass_id ORDER BY mg_pass_id "
-	"ON CONFLICT (mg_pass_id) DO UPDATE SET mg_last_active = EXCLUDED.mg_last_active "
-	"WHERE c.mg_last_active IS NULL OR c.mg_last_active < EXCLUDED.mg_last_active";
 
 /* ---- connection ------------------------------------------------------- */
 
@@ -345,7 +181,19 @@ static int writer_exec(struct writer *w, const char *sql, const char *what)
 	return ok ? 0 : -1;
 }
 
-static int writer_connect(struct writer *w)
+/* libpq notices (a server WARNING such as "terminating connection due to
+ * immediate shutdown") go to our log instead of bare stderr. */
+static void writer_notice(void *arg, const char *message)
+{
+	const struct writer *w = arg;
+	size_t len = strcspn(message, "\n");
+
+	log_warn("writer", "writer=%d: PostgreSQL says: %.*s", w->id, (int)len, message);
+}
+
+/* Connect and prepare the staging table; 0 or -1. A failure is logged at
+ * warn when LOUD (the first of a series), else at debug. */
+static int writer_connect(struct writer *w, bool loud)
 {
 	const char *keys[] = { "dbname", "fallback_application_name", NULL };
 	const char *vals[] = { w->conninfo, "megaingestd", NULL };
@@ -354,11 +202,13 @@ static int writer_connect(struct writer *w)
 
 	w->pg = PQconnectdbParams(keys, vals, 1);
 	if (!w->pg || PQstatus(w->pg) != CONNECTION_OK) {
-		log_warn("writer", "writer=%d: cannot connect to PostgreSQL: %s; will retry",
-			 w->id, w->pg ? PQerrorMessage(w->pg) : "out of memory");
+		log_at_(loud ? LOG_LEVEL_WARN : LOG_LEVEL_DEBUG, "writer",
+			"writer=%d: cannot connect to PostgreSQL: %s; will retry with backoff",
+			w->id, w->pg ? PQerrorMessage(w->pg) : "out of memory");
 		writer_disconnect(w);
 		return -1;
 	}
+	PQsetNoticeProcessor(w->pg, writer_notice, w);
 	staging = writer_sql_staging();
 	rc = staging ? writer_exec(w, staging, "creating the staging table") : -1;
 	free(staging);
@@ -578,7 +428,7 @@ static enum write_verdict writer_check(struct writer *w, const char *pass, struc
 	}
 	PQclear(res);
 	evbuffer_add(ids, "}", 1);
-	list = writer_take_sql(ids);
+	list = writer_sql_take(ids);
 	if (!list) {
 		snprintf(e->message, sizeof(e->message), "out of memory");
 		return WRITE_RETRY;
@@ -713,7 +563,36 @@ static void writer_committed(struct writer *w, struct record **recs, size_t n)
 	w->nskips = 0;
 }
 
-/* ---- retry and isolation ---------------------------------------------- */
+/* ---- delivery states -------------------------------------------------- */
+
+static const char *const writer_state_names[WRITER_STATE_COUNT] = {
+	[WRITER_STATE_DIRECT] = "writing to PostgreSQL",
+	[WRITER_STATE_SPOOLING] = "spooling",
+	[WRITER_STATE_REPLAYING] = "replaying the spool",
+	[WRITER_STATE_HOLD_SPOOL_FULL] = "holding: spool full",
+	[WRITER_STATE_HOLD_SPOOL_ERROR] = "holding: spool write failed",
+	[WRITER_STATE_HOLD_POSTGRES] = "holding: PostgreSQL refuses the batch",
+};
+
+/* Enter state S; log WHY at LVL only when that is a change. */
+static void writer_set_state(struct writer *w, enum writer_state s, enum log_level lvl,
+			     const char *why)
+{
+	if (w->state == s)
+		return;
+	if (log_enabled(lvl))
+		log_write(lvl, "writer", "writer=%d: %s -> %s: %s", w->id,
+			  writer_state_names[w->state], writer_state_names[s], why);
+	w->state = s;
+	w->hold_attempts = 0;
+}
+
+static void writer_publish_spool(struct writer *w)
+{
+	stats_set_gauge(STAT_spool_bytes, (int64_t)spool_bytes(w->spool));
+}
+
+/* ---- timing ----------------------------------------------------------- */
 
 static bool writer_draining_expired(struct writer *w)
 {
@@ -725,84 +604,229 @@ static bool writer_draining_expired(struct writer *w)
 	return w->drain_deadline_ns && now >= w->drain_deadline_ns;
 }
 
-/* Sleep the backoff for the current retry count, jittered to 50..100%. */
-static void writer_backoff(struct writer *w)
+/* Backoff after the ATTEMPT-th consecutive failure (0-based): retry_initial_ms
+ * doubled per attempt, capped at retry_max_ms, jittered to 50..100%. */
+static long writer_backoff_ms(struct writer *w, unsigned attempt)
 {
-	long initial = atomic_load(&w->retry_initial_ms);
 	long cap = atomic_load(&w->retry_max_ms);
-	long ms = initial;
+	long ms = atomic_load(&w->retry_initial_ms);
 	unsigned short r = 0;
-	struct timespec ts;
 
-	for (unsigned i = 0; i < w->retries && ms < cap; i++)
+	for (unsigned i = 0; i < attempt && ms < cap; i++)
 		ms *= 2;
 	if (ms > cap)
 		ms = cap;
 	if (getrandom(&r, sizeof(r), 0) != sizeof(r))
 		r = 0x8000;
-	ms = ms / 2 + (ms / 2) * r / 65535;
+	return ms / 2 + (ms / 2) * r / 65535;
+}
+
+/* Milliseconds until the next connection attempt is due (0: now). */
+static long writer_until_connect_ms(struct writer *w)
+{
+	int64_t left = w->next_connect_ns - writer_now_ns(CLOCK_MONOTONIC);
+
+	return left > 0 ? (long)(left / 1000000) + 1 : 0;
+}
+
+/* Pause before retrying a held batch: the backoff for this hold, cut short
+ * by a due reconnection (which may be what frees us) or the drain deadline. */
+static void writer_hold_pause(struct writer *w)
+{
+	long ms = writer_backoff_ms(w, w->hold_attempts++);
+	struct timespec ts;
+
+	if (!w->pg && writer_until_connect_ms(w) < ms)
+		ms = writer_until_connect_ms(w);
+	if (w->drain_deadline_ns) {
+		int64_t left = (w->drain_deadline_ns - writer_now_ns(CLOCK_MONOTONIC)) / 1000000;
+
+		if (left < ms)
+			ms = left > 0 ? (long)left : 0;
+	}
 	ts.tv_sec = ms / 1000;
 	ts.tv_nsec = (ms % 1000) * 1000000L;
-	w->retries++;
 	atomic_store(&w->progress_ns, writer_now_ns(CLOCK_MONOTONIC));
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
 }
 
-/* Commit RECS or set aside each row PostgreSQL refuses, retrying transient
- * failures. Returns -1 only when a drain deadline expired with rows unwritten. */
-static int writer_write(struct writer *w, struct record **recs, size_t n)
+/* Connect when disconnected and the backoff allows it; never after the
+ * drain deadline (from then on everything goes to the spool). */
+static void writer_maybe_connect(struct writer *w)
 {
-	struct writer_err e;
-
-	for (;;) {
-		enum write_verdict v;
-		int64_t t0;
-
-		if (!w->pg && writer_connect(w) < 0) {
-			if (writer_draining_expired(w))
-				return -1;
-			writer_backoff(w);
-			continue;
-		}
-		t0 = writer_now_ns(CLOCK_MONOTONIC);
-		v = writer_transaction(w, recs, n, &e);
-		if (v == WRITE_OK) {
-			stats_observe_ns(STAT_batch_commit_seconds, writer_now_ns(CLOCK_MONOTONIC) - t0);
-			w->retries = 0;
-			writer_committed(w, recs, n);
-			return 0;
-		}
-		if (v == WRITE_REJECT && n == 1) {
-			writer_dead_letter(w, recs[0], RECORD_REASON_REFUSED, e.message, e.field, e.sqlstate);
-			return 0;
-		}
-		if (v == WRITE_REJECT) {
-			/* Bisect: the halves commit in order, so arrival order holds. */
-			size_t half = n / 2;
-
-			if (writer_write(w, recs, half) < 0)
-				return -1;
-			return writer_write(w, recs + half, n - half);
-		}
-		log_warn("writer", "writer=%d: batch of %zu not written (%s%s%s); retrying",
-			 w->id, n, e.sqlstate[0] ? "SQLSTATE " : "", e.sqlstate, e.message);
-		if (PQstatus(w->pg) != CONNECTION_OK)
-			writer_disconnect(w);
-		if (writer_draining_expired(w))
-			return -1;
-		writer_backoff(w);
+	if (w->pg || writer_until_connect_ms(w) > 0 || writer_draining_expired(w))
+		return;
+	if (writer_connect(w, w->connect_failures == 0) == 0) {
+		if (w->connect_failures > 1)
+			log_info("writer", "writer=%d: reconnected after %u failed attempts", w->id,
+				 w->connect_failures);
+		w->connect_failures = 0;
+		w->next_connect_ns = 0;
+		return;
 	}
+	w->next_connect_ns = writer_now_ns(CLOCK_MONOTONIC) +
+		writer_backoff_ms(w, w->connect_failures++) * 1000000LL;
 }
 
-static void writer_finish_batch(struct writer *w, struct record **recs, size_t n, bool written)
+/* A failure that means the connection is gone, not that the batch is bad:
+ * the socket is dead, a connection exception (08), or the server is
+ * shutting down or cannot take connections now (57P01..57P03). */
+static bool writer_connection_lost(struct writer *w, const struct writer_err *e)
+{
+	return PQstatus(w->pg) != CONNECTION_OK || strncmp(e->sqlstate, "08", 2) == 0 ||
+	       strncmp(e->sqlstate, "57P", 3) == 0;
+}
+
+/* Drop the connection after E; reconnect after the first backoff step. */
+static void writer_lost(struct writer *w, const struct writer_err *e)
+{
+	char why[700];
+
+	writer_disconnect(w);
+	w->connect_failures = 1;
+	w->next_connect_ns = writer_now_ns(CLOCK_MONOTONIC) + writer_backoff_ms(w, 0) * 1000000LL;
+	snprintf(why, sizeof(why), "PostgreSQL connection lost (%s%s%.400s); batches go to the "
+		 "spool and are acked once fsync'ed, reconnecting with backoff", e->sqlstate,
+		 e->sqlstate[0] ? " " : "", e->message);
+	writer_set_state(w, WRITER_STATE_SPOOLING, LOG_LEVEL_WARN, why);
+}
+
+/* ---- writing a batch -------------------------------------------------- */
+
+enum writer_stop {
+	WRITER_STOP_NONE = 0,  /* everything done */
+	WRITER_STOP_LOST,      /* the connection is gone: spool the rest */
+	WRITER_STOP_AGAIN,     /* PostgreSQL refused for a transient reason: hold, retry */
+	WRITER_STOP_COUNT /* number of reasons; not a reason */
+};
+
+/*
+ * One attempt to commit RECS[0..N), isolating rows PostgreSQL refuses
+ * (bisection: the halves commit in order, so arrival order holds). Returns
+ * how many leading records are done — committed, or dead-lettered with the
+ * server's error — and sets *STOP to why it stopped short of N.
+ */
+static size_t writer_write(struct writer *w, struct record **recs, size_t n,
+			   enum writer_stop *stop)
+{
+	struct writer_err e;
+	enum write_verdict v;
+	int64_t t0 = writer_now_ns(CLOCK_MONOTONIC);
+	size_t half, done;
+
+	*stop = WRITER_STOP_NONE;
+	v = writer_transaction(w, recs, n, &e);
+	if (v == WRITE_OK) {
+		stats_observe_ns(STAT_batch_commit_seconds, writer_now_ns(CLOCK_MONOTONIC) - t0);
+		writer_committed(w, recs, n);
+		return n;
+	}
+	if (v == WRITE_REJECT && n == 1) {
+		writer_dead_letter(w, recs[0], RECORD_REASON_REFUSED, e.message, e.field, e.sqlstate);
+		return 1;
+	}
+	if (v == WRITE_REJECT) {
+		half = n / 2;
+		done = writer_write(w, recs, half, stop);
+		if (done < half)
+			return done;
+		return half + writer_write(w, recs + half, n - half, stop);
+	}
+	if (writer_connection_lost(w, &e)) {
+		writer_lost(w, &e);
+		*stop = WRITER_STOP_LOST;
+	} else {
+		char why[700];
+
+		snprintf(why, sizeof(why), "a batch of %zu was not written (SQLSTATE %s: %.400s); "
+			 "holding it unacked and retrying with backoff", n,
+			 e.sqlstate[0] ? e.sqlstate : "none", e.message);
+		writer_set_state(w, WRITER_STATE_HOLD_POSTGRES, LOG_LEVEL_ERROR, why);
+		*stop = WRITER_STOP_AGAIN;
+	}
+	return 0;
+}
+
+/* Records RECS[0..N) are durable: release their acks and free them. */
+static void writer_release(struct writer *w, struct record **recs, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		/* An unwritten event's ack is never sent: the client resends. */
-		if (recs[i]->ack && written)
+		if (recs[i]->ack)
 			ack_release(w->ackq, recs[i]->ack);
 		record_free(recs[i]);
 	}
+}
+
+/* Append RECS[0..N) to the spool; true when they are durable. */
+static bool writer_spool(struct writer *w, struct record **recs, size_t n)
+{
+	enum spool_status st = spool_stream_append(w->stream, recs, n);
+	char why[300];
+
+	if (st == SPOOL_OK) {
+		bool was_held = w->state == WRITER_STATE_HOLD_SPOOL_FULL ||
+				w->state == WRITER_STATE_HOLD_SPOOL_ERROR;
+
+		writer_publish_spool(w);
+		writer_set_state(w, WRITER_STATE_SPOOLING, LOG_LEVEL_INFO, was_held ?
+				 "the spool accepts batches again; acking resumes" :
+				 "drain deadline passed: the rest of the queue goes to the spool");
+		return true;
+	}
+	if (st == SPOOL_FULL) {
+		snprintf(why, sizeof(why), "%llu bytes spooled, a batch of %zu would pass "
+			 "spool.max_bytes; not acking, reading stops when the queue fills, "
+			 "resuming once PostgreSQL is back", (unsigned long long)spool_bytes(w->spool), n);
+		writer_set_state(w, WRITER_STATE_HOLD_SPOOL_FULL, LOG_LEVEL_ERROR, why);
+	} else {
+		snprintf(why, sizeof(why), "cannot write to the spool (%s); not acking, reading "
+			 "stops when the queue fills, retrying with backoff",
+			 strerror(spool_stream_errno(w->stream)));
+		writer_set_state(w, WRITER_STATE_HOLD_SPOOL_ERROR, LOG_LEVEL_ERROR, why);
+	}
+	return false;
+}
+
+/*
+ * Make the held batch (w->batch[0..w->held)) durable: into PostgreSQL when
+ * connected and nothing older waits in the spool, else into the spool. What
+ * becomes durable is acked and freed; the rest stays held (then pause).
+ * After the drain deadline a batch the spool refuses is given up: no ack,
+ * so its clients resend.
+ */
+static void writer_deliver(struct writer *w)
+{
+	struct record **recs = w->batch;
+	size_t n = w->held, done = 0;
+	enum writer_stop stop = WRITER_STOP_LOST;
+
+	if (w->pg && !spool_stream_pending(w->stream) && !writer_draining_expired(w)) {
+		done = writer_write(w, recs, n, &stop);
+		writer_release(w, recs, done);
+		if (done == n)
+			writer_set_state(w, WRITER_STATE_DIRECT, LOG_LEVEL_INFO,
+					 "PostgreSQL takes batches again");
+		if (done == n || stop == WRITER_STOP_AGAIN)
+			goto keep_rest;
+	}
+	if (writer_spool(w, recs + done, n - done)) {
+		writer_release(w, recs + done, n - done);
+		done = n;
+	} else if (writer_draining_expired(w)) {
+		log_error("writer", "writer=%d: drain timeout: %zu events could be written neither to "
+			  "PostgreSQL nor to the spool; they were not acknowledged, so their clients "
+			  "resend them", w->id, n - done);
+		for (size_t i = done; i < n; i++)
+			record_free(recs[i]);
+		done = n;
+	}
+keep_rest:
+	if (done > 0 && done < n)
+		memmove(recs, recs + done, (n - done) * sizeof(*recs));
+	w->held = n - done;
+	if (w->held > 0)
+		writer_hold_pause(w);
 }
 
 /* Make room for batches of MAX (a reload may raise batch_max_events). */
@@ -835,29 +859,111 @@ static size_t writer_reserve(struct writer *w, size_t max)
 	return max;
 }
 
+/* ---- replay ----------------------------------------------------------- */
+
+/* Commit RECS[0..N) of a spool frame in slices the batch arrays can hold;
+ * every record is freed. True when all of them are done. */
+static bool writer_replay_frame(struct writer *w, struct record **recs, size_t n)
+{
+	enum writer_stop stop = WRITER_STOP_NONE;
+	size_t off = 0;
+
+	while (off < n && stop == WRITER_STOP_NONE) {
+		size_t k = writer_reserve(w, n - off), done;
+
+		done = writer_write(w, recs + off, k, &stop);
+		writer_release(w, recs + off, done);
+		off += done;
+	}
+	for (size_t i = off; i < n; i++)
+		record_free(recs[i]);
+	return off == n;
+}
+
+/* Replay the oldest spooled frame into PostgreSQL; delete it once committed. */
+static void writer_replay_one(struct writer *w)
+{
+	struct record **recs;
+	size_t n;
+	int rc = spool_stream_next(w->stream, &recs, &n);
+
+	if (rc < 0) {
+		writer_hold_pause(w);
+		return;
+	}
+	if (rc == 0)
+		return;
+	if (w->state != WRITER_STATE_REPLAYING) {
+		char why[160];
+
+		snprintf(why, sizeof(why), "PostgreSQL is reachable: replaying %llu spooled bytes "
+			 "before newer events", (unsigned long long)spool_bytes(w->spool));
+		writer_set_state(w, WRITER_STATE_REPLAYING, LOG_LEVEL_INFO, why);
+		w->replayed = 0;
+	}
+	if (!writer_replay_frame(w, recs, n)) {
+		if (w->pg)
+			writer_hold_pause(w);   /* refused for now: the frame is read again */
+		return;
+	}
+	w->replayed += n;
+	if (spool_stream_commit(w->stream) < 0)
+		writer_hold_pause(w);
+	writer_publish_spool(w);
+	if (!spool_stream_pending(w->stream)) {
+		char why[120];
+
+		snprintf(why, sizeof(why), "spool replayed (%llu events)",
+			 (unsigned long long)w->replayed);
+		writer_set_state(w, WRITER_STATE_DIRECT, LOG_LEVEL_INFO, why);
+	}
+}
+
+/* ---- the thread ------------------------------------------------------- */
+
+/* Wait for and take the next batch from the queue into w->batch. */
+static void writer_take(struct writer *w)
+{
+	size_t max = writer_reserve(w, (size_t)atomic_load(&w->batch_max));
+	long wait = atomic_load(&w->flush_ms);
+
+	/* While disconnected, wake up in time for the next connection attempt. */
+	if (!w->pg && writer_until_connect_ms(w) < wait)
+		wait = writer_until_connect_ms(w);
+	w->held = queue_pop_batch(w->q, w->batch, max, (int)wait);
+}
+
+/*
+ * Order of work, every turn: reconnect when due; while connected, replay the
+ * spool frame by frame before anything newer (a held batch included); then
+ * deliver the held batch, or take a new one from the queue.
+ */
 static void *writer_main(void *arg)
 {
 	struct writer *w = arg;
 
+	writer_publish_spool(w);
 	/* Connect up front so a bad conninfo shows at start; failures retry later. */
-	(void)writer_connect(w);
+	if (writer_connect(w, true) < 0) {
+		w->connect_failures = 1;
+		w->next_connect_ns = writer_now_ns(CLOCK_MONOTONIC) + writer_backoff_ms(w, 0) * 1000000LL;
+		writer_set_state(w, WRITER_STATE_SPOOLING, LOG_LEVEL_WARN,
+				 "PostgreSQL is unreachable at start; batches go to the spool and are "
+				 "acked once fsync'ed, reconnecting with backoff");
+	}
 	for (;;) {
-		size_t max = writer_reserve(w, (size_t)atomic_load(&w->batch_max));
-		size_t n = queue_pop_batch(w->q, w->batch, max, atomic_load(&w->flush_ms));
-
 		atomic_store(&w->progress_ns, writer_now_ns(CLOCK_MONOTONIC));
-		if (n == 0) {
-			if (queue_closed_and_empty(w->q))
-				break;
+		writer_maybe_connect(w);
+		if (w->pg && spool_stream_pending(w->stream) && !writer_draining_expired(w)) {
+			writer_replay_one(w);
 			continue;
 		}
-		if (writer_write(w, w->batch, n) < 0) {
-			log_error("writer", "writer=%d: drain timeout: %zu events could not be written "
-				  "to PostgreSQL and were not acknowledged", w->id, n);
-			writer_finish_batch(w, w->batch, n, false);
-			continue;
-		}
-		writer_finish_batch(w, w->batch, n, true);
+		if (w->held == 0)
+			writer_take(w);
+		if (w->held > 0)
+			writer_deliver(w);
+		else if (queue_closed_and_empty(w->q))
+			break;
 	}
 	writer_disconnect(w);
 	atomic_store(&w->done, true);
@@ -928,6 +1034,12 @@ struct writer *writer_start(int id, const struct config *cfg, struct queue *q,
 	w->q = q;
 	w->spool = spool;
 	w->ackq = ackq;
+	w->stream = spool_stream_get(spool, id);
+	if (!w->stream) {
+		log_error("writer", "writer=%d: no spool stream (spool_stream_recover not run)", id);
+		free(w);
+		return NULL;
+	}
 	w->pass_id_dead_letter = cfg->pg_unknown_pass_id == CONFIG_PASS_ID_DEAD_LETTER;
 	w->apply_credits = cfg->pg_apply_credits;
 	writer_reconfigure(w, cfg);

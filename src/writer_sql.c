@@ -1,0 +1,216 @@
+/*
+ * writer_sql.c: the SQL text the writer threads run, built once at start
+ * from record_columns[] (see writer.c for the transaction it makes up).
+ *
+ * Kept apart from writer.c because it is pure text generation: no
+ * connection, no thread, no state. Values never appear in this text; they
+ * travel in COPY data and as parameters.
+ */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <event2/buffer.h>
+
+#include "record.h"
+#include "writer_sql.h"
+
+static const char *const writer_pgtype[RECORD_TYPE_COUNT] = {
+	"text", "int4", "timestamptz", "jsonb"
+};
+
+/* The value a merge assigns to column I of an existing row T from EXCLUDED. */
+static int writer_merge_expr(struct evbuffer *b, int i)
+{
+	const char *c = record_columns[i].name;
+
+	if (i == RECORD_COL_META)
+		return evbuffer_add_printf(b, "t.%s || EXCLUDED.%s", c, c);
+	if (i == RECORD_COL_STATUS)
+		return evbuffer_add_printf(b,
+			"CASE WHEN EXCLUDED.%s = 'pending' AND t.%s IN ('succeeded', 'failed') "
+			"THEN t.%s ELSE COALESCE(EXCLUDED.%s, t.%s) END", c, c, c, c, c);
+	return evbuffer_add_printf(b, "COALESCE(EXCLUDED.%s, t.%s)", c, c);
+}
+
+/* Columns a merge may change: all but the key, the type and the creation time. */
+static bool writer_mergeable(int i)
+{
+	return i != RECORD_COL_ID && i != RECORD_COL_RECORD_TYPE && i != RECORD_COL_CREATED_AT;
+}
+
+char *writer_sql_take(struct evbuffer *b)
+{
+	size_t len = evbuffer_get_length(b);
+	char *s = malloc(len + 1);
+
+	if (s) {
+		evbuffer_remove(b, s, len);
+		s[len] = '\0';
+	}
+	evbuffer_free(b);
+	return s;
+}
+
+char *writer_sql_staging(void)
+{
+	struct evbuffer *b = evbuffer_new();
+
+	if (!b)
+		return NULL;
+	evbuffer_add_printf(b, "CREATE TEMP TABLE IF NOT EXISTS mi_staging "
+			    "(mi_idx int4, mi_pass int4");
+	for (int i = 0; i < RECORD_COL_COUNT; i++)
+		evbuffer_add_printf(b, ", %s %s", record_columns[i].name,
+				    writer_pgtype[record_columns[i].type]);
+	evbuffer_add_printf(b, ") ON COMMIT DELETE ROWS");
+	return writer_sql_take(b);
+}
+
+char *writer_sql_copy(void)
+{
+	struct evbuffer *b = evbuffer_new();
+
+	if (!b)
+		return NULL;
+	evbuffer_add_printf(b, "COPY mi_staging (mi_idx, mi_pass");
+	for (int i = 0; i < RECORD_COL_COUNT; i++)
+		evbuffer_add_printf(b, ", %s", record_columns[i].name);
+	evbuffer_add_printf(b, ") FROM STDIN");
+	return writer_sql_take(b);
+}
+
+/*
+ * postgres.apply_credits: the rows the merge newly inserted (xmax = 0) that
+ * are credit_transactions move their customer's balance, once per mg_id
+ * however often the event is retried. A top-up (mg_delta > 0 and mg_reason
+ * 'topup') also raises mg_last_topup_at and sets mg_topup_source from the
+ * newest top-up of the batch.
+ */
+static const char writer_sql_credits[] =
+	" RETURNING mg_pass_id, mg_delta, mg_record_type, mg_reason, mg_source, mg_created_at, "
+	"(xmax = 0) AS inserted) "
+	"UPDATE mega_customers c SET mg_credits = c.mg_credits + d.delta, "
+	"mg_last_topup_at = CASE WHEN d.topup_at > c.mg_last_topup_at OR "
+	"(c.mg_last_topup_at IS NULL AND d.topup_at IS NOT NULL) THEN d.topup_at "
+	"ELSE c.mg_last_topup_at END, "
+	"mg_topup_source = CASE WHEN d.topup_at > c.mg_last_topup_at OR "
+	"(c.mg_last_topup_at IS NULL AND d.topup_at IS NOT NULL) THEN d.topup_source "
+	"ELSE c.mg_topup_source END "
+	"FROM (SELECT mg_pass_id, sum(mg_delta)::int4 AS delta, "
+	"max(mg_created_at) FILTER (WHERE mg_delta > 0 AND mg_reason = 'topup') AS topup_at, "
+	"(array_agg(mg_source ORDER BY mg_created_at DESC) "
+	"FILTER (WHERE mg_delta > 0 AND mg_reason = 'topup'))[1] AS topup_source "
+	"FROM ins WHERE inserted AND mg_record_type = 'credit_transaction' "
+	"AND mg_delta IS NOT NULL AND mg_pass_id IS NOT NULL GROUP BY 1) d "
+	"WHERE c.mg_pass_id = d.mg_pass_id";
+
+char *writer_sql_merge(const char *table, bool apply_credits)
+{
+	struct evbuffer *b = evbuffer_new();
+	const char *sep = "";
+
+	if (!b)
+		return NULL;
+	if (apply_credits)
+		evbuffer_add_printf(b, "WITH ins AS (");
+	evbuffer_add_printf(b, "INSERT INTO %s AS t (", table);
+	for (int i = 0; i < RECORD_COL_COUNT; i++)
+		evbuffer_add_printf(b, "%s, ", record_columns[i].name);
+	evbuffer_add_printf(b, "mg_updated_at) SELECT ");
+	for (int i = 0; i < RECORD_COL_COUNT; i++) {
+		const char *c = record_columns[i].name;
+
+		if (i == RECORD_COL_META)
+			evbuffer_add_printf(b, "COALESCE(%s, '{}'::jsonb), ", c);
+		else if (i == RECORD_COL_CREATED_AT)
+			evbuffer_add_printf(b, "COALESCE(%s, now()), ", c);
+		else
+			evbuffer_add_printf(b, "%s, ", c);
+	}
+	evbuffer_add_printf(b, "now() FROM mi_staging WHERE mi_pass = $1 ORDER BY mi_idx "
+			    "ON CONFLICT (mg_id) DO UPDATE SET ");
+	for (int i = 0; i < RECORD_COL_COUNT; i++) {
+		if (!writer_mergeable(i))
+			continue;
+		evbuffer_add_printf(b, "%s = ", record_columns[i].name);
+		writer_merge_expr(b, i);
+		evbuffer_add_printf(b, ", ");
+	}
+	/* Same type, never a credit_transaction, and only when something changes:
+	 * an exact replay writes no new row version. */
+	evbuffer_add_printf(b, "mg_updated_at = now() WHERE t.mg_record_type = EXCLUDED.mg_record_type "
+			    "AND t.mg_record_type <> 'credit_transaction' AND ROW(");
+	for (int i = 0; i < RECORD_COL_COUNT; i++) {
+		if (!writer_mergeable(i))
+			continue;
+		evbuffer_add_printf(b, "%s", sep);
+		writer_merge_expr(b, i);
+		sep = ", ";
+	}
+	evbuffer_add_printf(b, ") IS DISTINCT FROM ROW(");
+	sep = "";
+	for (int i = 0; i < RECORD_COL_COUNT; i++) {
+		if (!writer_mergeable(i))
+			continue;
+		evbuffer_add_printf(b, "%st.%s", sep, record_columns[i].name);
+		sep = ", ";
+	}
+	evbuffer_add_printf(b, ")");
+	if (apply_credits)
+		evbuffer_add_printf(b, "%s", writer_sql_credits);
+	return writer_sql_take(b);
+}
+
+/* "A staged value differs from the stored row": used to spot a repeated
+ * credit_transaction that tries to change what is immutable. */
+static void writer_sql_differs(struct evbuffer *b)
+{
+	const char *sep = "";
+
+	evbuffer_add_printf(b, "(");
+	for (int i = 0; i < RECORD_COL_COUNT; i++) {
+		const char *c = record_columns[i].name;
+
+		if (!writer_mergeable(i))
+			continue;
+		if (i == RECORD_COL_META)
+			evbuffer_add_printf(b, "%s(s.%s IS NOT NULL AND g.%s || s.%s <> g.%s)",
+					    sep, c, c, c, c);
+		else
+			evbuffer_add_printf(b, "%s(s.%s IS NOT NULL AND s.%s IS DISTINCT FROM g.%s)",
+					    sep, c, c, c);
+		sep = " OR ";
+	}
+	evbuffer_add_printf(b, ")");
+}
+
+/* Rows of pass $1 that must not be merged: 't' another record type owns the
+ * mg_id, 'c' a repeated credit_transaction with other values (kept as a
+ * no-op, only reported), 'p' an unknown pass id in dead_letter mode. */
+char *writer_sql_check(const char *table, bool pass_id_dead_letter)
+{
+	struct evbuffer *b = evbuffer_new();
+
+	if (!b)
+		return NULL;
+	evbuffer_add_printf(b, "SELECT s.mi_idx, CASE WHEN g.mg_record_type <> s.mg_record_type "
+			    "THEN 't' ELSE 'c' END FROM mi_staging s JOIN %s g ON g.mg_id = s.mg_id "
+			    "WHERE s.mi_pass = $1 AND (g.mg_record_type <> s.mg_record_type OR "
+			    "(g.mg_record_type = 'credit_transaction' AND ", table);
+	writer_sql_differs(b);
+	evbuffer_add_printf(b, "))");
+	if (pass_id_dead_letter)
+		evbuffer_add_printf(b, " UNION ALL SELECT s.mi_idx, 'p' FROM mi_staging s "
+				    "WHERE s.mi_pass = $1 AND s.mg_pass_id IS NOT NULL AND NOT EXISTS "
+				    "(SELECT 1 FROM mega_customers c WHERE c.mg_pass_id = s.mg_pass_id)");
+	evbuffer_add_printf(b, " ORDER BY 1");
+	return writer_sql_take(b);
+}
+
+const char writer_sql_stub_customers[] =
+	"INSERT INTO mega_customers AS c (mg_pass_id, mg_credits, mg_source_system, mg_last_active) "
+	"SELECT mg_pass_id, 0, 'megaingest', max(COALESCE(mg_created_at, now())) "
+	"FROM mi_staging WHERE mg_pass_id IS NOT NULL GROUP BY mg_pass_id ORDER BY mg_pass_id "
+	"ON CONFLICT (mg_pass_id) DO UPDATE SET mg_last_active = EXCLUDED.mg_last_active "
+	"WHERE c.mg_last_active IS NULL OR c.mg_last_active < EXCLUDED.mg_last_active";
