@@ -21,6 +21,7 @@
 #include <event2/thread.h>
 
 #include "ack.h"
+#include "admin.h"
 #include "autoconfig.h"
 #include "config.h"
 #include "listener.h"
@@ -47,8 +48,13 @@ struct daemon {
 	int nwriters;
 	struct proto_env env;
 	struct listener *listener;
-	struct event *sig_term, *sig_int, *sig_hup, *stats_tick, *stop_tick;
+	struct admin *admin;          /* NULL when admin.http is "" */
+	struct event *sig_term, *sig_int, *sig_hup, *stats_tick, *stop_tick, *watchdog_tick;
 	int flush_ticks;              /* shutdown: ticks spent flushing acks */
+	int stats_interval_s;         /* the stats_tick period now armed (0: none) */
+	struct stats_snapshot stats_prev; /* figures at the last summary line, for rates */
+	uint64_t watchdog_usec;       /* systemd's WatchdogSec, 0 when off */
+	bool watchdog_withheld;       /* the last watchdog tick sent no ping (logged) */
 };
 
 static void main_usage(FILE *out)
@@ -128,6 +134,7 @@ static void main_shutdown(struct daemon *d, const char *why)
 	stats_summary(summary, sizeof(summary));
 	log_info("main", "%s: draining (%s)", why, summary);
 	sdnotify_send("STOPPING=1\nSTATUS=draining after %s", why);
+	admin_set_stopping(d->admin);
 	listener_stop_accepting(d->listener);
 	listener_stop_reading(d->listener);
 	for (int i = 0; i < d->nwriters; i++)
@@ -141,9 +148,13 @@ static void main_shutdown(struct daemon *d, const char *why)
 
 /* ---- reload ----------------------------------------------------------- */
 
+static int main_arm_stats(struct daemon *d, int every_s);
+
 static void main_apply(struct daemon *d, const struct config *cfg)
 {
 	log_set_level((enum log_level)cfg->log_level);
+	if (main_arm_stats(d, cfg->log_stats_interval_s) < 0)
+		log_error("main", "cannot re-arm the stats timer; summary lines stop");
 	for (int i = 0; i < d->nwriters; i++) {
 		queue_set_limits(d->queues[i], (size_t)cfg->queue_max_events,
 				 (size_t)cfg->queue_max_bytes);
@@ -183,36 +194,136 @@ static void main_signal_cb(evutil_socket_t sig, short what, void *arg)
 		main_shutdown(arg, sig == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
+/* Every log.stats_interval_s: one line of rates since the last one, in the
+ * log and as systemd's STATUS= (so `systemctl status` shows it). */
 static void main_stats_cb(evutil_socket_t fd, short what, void *arg)
 {
-	char summary[256];
+	struct daemon *d = arg;
+	struct stats_snapshot now;
+	struct stats_rates rates;
+	char line[256];
 
 	(void)fd;
 	(void)what;
-	(void)arg;
-	stats_summary(summary, sizeof(summary));
-	log_info("stats", "%s", summary);
-	sdnotify_send("STATUS=%s", summary);
+	stats_snapshot(&now);
+	stats_rates(&d->stats_prev, &now, &rates);
+	d->stats_prev = now;
+	stats_format_rates(&rates, line, sizeof(line));
+	log_info("stats", "%s", line);
+	sdnotify_send("STATUS=%s", line);
+}
+
+/* (Re)arm the summary timer every EVERY_S seconds; 0 stops it. 0 or -1. */
+static int main_arm_stats(struct daemon *d, int every_s)
+{
+	struct timeval tv = { every_s, 0 };
+
+	if (every_s == d->stats_interval_s)
+		return 0;
+	d->stats_interval_s = every_s;
+	if (every_s == 0)
+		return d->stats_tick ? event_del(d->stats_tick) : 0;
+	if (!d->stats_tick)
+		d->stats_tick = event_new(d->base, -1, EV_PERSIST, main_stats_cb, d);
+	if (!d->stats_tick)
+		return -1;
+	stats_snapshot(&d->stats_prev);
+	return event_add(d->stats_tick, &tv);
+}
+
+/*
+ * Every half WatchdogSec: WATCHDOG=1, but only while each running writer
+ * made progress recently. Running on the loop, the timer itself stops when
+ * the loop is stuck. "Recently" allows the longest wait a healthy writer
+ * makes (its queue wait, flush_interval_ms, or a reconnect backoff,
+ * retry_max_ms) plus WatchdogSec, so a writer blocked for longer (a hung
+ * libpq call, a lock that never comes) lets systemd restart the daemon.
+ */
+static void main_watchdog_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	int wait_ms = d->cfg->writer_retry_max_ms > d->cfg->writer_flush_interval_ms ?
+		      d->cfg->writer_retry_max_ms : d->cfg->writer_flush_interval_ms;
+	double limit = (double)d->watchdog_usec / 1e6 + wait_ms / 1000.0;
+
+	(void)fd;
+	(void)what;
+	for (int i = 0; i < d->nwriters; i++) {
+		double idle = writer_idle_seconds(d->writers[i]);
+
+		if (writer_done(d->writers[i]) || idle <= limit)
+			continue;
+		if (!d->watchdog_withheld)
+			log_error("main", "writer=%d made no progress for %.1f s (limit %.1f s); "
+				  "withholding the systemd watchdog ping", i, idle, limit);
+		d->watchdog_withheld = true;
+		return;
+	}
+	if (d->watchdog_withheld)
+		log_info("main", "writers progress again; watchdog pings resume");
+	d->watchdog_withheld = false;
+	sdnotify_send("WATCHDOG=1");
+}
+
+/* Start the watchdog timer when systemd asked for pings. 0 or -1. */
+static int main_watchdog(struct daemon *d)
+{
+	struct timeval half;
+
+	if (sdnotify_watchdog_usec(&d->watchdog_usec) <= 0 || d->watchdog_usec == 0) {
+		d->watchdog_usec = 0;
+		return 0;
+	}
+	half.tv_sec = (time_t)(d->watchdog_usec / 2 / 1000000);
+	half.tv_usec = (suseconds_t)(d->watchdog_usec / 2 % 1000000);
+	d->watchdog_tick = event_new(d->base, -1, EV_PERSIST, main_watchdog_cb, d);
+	if (!d->watchdog_tick || event_add(d->watchdog_tick, &half) < 0)
+		return -1;
+	log_info("main", "systemd watchdog: a ping every %.1f s while the loop and the writers "
+		 "make progress", (double)d->watchdog_usec / 2e6);
+	return 0;
 }
 
 /* ---- start-up --------------------------------------------------------- */
 
 static int main_events(struct daemon *d)
 {
-	struct timeval every = { d->cfg->log_stats_interval_s, 0 };
-
 	d->sig_term = evsignal_new(d->base, SIGTERM, main_signal_cb, d);
 	d->sig_int = evsignal_new(d->base, SIGINT, main_signal_cb, d);
 	d->sig_hup = evsignal_new(d->base, SIGHUP, main_signal_cb, d);
 	if (!d->sig_term || !d->sig_int || !d->sig_hup || evsignal_add(d->sig_term, NULL) < 0 ||
 	    evsignal_add(d->sig_int, NULL) < 0 || evsignal_add(d->sig_hup, NULL) < 0)
 		return -1;
-	if (d->cfg->log_stats_interval_s > 0) {
-		d->stats_tick = event_new(d->base, -1, EV_PERSIST, main_stats_cb, d);
-		if (!d->stats_tick || event_add(d->stats_tick, &every) < 0)
-			return -1;
-	}
+	if (main_arm_stats(d, d->cfg->log_stats_interval_s) < 0 || main_watchdog(d) < 0)
+		return -1;
 	return 0;
+}
+
+/* Gauge providers: the queues know their depth; the loop reads it. */
+static int64_t main_queue_events(void *arg)
+{
+	const struct daemon *d = arg;
+	int64_t n = 0;
+
+	for (int i = 0; i < d->nwriters; i++)
+		n += (int64_t)queue_events(d->queues[i]);
+	return n;
+}
+
+static int64_t main_queue_bytes(void *arg)
+{
+	const struct daemon *d = arg;
+	int64_t n = 0;
+
+	for (int i = 0; i < d->nwriters; i++)
+		n += (int64_t)queue_bytes(d->queues[i]);
+	return n;
+}
+
+static void main_providers(struct daemon *d, bool on)
+{
+	stats_gauge_provider(STAT_queue_events, on ? main_queue_events : NULL, d);
+	stats_gauge_provider(STAT_queue_bytes, on ? main_queue_bytes : NULL, d);
 }
 
 static int main_writers(struct daemon *d)
@@ -261,8 +372,11 @@ static int main_start(struct daemon *d)
 	d->env = (struct proto_env){ .queues = d->queues, .nqueues = d->nwriters,
 				     .spool = d->spool, .ackq = d->ackq,
 				     .max_event_bytes = (size_t)d->cfg->listen_max_event_bytes };
+	main_providers(d, true);
 	d->listener = listener_start(d->base, d->cfg, &d->env);
-	if (!d->listener || main_events(d) < 0) {
+	if (d->listener && d->cfg->admin_http[0])
+		d->admin = admin_start(d->base, d->cfg->admin_http, d->queues, d->nwriters);
+	if (!d->listener || (d->cfg->admin_http[0] && !d->admin) || main_events(d) < 0) {
 		log_error("main", "start-up failed (see above)");
 		return -1;
 	}
@@ -276,6 +390,8 @@ static void main_teardown(struct daemon *d)
 		queue_close(d->queues[i]);
 	for (int i = 0; i < d->nwriters; i++)
 		writer_join(d->writers[i]);
+	admin_free(d->admin);
+	main_providers(d, false);
 	listener_free(d->listener);
 	for (int i = 0; d->queues && i < d->cfg->writer_connections; i++)
 		queue_free(d->queues[i]);
@@ -283,7 +399,8 @@ static void main_teardown(struct daemon *d)
 	free(d->writers);
 	ackq_free(d->ackq);
 	spool_close(d->spool);
-	struct event *evs[] = { d->sig_term, d->sig_int, d->sig_hup, d->stats_tick, d->stop_tick };
+	struct event *evs[] = { d->sig_term, d->sig_int, d->sig_hup, d->stats_tick, d->stop_tick,
+				d->watchdog_tick };
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (evs[i])
 			event_free(evs[i]);
@@ -312,6 +429,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	log_set_level((enum log_level)d.cfg->log_level);
+	stats_mark_start();
 	signal(SIGPIPE, SIG_IGN);
 	rc = main_start(&d);
 	if (rc == 0) {

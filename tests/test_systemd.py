@@ -1,4 +1,7 @@
-"""systemd: socket activation through real inherited file descriptors."""
+"""systemd: the notify protocol through a real NOTIFY_SOCKET datagram socket
+(READY, STATUS, RELOADING, STOPPING, WATCHDOG that stops while a writer is
+stuck), socket activation through real inherited file descriptors, and the
+unit files checked by systemd-analyze."""
 
 import os
 import re
@@ -11,7 +14,7 @@ import time
 
 import pytest
 
-from helpers import BUILDDIR, MEGAINGESTD, Client, Daemon, wait_for
+from helpers import BUILDDIR, MEGAINGESTD, SRCDIR, Client, Daemon, wait_for
 
 
 def have_libsystemd():
@@ -140,6 +143,77 @@ def sd_daemon(pg, tmp_path):
         pytest.fail("; ".join(failures))
 
 
+# ---- notify ---------------------------------------------------------------
+
+@needs_libsystemd
+def test_notify_ready_status_reload_stopping(sd_daemon, notify, pg):
+    d = sd_daemon({"log": {"stats_interval_s": 1}}, env={"NOTIFY_SOCKET": notify.path},
+                  wait=False)
+    ready = notify.wait(lambda msg: msg.get("READY") == "1", what="READY=1")
+    assert ready.get("STATUS") == "ready"
+    # READY=1 comes once the listeners are bound: the socket accepts now.
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(d.unix_path)
+    d.send_msgpack(*[{"mg_id": f"n-{i}", "mg_record_type": "session"} for i in range(30)])
+    d.wait_rows(30)
+    status = notify.wait(lambda msg: "STATUS" in msg and "in=" in msg["STATUS"],
+                         what="a STATUS= summary")["STATUS"]
+    assert re.fullmatch(r"in=\d+/s committed=\d+/s rejected=\d+/s queue=\d+ \(.*\) "
+                        r"spool=.* p99=.* conns=\d+ postgres=up", status), status
+    # The same text as the log's summary line.
+    wait_for(lambda: d.log_contains(re.escape("stats: " + status)),
+             what=f"the log line 'stats: {status}'")
+    d.sighup()
+    notify.wait(lambda msg: msg.get("RELOADING") == "1", what="RELOADING=1")
+    again = notify.wait(lambda msg: msg.get("READY") == "1", what="READY=1 after reload")
+    assert again["STATUS"] == "configuration reloaded"
+    d.signal(15)
+    stopping = notify.wait(lambda msg: msg.get("STOPPING") == "1", what="STOPPING=1")
+    assert stopping["STATUS"] == "draining after SIGTERM"
+    assert d.wait_exit() == 0
+    notify.poll()
+    assert not any("WATCHDOG" in msg for _, msg in notify.received), \
+        "no WATCHDOG_USEC: no pings"
+
+
+def watchdog_pings(notify, since):
+    notify.poll()
+    return [t for t, msg in notify.received if msg.get("WATCHDOG") == "1" and t >= since]
+
+
+@needs_libsystemd
+def test_watchdog_pings_stop_while_a_writer_is_stuck(sd_daemon, notify, pg):
+    """WATCHDOG_USEC=1 s: a ping every 0.5 s. A writer blocked on a table lock
+    stops the pings (systemd would restart the daemon); once the lock goes
+    they resume."""
+    d = sd_daemon({"writer": {"retry_initial_ms": 50, "retry_max_ms": 100}},
+                  env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"})
+    d.wait_log(r"systemd watchdog: a ping every 0\.5 s")
+    notify.poll()
+    t0 = time.monotonic()
+    time.sleep(2)
+    healthy = watchdog_pings(notify, t0)
+    assert 3 <= len(healthy) <= 5, healthy
+    conn = pg.connect()
+    conn.autocommit = False
+    try:
+        conn.cursor().execute("LOCK TABLE mega_generations IN ACCESS EXCLUSIVE MODE")
+        d.send_msgpack({"mg_id": "stuck-1", "mg_record_type": "session"})
+        d.wait_log(r"writer=0 made no progress for .*withholding the systemd watchdog ping")
+        notify.poll()           # what was sent before this point is stamped before t1
+        t1 = time.monotonic()
+        time.sleep(1.5)
+        assert watchdog_pings(notify, t1) == [], "pinged while the writer was stuck"
+    finally:
+        conn.rollback()
+        conn.close()
+    d.wait_rows(1)
+    d.wait_log(r"watchdog pings resume")
+    t2 = time.monotonic()
+    wait_for(lambda: len(watchdog_pings(notify, t2)) >= 2, timeout=5,
+             what="watchdog pings after the writer recovered")
+
+
 # ---- socket activation ------------------------------------------------------
 
 def listening_tcp():
@@ -213,3 +287,63 @@ def test_socket_activation_rejects_a_datagram_socket(sd_daemon):
                               r"stream socket")
     finally:
         udp.close()
+
+
+# ---- unit files ---------------------------------------------------------------
+
+needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                                   reason="systemd-analyze is not installed")
+
+
+def filled_units(tmp_path):
+    """The unit templates filled with this build's paths, plus the man pages
+    on a MANPATH, as `make install` would lay them out."""
+    etc = tmp_path / "etc" / "megaingest"
+    etc.mkdir(parents=True)
+    shutil.copy(os.path.join(SRCDIR, "etc", "megaingest.yaml"), etc / "megaingest.yaml")
+    with open(os.path.join(SRCDIR, "systemd", "megaingestd.service.in")) as f:
+        unit = f.read().replace("@sbindir@", os.path.dirname(os.path.abspath(MEGAINGESTD)))
+    unit = unit.replace("@sysconfdir@", str(tmp_path / "etc"))
+    assert not re.search(r"@[a-z]+@", unit), "a placeholder is left"
+    (tmp_path / "megaingestd.service").write_text(unit)
+    shutil.copy(os.path.join(SRCDIR, "systemd", "megaingestd.socket"), tmp_path)
+    for page, section in (("megaingestd", 8), ("megaingest.yaml", 5), ("megactl", 1)):
+        dest = tmp_path / "man" / f"man{section}"
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy(os.path.join(SRCDIR, "man", f"{page}.{section}"), dest)
+    return tmp_path
+
+
+@needs_analyze
+def test_units_verify_clean(tmp_path):
+    d = filled_units(tmp_path)
+    args = ["systemd-analyze", "verify"]
+    env = dict(os.environ, MANPATH=str(d / "man"))
+    if shutil.which("man") is None:
+        args.append("--man=no")     # nothing to look the pages up with
+    r = subprocess.run(args + [str(d / "megaingestd.service"), str(d / "megaingestd.socket")],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert r.returncode == 0 and r.stdout == "", r.stdout
+
+
+@needs_analyze
+def test_unit_security_exposure_at_most_2(tmp_path):
+    d = filled_units(tmp_path)
+    r = subprocess.run(["systemd-analyze", "security", "--offline=yes",
+                        str(d / "megaingestd.service")],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    found = re.search(r"Overall exposure level for megaingestd\.service: ([0-9.]+)", r.stdout)
+    assert found, r.stdout
+    assert float(found.group(1)) <= 2.0, r.stdout
+
+
+def test_built_unit_has_install_paths():
+    """`make` filled the template: no placeholder left, the daemon's path set."""
+    built = os.path.join(BUILDDIR, "systemd", "megaingestd.service")
+    if not os.path.exists(built):
+        pytest.skip("systemd/megaingestd.service not built here")
+    with open(built) as f:
+        unit = f.read()
+    assert "@sbindir@" not in unit and "@sysconfdir@" not in unit
+    assert re.search(r"^ExecStart=/\S+/megaingestd -c /\S+/megaingest/megaingest\.yaml$",
+                     unit, re.M)
