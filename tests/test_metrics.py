@@ -191,13 +191,21 @@ def test_readyz_queue_full_then_ready_again(daemon_factory, pg):
         sender = threading.Thread(target=lambda: d.send_msgpack(
             *[{"mg_id": f"f-{i}", "mg_record_type": "session"} for i in range(200)]))
         sender.start()
-        status, body = wait_for(lambda: (lambda r: r[::2] if r[0] == 503 else None)(
-            admin_get(d.admin_port, "/readyz")), what="/readyz 503")
-        match = re.search(r"queue 0 is full \((\d+) events, (\d+) bytes\)", body)
-        assert match, body
-        samples = metrics(d.admin_port)
-        assert m(samples, "queue_events") == int(match.group(1)) > 0
-        assert m(samples, "queue_bytes") == int(match.group(2)) > 0
+
+        def full_and_settled():
+            """/readyz 503 naming a queue depth that /metrics then shows too
+            (the writer may still take its first batch in between)."""
+            status, _, body = admin_get(d.admin_port, "/readyz")
+            match = re.search(r"queue 0 is full \((\d+) events, (\d+) bytes\)", body)
+            if status != 503 or not match:
+                return None
+            samples = metrics(d.admin_port)
+            if (m(samples, "queue_events"), m(samples, "queue_bytes")) != \
+                    (int(match.group(1)), int(match.group(2))):
+                return None
+            return samples
+        samples = wait_for(full_and_settled, what="/readyz 503: queue full")
+        assert m(samples, "queue_events") > 0 and m(samples, "queue_bytes") > 0
     finally:
         release()
     sender.join(30)
