@@ -54,7 +54,7 @@
 #include "spool.h"
 #include "stats.h"
 
-#define PROTO_UNPACKER_INITIAL (64 * 1024) /* decoder buffer at connect */
+#define PROTO_UNPACKER_INITIAL (4 * 1024)  /* decoder buffer at connect; grows with use */
 #define PROTO_FILL_STEP (1024 * 1024)      /* bytes moved into the decoder per evbuffer_remove */
 #define PROTO_MAX_DEPTH 32                 /* msgpack-c's MSGPACK_EMBED_STACK_SIZE */
 #define PROTO_GZIP_FACTOR 16               /* inflated bytes allowed per max_event_bytes */
