@@ -8,6 +8,10 @@ daemon_factory   starts real megaingestd processes for one test, each on its
                  fails the test if one did not exit 0 (a sanitizer report or a
                  valgrind error shows up as a non-zero exit)
 daemon           one daemon with the default test config
+stoppable_pg     a second cluster that a test may stop (pg_ctl stop -m immediate)
+                 and start again; shared by the tests of a module, started and
+                 emptied before each of them
+stoppable_daemon_factory  daemon_factory for stoppable_pg
 
 Environment: MEGAINGESTD (the binary), MEGAINGEST_VALGRIND=1 (run it under
 valgrind), top_srcdir / top_builddir (set by `make check`).
@@ -58,16 +62,16 @@ def clean_tables(request):
         pass
 
 
-@pytest.fixture
-def daemon_factory(pg, tmp_path):
-    """start(overrides=None, wait=True) -> Daemon. Every daemon it started is
-    stopped with SIGTERM at teardown and must exit 0."""
+def _daemons(cluster, tmp_path):
+    """The body of the daemon factories: yields start(), then stops every
+    daemon it started and fails the test if one did not exit 0."""
     started = []
 
-    def start(overrides=None, wait=True, name=None):
+    def start(overrides=None, wait=True, name=None, env=None):
         path = tmp_path / (name or f"d{len(started)}")
         path.mkdir()
-        d = Daemon(pg, path, overrides)
+        d = Daemon(cluster, path, overrides)
+        d.env = env
         started.append(d)
         return d.start(wait=wait)
 
@@ -81,6 +85,44 @@ def daemon_factory(pg, tmp_path):
             failures.append(f"megaingestd exited with status {code} (log above)")
     if failures:
         pytest.fail("; ".join(failures))
+
+
+@pytest.fixture
+def daemon_factory(pg, tmp_path):
+    """start(overrides=None, wait=True) -> Daemon. Every daemon it started is
+    stopped with SIGTERM at teardown and must exit 0."""
+    yield from _daemons(pg, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def _stoppable_cluster():
+    cluster = Postgres()
+    try:
+        cluster.start()
+    except Exception:
+        cluster.stop()
+        raise
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def stoppable_pg(_stoppable_cluster):
+    """A cluster of the test's own (per module) that it may stop and start:
+    running and empty when the test begins, whatever the last test left."""
+    cluster = _stoppable_cluster
+    if not cluster.is_running():
+        cluster.start_again()
+    cluster.sql("TRUNCATE mega_generations, mega_admin, mega_customers")
+    yield cluster
+    if not cluster.is_running():
+        cluster.start_again()
+
+
+@pytest.fixture
+def stoppable_daemon_factory(stoppable_pg, tmp_path):
+    """daemon_factory for stoppable_pg."""
+    yield from _daemons(stoppable_pg, tmp_path)
 
 
 @pytest.fixture

@@ -161,13 +161,31 @@ class Postgres:
     def start(self):
         run([os.path.join(PGBIN, "initdb"), "-D", self.data, "--auth=trust",
              "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8"], as_postgres=True)
+        self.start_again()
+        self.psql_file(SCHEMA)
+
+    def start_again(self):
+        """Start the (initialised, stopped) cluster and wait until it takes connections."""
         opts = (f"-k {self.sockdir} -p {self.port} -c listen_addresses='' "
                 "-c fsync=off -c full_page_writes=off")
         try:
             self.pg_ctl("-l", self.log_path, "-w", "-t", "60", "-o", opts, "start")
         except subprocess.CalledProcessError as e:
             raise RuntimeError(f"pg_ctl start failed:\n{e.stdout}\n{self.log_tail()}")
-        self.psql_file(SCHEMA)
+
+    def stop_immediate(self):
+        """pg_ctl stop -m immediate: every backend killed, as in a crash."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self.pg_ctl("-m", "immediate", "-w", "stop")
+
+    def is_running(self):
+        try:
+            self.pg_ctl("status")
+            return True
+        except subprocess.CalledProcessError:
+            return False
 
     def stop(self):
         if self._conn is not None:
@@ -350,6 +368,7 @@ class Daemon:
         self.proc = None
         self.exit_code = None
         self._log_file = None
+        self.env = None             # environment for the process (None: ours)
 
     # -- process -------------------------------------------------------------
 
@@ -368,12 +387,22 @@ class Daemon:
 
     def start(self, wait=True):
         self.write_config()
+        if self._log_file:
+            self._log_file.close()
         self._log_file = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
-                                     stdout=self._log_file, stderr=subprocess.STDOUT)
+                                     stdout=self._log_file, stderr=subprocess.STDOUT,
+                                     env=self.env)
         if wait:
             self.wait_ready()
         return self
+
+    def kill9(self):
+        """SIGKILL the daemon (no drain, no cleanup) and reap it. Start it
+        again with start(): same config, spool and sockets."""
+        self.signal(signal.SIGKILL)
+        self.proc.wait(30)
+        self.exit_code = None
 
     def wait_ready(self, timeout=READY_TIMEOUT):
         """Wait until the Unix listener accepts a connection (bounded)."""

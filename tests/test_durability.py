@@ -1,0 +1,366 @@
+"""Durability: an ack is a promise. PostgreSQL stopped under load, the daemon
+SIGKILLed under load, the spool's disk full, a corrupt spool tail, rows
+PostgreSQL refuses, a shutdown while PostgreSQL is away or stuck.
+
+Every load test prints its figures (tests/loadgen.py): events sent, acked,
+committed, duplicates, lost; lost and duplicates must be 0.
+"""
+
+import os
+import random
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from helpers import SLOW, TESTS_DIR, wait_for
+from loadgen import Load, format_figures
+
+
+def report(request, line):
+    """Print LINE to the terminal even while pytest captures output."""
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled():
+        print("\n" + line, flush=True)
+
+
+def segments(d):
+    try:
+        return sorted(f for f in os.listdir(d.spool_dir) if f.startswith("spool-"))
+    except FileNotFoundError:
+        return []
+
+
+def wait_spool_empty(d, timeout=60 * SLOW):
+    wait_for(lambda: not segments(d), timeout, what=lambda: f"an empty spool: {segments(d)}")
+
+
+def entries(prefix, n, first=0):
+    return [[1700000000 + i, {"mg_id": f"{prefix}-{i}", "n": f"{prefix}-{i}",
+                              "mg_pass_id": "pass-1", "prompt": f"p{i}"}]
+            for i in range(first, first + n)]
+
+
+# Fast reconnection keeps the tests short; the backoff itself is the daemon's.
+FAST_RETRY = {"writer": {"retry_initial_ms": 50, "retry_max_ms": 1000}}
+
+
+def test_postgres_stopped_20s_under_load(stoppable_pg, stoppable_daemon_factory, request):
+    """pg_ctl stop -m immediate under load, started again 20 s later: acks
+    keep flowing meanwhile (spool), and every acked event is in the table
+    exactly once afterwards."""
+    d = stoppable_daemon_factory(FAST_RETRY)
+    load = Load(d, connections=4, chunk_events=50, window=4, pause=0.05).start()
+    wait_for(lambda: load.acked_count() > 2000, what="acks before the outage")
+    stoppable_pg.stop_immediate()
+    down = time.monotonic()
+    time.sleep(20)
+    up = time.monotonic()
+    assert segments(d), "nothing was spooled during the outage"
+    stoppable_pg.start_again()
+    time.sleep(3)
+    assert load.stop(), "some chunks were never acked"
+    wait_spool_empty(d)
+    f = load.figures(stoppable_pg)
+    during = load.acks_between(down + 1, up)
+    report(request, format_figures("postgres stopped 20 s", f,
+                                   f" acks_during_outage={during} reconnects={load.reconnects()}"))
+    assert during > 100, "acks stopped during the outage"
+    assert f["lost"] == 0 and f["duplicates"] == 0
+    assert f["acked"] == f["sent"] == f["committed"]
+    assert d.log_contains(r"spooling: PostgreSQL connection lost")
+    assert d.log_contains(r"replaying the spool -> writing to PostgreSQL: spool replayed")
+
+
+def test_sigkill_five_rounds_under_load(stoppable_pg, stoppable_daemon_factory, request):
+    """The daemon SIGKILLed at random moments under load, five rounds, two of
+    them while PostgreSQL is down (so it dies with a spool the next run
+    replays). Clients resend what was not acked: every acked event is
+    present, none twice."""
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    d = stoppable_daemon_factory(FAST_RETRY)
+    load = Load(d, connections=4, chunk_events=40, window=4, pause=0.02, ack_timeout=5).start()
+    for rnd in range(5):
+        time.sleep(rng.uniform(0.5, 1.5))
+        pg_down = rnd in (1, 3)
+        if pg_down:
+            stoppable_pg.stop_immediate()
+            time.sleep(rng.uniform(0.5, 1.0))
+        d.kill9()
+        time.sleep(rng.uniform(0, 0.3))
+        d.start()
+        if pg_down:
+            time.sleep(rng.uniform(0.2, 0.8))
+            stoppable_pg.start_again()
+    time.sleep(1)
+    assert load.stop(timeout=90), "some chunks were never acked"
+    wait_spool_empty(d)
+    f = load.figures(stoppable_pg)
+    report(request, format_figures("SIGKILL x5", f, f" seed={seed} reconnects={load.reconnects()}"))
+    assert f["lost"] == 0 and f["duplicates"] == 0
+    assert f["acked"] == f["sent"] == f["committed"]
+    assert d.log_contains(r"left by an earlier run"), "no restart found a spool to replay"
+
+
+# ---- the spool's disk fills up -----------------------------------------------
+
+class TmpfsDisk:
+    """A 4 MiB tmpfs for the spool; 'full' is a filler file taking its space."""
+
+    def __init__(self, tmp_path):
+        self.mnt = str(tmp_path / "disk")
+        os.mkdir(self.mnt)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", self.mnt],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({r.stdout.strip()}); the shim variant "
+                        "covers a full disk")
+        self.spool_dir = os.path.join(self.mnt, "spool")
+        self.filler = os.path.join(self.mnt, "filler")
+        self.env = None
+
+    def fill(self):
+        """Take all but about 256 KiB of what is free."""
+        st = os.statvfs(self.mnt)
+        free = st.f_bavail * st.f_frsize
+        with open(self.filler, "ab") as f:
+            f.write(b"\0" * max(0, free - 256 * 1024))
+
+    def free(self):
+        os.unlink(self.filler)
+
+    def close(self):
+        subprocess.run(["umount", "-l", self.mnt])
+
+
+class ShimDisk:
+    """The LD_PRELOAD shim (tests/enospc_shim.c): 'full' is its flag file."""
+
+    def __init__(self, tmp_path):
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if not cc:
+            pytest.skip("no C compiler for the ENOSPC shim")
+        lib = str(tmp_path / "enospc_shim.so")
+        subprocess.run([cc, "-shared", "-fPIC", "-o", lib,
+                        os.path.join(TESTS_DIR, "enospc_shim.c"), "-ldl"], check=True)
+        self.spool_dir = str(tmp_path / "spool")
+        self.flag = str(tmp_path / "disk-full")
+        self.env = dict(os.environ, LD_PRELOAD=lib, MEGAINGEST_ENOSPC_FLAG=self.flag)
+        # ASan wants to be the first library; the shim only wraps libc calls.
+        self.env["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") +
+                                    ":verify_asan_link_order=0").lstrip(":")
+
+    def fill(self):
+        open(self.flag, "w").close()
+
+    def free(self):
+        os.unlink(self.flag)
+
+    def close(self):
+        pass
+
+
+def acks_stall(load, seconds=2.0):
+    """True when no ack arrives for SECONDS."""
+    before = load.acked_count()
+    time.sleep(seconds)
+    return load.acked_count() == before
+
+
+@pytest.mark.parametrize("kind", ["tmpfs", "shim"])
+def test_spool_disk_full(kind, stoppable_pg, stoppable_daemon_factory, tmp_path, request):
+    """PostgreSQL away and the spool's disk fills: no crash, acks stop (no
+    ack without a durable write) and reading stops; space returns: acking
+    resumes by itself. Full again, then SIGKILL: everything acked was on
+    disk, and replays once PostgreSQL is back."""
+    disk = (TmpfsDisk if kind == "tmpfs" else ShimDisk)(tmp_path)
+    d = None
+    try:
+        stoppable_pg.stop_immediate()
+        d = stoppable_daemon_factory({**FAST_RETRY, "spool": {"dir": disk.spool_dir},
+                                      "queue": {"max_events": 2000}}, env=disk.env)
+        load = Load(d, connections=2, chunk_events=50, window=2, pause=0.01,
+                    ack_timeout=120).start()
+        wait_for(lambda: load.acked_count() > 1000, what="acks while spooling")
+        disk.fill()
+        d.wait_log(r"holding: spool write failed: cannot write to the spool "
+                   r"\(No space left on device\)")
+        assert acks_stall(load), "acks went on although the spool cannot be written"
+        assert d.running()
+        stalled_at = load.acked_count()
+        disk.free()
+        wait_for(lambda: load.acked_count() > stalled_at + 500, what="acks after space returned")
+        assert d.log_contains(r"the spool accepts batches again; acking resumes")
+        disk.fill()
+        wait_for(lambda: acks_stall(load, 1.0), timeout=30, what="acks to stop again")
+        d.kill9()
+        disk.free()
+        stoppable_pg.start_again()
+        d.start()
+        assert load.stop(timeout=90), "some chunks were never acked"
+        wait_spool_empty(d)
+        f = load.figures(stoppable_pg)
+        report(request, format_figures(f"spool disk full ({kind})", f,
+                                       f" acked_before_full={stalled_at}"))
+        assert f["lost"] == 0 and f["duplicates"] == 0
+        assert f["acked"] == f["sent"] == f["committed"]
+        assert d.sigterm() == 0
+    finally:
+        if d is not None and d.running():
+            d.sigterm()
+        disk.close()
+
+
+# ---- a damaged spool --------------------------------------------------------
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_corrupt_spool_tail(damage, stoppable_pg, stoppable_daemon_factory, request):
+    """Five chunks spooled (one frame each), the last frame damaged while the
+    daemon is down: on start the four good frames replay, the bad one is
+    reported with file and offset and skipped."""
+    stoppable_pg.stop_immediate()
+    d = stoppable_daemon_factory(FAST_RETRY)
+    with d.connect() as c:
+        for k in range(5):
+            c.forward_chunk("mega.generation", entries(f"k{k}", 20), f"chunk-{k}")
+    assert d.sigterm() == 0
+    (seg,) = segments(d)
+    path = os.path.join(d.spool_dir, seg)
+    size = os.path.getsize(path)
+    with open(path, "r+b") as fp:
+        if damage == "flip":
+            fp.seek(size - 10)
+            b = fp.read(1)
+            fp.seek(size - 10)
+            fp.write(bytes([b[0] ^ 0x20]))
+        else:
+            fp.truncate(size - 300)
+    stoppable_pg.start_again()
+    d.start()
+    d.wait_rows(80)
+    wait_spool_empty(d)
+    line = d.log_contains(r"spool: .*offset \d+: (checksum mismatch|torn frame)")
+    assert line and seg in line, d.log()
+    committed = stoppable_pg.count("mg_id LIKE 'k%%'")
+    report(request, f"corrupt spool tail ({damage}): sent=100 acked=100 committed={committed} "
+                    f"duplicates=0 lost_to_damage=20 (reported: {line.split('spool: ')[1]})")
+    assert committed == 80
+    assert stoppable_pg.count("mg_id LIKE 'k4-%%'") == 0
+
+
+# ---- rows PostgreSQL refuses ------------------------------------------------
+
+def add_poison_check(cluster):
+    cluster.sql("ALTER TABLE mega_generations ADD CONSTRAINT mi_test_no_poison "
+                "CHECK (mg_prompt IS DISTINCT FROM 'poison')")
+
+
+def drop_poison_check(cluster):
+    cluster.sql("ALTER TABLE mega_generations DROP CONSTRAINT IF EXISTS mi_test_no_poison")
+
+
+def poisoned(prefix, n, bad):
+    out = entries(prefix, n)
+    for i in bad:
+        out[i][1]["prompt"] = "poison"
+    return out
+
+
+def check_poison_dead_letters(d, prefix, bad):
+    dls = [x for x in d.dead_letters() if str(x["event"].get("mg_id", "")).startswith(prefix)]
+    assert sorted(x["event"]["mg_id"] for x in dls) == sorted(f"{prefix}-{i}" for i in bad)
+    for x in dls:
+        assert x["sqlstate"] == "23514", x
+        assert x["field"] == "mi_test_no_poison", x
+        assert "mi_test_no_poison" in x["reason"], x
+
+
+def test_poison_rows_isolated(pg, daemon_factory, request):
+    """A batch of 200 with three rows that violate a CHECK: the 197 others
+    commit, the three are dead-lettered with SQLSTATE 23514 and the
+    constraint's name, and the chunk is acked."""
+    add_poison_check(pg)
+    try:
+        d = daemon_factory()
+        bad = [0, 77, 199]
+        d.forward_chunk("mega.generation", poisoned("pz", 200, bad), "poison-chunk")
+        committed = pg.count("mg_id LIKE 'pz-%%'")
+        report(request, f"poison rows: sent=200 acked=200 committed={committed} duplicates=0 "
+                        f"lost=0 dead_lettered={len(bad)}")
+        assert committed == 197
+        check_poison_dead_letters(d, "pz", bad)
+    finally:
+        drop_poison_check(pg)
+
+
+def test_poison_row_in_spooled_batch(stoppable_pg, stoppable_daemon_factory):
+    """The same when the batch was spooled during an outage: its replay
+    commits the good rows and dead-letters the bad one."""
+    add_poison_check(stoppable_pg)
+    try:
+        stoppable_pg.stop_immediate()
+        d = stoppable_daemon_factory(FAST_RETRY)
+        d.forward_chunk("mega.generation", poisoned("ps", 50, [10]), "spooled-poison")
+        assert segments(d)
+        stoppable_pg.start_again()
+        d.wait_rows(49)
+        wait_spool_empty(d)
+        check_poison_dead_letters(d, "ps", [10])
+    finally:
+        drop_poison_check(stoppable_pg)
+
+
+# ---- shutdown ---------------------------------------------------------------
+
+def test_sigterm_drains_into_spool_when_postgres_is_away(stoppable_pg, stoppable_daemon_factory):
+    """Queued events and a pending ack at SIGTERM with PostgreSQL down: they
+    go to the spool, the ack is sent, exit 0; the next start replays them."""
+    stoppable_pg.stop_immediate()
+    d = stoppable_daemon_factory({"writer": {"flush_interval_ms": 60000,
+                                             "batch_max_events": 100000}})
+    d.send_msgpack(*[{"mg_id": f"q-{i}", "mg_record_type": "session"} for i in range(300)])
+    waiting = d.connect()
+    waiting.forward("mega.generation", entries("last", 10), chunk="last-words")
+    time.sleep(0.5 * SLOW)
+    t0 = time.monotonic()
+    d.signal(15)
+    assert waiting.recv_value(timeout=30) == {"ack": "last-words"}
+    assert d.wait_exit() == 0
+    assert time.monotonic() - t0 < 10
+    waiting.close()
+    assert segments(d)
+    stoppable_pg.start_again()
+    d.start()
+    d.wait_rows(310)
+    wait_spool_empty(d)
+
+
+def test_sigterm_spools_at_drain_deadline(stoppable_pg, stoppable_daemon_factory):
+    """PostgreSQL reachable but refusing (the table is gone): the batch is
+    held unacked; SIGTERM with writer.drain_timeout_s: 2 spools it at the
+    deadline instead of dropping it, acks, exits 0; it lands once the table
+    is back."""
+    stoppable_pg.sql("ALTER TABLE mega_generations RENAME TO mg_away")
+    try:
+        d = stoppable_daemon_factory({**FAST_RETRY, "writer": {"drain_timeout_s": 2,
+                                                                "retry_max_ms": 500}})
+        c = d.connect()
+        c.forward("mega.generation", entries("held", 25), chunk="held-chunk")
+        d.wait_log(r"holding: PostgreSQL refuses the batch: .*SQLSTATE 42P01")
+        with pytest.raises(AssertionError):
+            c.recv_value(timeout=1)          # held: no ack
+        t0 = time.monotonic()
+        d.signal(15)
+        assert c.recv_value(timeout=30) == {"ack": "held-chunk"}
+        assert d.wait_exit() == 0
+        assert 1.5 < time.monotonic() - t0 < 15
+        c.close()
+        assert d.log_contains(r"drain deadline passed: the rest of the queue goes to the spool")
+        assert segments(d)
+    finally:
+        stoppable_pg.sql("ALTER TABLE mg_away RENAME TO mega_generations")
+    d.start()
+    d.wait_rows(25)
+    wait_spool_empty(d)
