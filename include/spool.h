@@ -5,7 +5,9 @@
  * line for every event the daemon could not write, with the reason. Lines
  * are written with one write(2) each under a mutex and fdatasync'ed before
  * the call returns, so an ack sent afterwards never covers an event that is
- * not on disk. Any thread.
+ * not on disk. Times are RFC 3339 and "event_time" keeps the forward time,
+ * so `megactl replay` can send a line back as it came. When the file is
+ * moved away (to replay it), the next line starts a new one. Any thread.
  *
  * Spool segments (src/spool_stream.c): when PostgreSQL is away, each writer
  * appends its batches to its own stream of segment files
@@ -33,6 +35,8 @@ struct dead_letter {
 	const char *tag;              /* forward tag, or NULL */
 	size_t tag_len;
 	const char *peer;             /* or NULL */
+	bool has_event_time;          /* the framing carried a time for the event: */
+	int64_t event_time_ns;        /* ... this one, ns since the epoch */
 	const msgpack_object *event;  /* the event as received, or NULL ... */
 	const struct record *record;  /* ... else the row as the daemon built it */
 };

@@ -375,12 +375,13 @@ static const char *proto_type_name(const msgpack_object *o)
 }
 
 /*
- * Write EVENT to the dead-letter file with MESSAGE and count it as rejected
- * for REASON. On a failed write the message is marked failed (the caller
+ * Write EVENT (whose forward-protocol time is T, or NULL) to the dead-letter
+ * file with MESSAGE and count it as rejected for REASON. On a failed write the message is marked failed (the caller
  * closes the connection, so no ack covers the event).
  */
 static void proto_dead_letter(struct proto_msg *m, const msgpack_object *event,
-			      enum record_reason reason, const char *field, const char *message)
+			      const struct proto_time *t, enum record_reason reason,
+			      const char *field, const char *message)
 {
 	struct proto_conn *pc = m->pc;
 	struct dead_letter dl = {
@@ -389,6 +390,8 @@ static void proto_dead_letter(struct proto_msg *m, const msgpack_object *event,
 		.tag = m->tag,
 		.tag_len = m->tag_len,
 		.peer = pc->peer,
+		.has_event_time = t != NULL,   /* megactl replay sends it back with it */
+		.event_time_ns = t ? t->ns : 0,
 		.event = event,
 	};
 
@@ -408,7 +411,7 @@ static void proto_bad(struct proto_msg *m, const msgpack_object *event, enum rec
 		      const char *message)
 {
 	stats_add(STAT_events_received_total, 1);
-	proto_dead_letter(m, event, reason, NULL, message);
+	proto_dead_letter(m, event, NULL, reason, NULL, message);
 }
 
 /* Hand R to its writer's queue, counting it toward the message's ack. */
@@ -453,7 +456,7 @@ static void proto_take(struct proto_msg *m, const msgpack_object *map,
 	stats_add(STAT_events_received_total, 1);
 	memset(&err, 0, sizeof(err));
 	if (record_from_map(map, &ctx, &r, &err) < 0) {
-		proto_dead_letter(m, map, err.reason, err.field, err.message);
+		proto_dead_letter(m, map, t, err.reason, err.field, err.message);
 		return;
 	}
 	proto_queue(m, r);
@@ -602,7 +605,7 @@ static void proto_event(struct proto_msg *m, const msgpack_object *time,
 	if (rc < 0) {
 		snprintf(msg, sizeof(msg), "%s: time: %s", label, why);
 		stats_add(STAT_events_received_total, 1);
-		proto_dead_letter(m, rec, RECORD_REASON_BAD_TIMESTAMP, NULL, msg);
+		proto_dead_letter(m, rec, NULL, RECORD_REASON_BAD_TIMESTAMP, NULL, msg);
 		return;
 	}
 	proto_take(m, rec, &t, index);

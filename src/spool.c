@@ -129,6 +129,23 @@ static int spool_add_field(struct evbuffer *b, const char *key, const char *v, s
 	return json_append_string(b, v, len);
 }
 
+/*
+ * A record's time ("2026-11-25 03:08:18.123456+00", PostgreSQL's input
+ * syntax) as RFC 3339 ("2026-11-25T03:08:18.123456Z"), so a dead-letter line
+ * reads back through the daemon's own validation (megactl replay).
+ */
+static int spool_add_time(struct evbuffer *b, const char *v, size_t len)
+{
+	char t[48];
+
+	if (len < 20 || len >= sizeof(t) || v[10] != ' ' || strcmp(v + len - 3, "+00") != 0)
+		return json_append_string(b, v, len);
+	memcpy(t, v, len - 3);
+	t[10] = 'T';
+	t[len - 3] = 'Z';
+	return json_append_string(b, t, len - 2);
+}
+
 /* The row as the daemon built it: {"mg_id": "...", "mg_latency_ms": 12, ...}. */
 static int spool_add_record(struct evbuffer *b, const struct record *r)
 {
@@ -145,6 +162,9 @@ static int spool_add_record(struct evbuffer *b, const struct record *r)
 		if (record_columns[i].type == RECORD_TYPE_INT ||
 		    record_columns[i].type == RECORD_TYPE_JSONB) {
 			if (evbuffer_add(b, v, r->len[i]) < 0)
+				return -1;
+		} else if (record_columns[i].type == RECORD_TYPE_TIMESTAMPTZ) {
+			if (spool_add_time(b, v, r->len[i]) < 0)
 				return -1;
 		} else if (json_append_string(b, v, r->len[i]) < 0) {
 			return -1;
@@ -166,6 +186,19 @@ static int spool_add_event(struct evbuffer *b, const struct dead_letter *dl)
 	return evbuffer_add(b, "null", 4);
 }
 
+/* "event_time": the forward-protocol time of the event, when it had one. */
+static int spool_add_event_time(struct evbuffer *b, const struct dead_letter *dl)
+{
+	char t[48];
+
+	if (!dl->has_event_time)
+		return 0;
+	record_format_time(dl->event_time_ns, t, sizeof(t));
+	if (evbuffer_add(b, ",\"event_time\":", 14) < 0)
+		return -1;
+	return spool_add_time(b, t, strlen(t));
+}
+
 static int spool_format(struct evbuffer *b, const struct dead_letter *dl)
 {
 	struct timeval tv;
@@ -182,6 +215,7 @@ static int spool_format(struct evbuffer *b, const struct dead_letter *dl)
 	    spool_add_field(b, "sqlstate", dl->sqlstate, dl->sqlstate ? strlen(dl->sqlstate) : 0) < 0 ||
 	    spool_add_field(b, "tag", dl->tag, dl->tag_len) < 0 ||
 	    spool_add_field(b, "peer", dl->peer, dl->peer ? strlen(dl->peer) : 0) < 0 ||
+	    spool_add_event_time(b, dl) < 0 ||
 	    spool_add_event(b, dl) < 0 || evbuffer_add(b, "}\n", 2) < 0)
 		return -1;
 	return 0;
@@ -203,6 +237,33 @@ static int spool_write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
+/*
+ * When dead-letter.jsonl was moved or removed (an operator took it away to
+ * replay it with megactl replay), start a new one, so lines that fail again
+ * never land in the file being replayed. Caller holds s->lock. On failure
+ * the old descriptor is kept and the reason logged.
+ */
+static void spool_dead_letter_reopen(struct spool *s)
+{
+	struct stat now, open_st;
+	int fd;
+
+	if (stat(s->dl_path, &now) == 0 && fstat(s->dl_fd, &open_st) == 0 &&
+	    now.st_ino == open_st.st_ino && now.st_dev == open_st.st_dev)
+		return;
+	fd = open(s->dl_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		log_error("spool", "%s was moved away and cannot be created again: %s; "
+			  "writing on to the moved file", s->dl_path, strerror(errno));
+		return;
+	}
+	if (fsync(s->dir_fd) < 0)
+		log_warn("spool", "cannot fsync %s: %s", s->dir, strerror(errno));
+	close(s->dl_fd);
+	s->dl_fd = fd;
+	log_info("spool", "%s was moved away: started a new one", s->dl_path);
+}
+
 int spool_dead_letter(struct spool *s, const struct dead_letter *dl)
 {
 	struct evbuffer *b = evbuffer_new();
@@ -216,6 +277,7 @@ int spool_dead_letter(struct spool *s, const struct dead_letter *dl)
 	const char *line = (const char *)evbuffer_pullup(b, -1);
 
 	pthread_mutex_lock(&s->lock);
+	spool_dead_letter_reopen(s);
 	if (!line || spool_write_all(s->dl_fd, line, len) < 0 || fdatasync(s->dl_fd) < 0)
 		log_error("spool", "cannot write to %s: %s", s->dl_path, strerror(errno));
 	else

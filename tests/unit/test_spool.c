@@ -101,7 +101,7 @@ static struct spool *open_spool(const char *dir, int nwriters, uint64_t max_byte
 /* Append events FIRST..FIRST+N-1 as one batch; the SPOOL_* status. */
 static enum spool_status append_range(struct spool_stream *st, int first, int n)
 {
-	struct record *recs[512];
+	struct record *recs[512] = { 0 };
 	enum spool_status rc;
 
 	for (int i = 0; i < n; i++)
