@@ -55,6 +55,8 @@
 
 #define LISTENER_MAX 17                 /* CONFIG_MAX_TCP + the Unix socket */
 #define LISTENER_READ_HIGH (256 * 1024) /* bytes libevent buffers per connection */
+#define LISTENER_WRITE_HIGH (1024 * 1024) /* unread reply bytes that stop reading a client */
+#define LISTENER_WRITE_LOW (256 * 1024)   /* ... until its replies drain below this */
 
 struct conn {
 	struct listener *l;
@@ -70,6 +72,8 @@ struct conn {
 	const char *closing;             /* refused: why, once the last reply is out; else NULL */
 	bool tls;                        /* bev is an OpenSSL bufferevent */
 	bool tls_up;                     /* its handshake completed */
+	bool held;                       /* not read: LISTENER_WRITE_HIGH of replies unread */
+	uint64_t holds;                  /* times it was held (the first is logged as a warning) */
 	struct conn *prev, *next;        /* open list, or zombie list once closed */
 };
 
@@ -194,7 +198,7 @@ static void listener_resume(struct listener *l)
 	log_debug("listener", "queue has room: reading resumed on %d connections", l->nconns);
 	for (c = l->conns; c; c = next) {
 		next = c->next;
-		if (c->closing)
+		if (c->closing || c->held)
 			continue;
 		bufferevent_enable(c->bev, EV_READ);
 		listener_arm_idle(l, c);
@@ -263,14 +267,45 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 	conn_process(arg);
 }
 
-/* Output drained: a connection that is closing can go now. */
+/*
+ * A client that sends faster than it reads its acks would make its output
+ * buffer grow without bound: past LISTENER_WRITE_HIGH unread bytes it is not
+ * read any more (TCP pushes back on it alone) until conn_write_cb sees the
+ * replies drain. If it never reads them, the idle timer closes it.
+ */
+static void conn_hold_if_unread(struct conn *c)
+{
+	size_t out = evbuffer_get_length(bufferevent_get_output(c->bev));
+
+	if (c->held || c->closing || out < LISTENER_WRITE_HIGH)
+		return;
+	c->held = true;
+	bufferevent_disable(c->bev, EV_READ);
+	log_at_(++c->holds == 1 ? LOG_LEVEL_WARN : LOG_LEVEL_DEBUG, "listener",
+		"conn=%llu peer=%s: %zu bytes of acks unread; not reading from it until it reads "
+		"them", (unsigned long long)c->id, c->peer, out);
+}
+
+/* Output at or below LISTENER_WRITE_LOW (the write watermark). */
 static void conn_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
+	struct listener *l = c->l;
 
-	(void)bev;
-	if (c->closing)
-		conn_close(c, c->closing);
+	if (c->closing) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			conn_close(c, c->closing);
+		return;
+	}
+	if (!c->held)
+		return;
+	c->held = false;
+	log_debug("listener", "conn=%llu peer=%s: acks read; reading again",
+		  (unsigned long long)c->id, c->peer);
+	if (l->paused || l->stopped)
+		return;
+	bufferevent_enable(bev, EV_READ);
+	conn_process(c); /* what arrived before the hold */
 }
 
 static void conn_tls_up(struct conn *c)
@@ -399,6 +434,7 @@ static struct conn *conn_new(struct listener *l, evutil_socket_t fd, struct sock
 	}
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, LISTENER_READ_HIGH);
+	bufferevent_setwatermark(c->bev, EV_WRITE, LISTENER_WRITE_LOW, 0);
 	return c;
 }
 
@@ -459,6 +495,7 @@ static void listener_deliver(struct listener *l, struct ack *a)
 		else
 			log_error("listener", "conn=%llu peer=%s: out of memory encoding an ack",
 				  (unsigned long long)c->id, c->peer);
+		conn_hold_if_unread(c);
 	} else if (c->acks_done == c->acks_created) {
 		conn_unlink(&l->zombies, c);
 		conn_free(c);

@@ -5,6 +5,7 @@ the real daemon, with a bystander connection that must stay unharmed.
                     ones keep working
   idle_timeout_s    a client trickling one byte a second is cut; the timer
                     resets only when a value completes
+  unread acks       a client that never reads its acks is not read past 1 MiB
   max_event_bytes   a value one byte over is refused from its header, before
                     its body is sent; one built from many small parts is
                     refused once the limit is passed
@@ -134,6 +135,49 @@ def test_idle_timer_resets_on_each_completed_value(daemon_factory, pg):
             time.sleep(0.3)
         ack_roundtrip(c, "kept")
         assert c.wait_closed(3), "an idle connection outlived idle_timeout_s"
+
+
+def test_client_that_never_reads_its_acks_is_not_read(daemon_factory, pg):
+    """Acks pile up for a client that does not read them: past 1 MiB unread
+    the daemon stops reading from it (its sends stall) instead of buffering
+    without bound; once it reads, every ack arrives and reading resumes."""
+    d = daemon_factory({"listen": {"idle_timeout_s": 60}, "log": {"level": "debug"}})
+    pid = d.pid
+    msg = packb(["mega.session", [], {"chunk": "c" * 1000}])   # an ack each, no rows
+    total = 40000
+    stream = msg * total
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", d.tcp_port))
+    s.setblocking(False)
+    rss_before = rss_kb(pid)
+    sent, last_progress = 0, time.monotonic()
+    while sent < len(stream) and time.monotonic() - last_progress < 2:
+        try:
+            sent += s.send(stream[sent:sent + 100 * len(msg)])
+            last_progress = time.monotonic()
+        except BlockingIOError:
+            time.sleep(0.05)
+    assert sent < len(stream) // 2, f"the daemon kept reading: {sent} bytes taken"
+    d.wait_log(r"bytes of acks unread; not reading from it until it reads them")
+    growth = rss_kb(pid) - rss_before
+    if not sanitized():
+        assert growth < 16 * 1024, f"RSS grew {growth} KB for a client that reads nothing"
+    # Now read: every ack comes, the daemon reads again, all messages are acked.
+    s.setblocking(True)
+    sender = threading.Thread(target=s.sendall, args=(stream[sent:],))
+    sender.start()
+    unpacker, acks = msgpack.Unpacker(raw=False), 0
+    s.settimeout(30)
+    while acks < total:
+        data = s.recv(1 << 20)
+        assert data, f"closed after {acks} acks"
+        unpacker.feed(data)
+        acks += sum(1 for _ in unpacker)
+    sender.join(30)
+    s.close()
+    assert acks == total
+    d.wait_log(r"acks read; reading again")
 
 
 # ---- max_event_bytes --------------------------------------------------------
