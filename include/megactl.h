@@ -30,6 +30,10 @@ struct megactl_command {
 	int (*run)(int argc, char **argv);
 };
 
+/* megactl replay FILE: send dead-letter lines back through the daemon
+ * (src/megactl_replay.c). */
+int megactl_replay(int argc, char **argv);
+
 /*
  * GET PATH from the admin endpoint at URL ("http://host:port", IPv6 as
  * "http://[::1]:port"). On a reply returns 0 with *STATUS and *BODY (NUL

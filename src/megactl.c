@@ -41,6 +41,9 @@ static const struct megactl_command megactl_commands[] = {
 	{ "health", "[--url URL]",
 	  "ask /healthz and /readyz; exit 0 when the daemon is ready, 1 when not",
 	  megactl_health },
+	{ "replay", "[-c CONFIG] [--unix PATH | --tcp HOST:PORT] FILE",
+	  "send a dead-letter file's events back through the daemon once their cause is fixed",
+	  megactl_replay },
 };
 
 #define MEGACTL_NCOMMANDS (sizeof(megactl_commands) / sizeof(megactl_commands[0]))

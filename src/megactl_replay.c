@@ -1,0 +1,881 @@
+/*
+ * megactl_replay.c: `megactl replay FILE` — send dead-letter lines back
+ * through the daemon's normal path once their cause is fixed.
+ *
+ * Each line of FILE (a dead-letter.jsonl moved aside) is a JSON object whose
+ * "event" is the event as received, with bytes JSON cannot carry written as
+ * {"$base64": ...} (and ext values as {"$ext": type, "$base64": ...}). The
+ * line is turned back into msgpack, bin and ext included, and its event sent
+ * in Forward mode ([tag, [[time, event], ...], {"chunk": id}]) over the Unix
+ * socket or TCP, exactly as a client would; the daemon validates and writes
+ * it like any other event, and dead-letters it again (into a new
+ * dead-letter.jsonl) when it still fails. Each chunk waits for its ack, so
+ * when megactl returns 0 every line is committed or dead-lettered again.
+ *
+ * The entry time is the line's "event_time" (the forward time it first
+ * came with), else its "time" (when it was dead-lettered, which for an
+ * event refused on arrival is its receive time). The chunk id is derived
+ * from the bytes of the lines it carries, so running the same file twice
+ * gives events without an mg_id the same derived ids: no duplicates.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <msgpack.h>
+#include <openssl/evp.h>
+
+#include "config.h"
+#include "megactl.h"
+#include "record.h"
+
+#define REPLAY_DEFAULT_UNIX "/run/megaingest/megaingest.sock"
+#define REPLAY_MAX_DEPTH 64
+#define REPLAY_TAG_MAX 256
+
+/* ---- JSON -> msgpack ------------------------------------------------------- */
+
+struct replay_json {
+	const char *p, *end;      /* what is left of the line */
+	const char *start;        /* the line, for the column in messages */
+	const char *err;          /* why parsing stopped */
+	char *buf;                /* decoded string scratch */
+	size_t cap;
+};
+
+static int replay_json_value(struct replay_json *j, msgpack_packer *pk, int depth);
+
+static void replay_json_ws(struct replay_json *j)
+{
+	while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\r' || *j->p == '\n'))
+		j->p++;
+}
+
+static int replay_json_fail(struct replay_json *j, const char *why)
+{
+	j->err = why;
+	return -1;
+}
+
+static int replay_json_put(struct replay_json *j, size_t *len, const char *s, size_t n)
+{
+	if (*len + n > j->cap) {
+		size_t ncap = j->cap ? j->cap : 256;
+		char *nb;
+
+		while (ncap < *len + n)
+			ncap *= 2;
+		nb = realloc(j->buf, ncap);
+		if (!nb)
+			return replay_json_fail(j, "out of memory");
+		j->buf = nb;
+		j->cap = ncap;
+	}
+	memcpy(j->buf + *len, s, n);
+	*len += n;
+	return 0;
+}
+
+static int replay_json_hex4(const char *s, unsigned *out)
+{
+	*out = 0;
+	for (int i = 0; i < 4; i++) {
+		char c = s[i];
+		unsigned d = c >= '0' && c <= '9' ? (unsigned)(c - '0') :
+			     c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10) :
+			     c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10) : 16u;
+
+		if (d > 15)
+			return -1;
+		*out = *out << 4 | d;
+	}
+	return 0;
+}
+
+/* \uXXXX (and its low surrogate) at j->p, past the backslash and 'u'. */
+static int replay_json_unicode(struct replay_json *j, size_t *len)
+{
+	unsigned cp, lo;
+	char u[4];
+	size_t n;
+
+	if (j->end - j->p < 4 || replay_json_hex4(j->p, &cp) < 0)
+		return replay_json_fail(j, "bad \\u escape");
+	j->p += 4;
+	if (cp >= 0xd800 && cp < 0xdc00 && j->end - j->p >= 6 && j->p[0] == '\\' &&
+	    j->p[1] == 'u' && replay_json_hex4(j->p + 2, &lo) == 0 && lo >= 0xdc00 && lo < 0xe000) {
+		cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+		j->p += 6;
+	}
+	if (cp < 0x80) {
+		u[0] = (char)cp;
+		n = 1;
+	} else if (cp < 0x800) {
+		u[0] = (char)(0xc0 | cp >> 6);
+		u[1] = (char)(0x80 | (cp & 0x3f));
+		n = 2;
+	} else if (cp < 0x10000) {
+		u[0] = (char)(0xe0 | cp >> 12);
+		u[1] = (char)(0x80 | (cp >> 6 & 0x3f));
+		u[2] = (char)(0x80 | (cp & 0x3f));
+		n = 3;
+	} else {
+		u[0] = (char)(0xf0 | cp >> 18);
+		u[1] = (char)(0x80 | (cp >> 12 & 0x3f));
+		u[2] = (char)(0x80 | (cp >> 6 & 0x3f));
+		u[3] = (char)(0x80 | (cp & 0x3f));
+		n = 4;
+	}
+	return replay_json_put(j, len, u, n);
+}
+
+/* The string at j->p (at its opening quote), decoded into j->buf[0..*len). */
+static int replay_json_string(struct replay_json *j, size_t *len)
+{
+	static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+
+	*len = 0;
+	j->p++;
+	while (j->p < j->end && *j->p != '"') {
+		const char *run = j->p, *esc;
+
+		while (j->p < j->end && *j->p != '"' && *j->p != '\\')
+			j->p++;
+		if (replay_json_put(j, len, run, (size_t)(j->p - run)) < 0)
+			return -1;
+		if (j->p >= j->end || *j->p == '"')
+			break;
+		if (++j->p >= j->end)
+			break;
+		if (*j->p == 'u') {
+			j->p++;
+			if (replay_json_unicode(j, len) < 0)
+				return -1;
+			continue;
+		}
+		esc = strchr(from, *j->p);
+		if (!esc || !*j->p)
+			return replay_json_fail(j, "bad escape in a string");
+		if (replay_json_put(j, len, &to[esc - from], 1) < 0)
+			return -1;
+		j->p++;
+	}
+	if (j->p >= j->end)
+		return replay_json_fail(j, "unterminated string");
+	j->p++;
+	return 0;
+}
+
+static int replay_json_number(struct replay_json *j, msgpack_packer *pk)
+{
+	const char *s = j->p;
+	bool frac = false;
+	char text[64], *end;
+	size_t n;
+
+	while (j->p < j->end && strchr("+-0123456789.eE", *j->p)) {
+		frac |= *j->p == '.' || *j->p == 'e' || *j->p == 'E';
+		j->p++;
+	}
+	n = (size_t)(j->p - s);
+	if (n == 0 || n >= sizeof(text))
+		return replay_json_fail(j, "bad number");
+	memcpy(text, s, n);
+	text[n] = '\0';
+	errno = 0;
+	if (!frac && text[0] == '-') {
+		long long v = strtoll(text, &end, 10);
+
+		if (*end == '\0' && errno == 0)
+			return msgpack_pack_long_long(pk, v);
+	} else if (!frac) {
+		unsigned long long v = strtoull(text, &end, 10);
+
+		if (*end == '\0' && errno == 0)
+			return msgpack_pack_unsigned_long_long(pk, v);
+	}
+	errno = 0;
+	double d = strtod(text, &end);
+
+	if (*end != '\0')
+		return replay_json_fail(j, "bad number");
+	return msgpack_pack_double(pk, d);
+}
+
+static bool replay_json_word(struct replay_json *j, const char *w)
+{
+	size_t n = strlen(w);
+
+	if ((size_t)(j->end - j->p) < n || memcmp(j->p, w, n) != 0)
+		return false;
+	j->p += n;
+	return true;
+}
+
+/* Decode base64 TEXT (LEN bytes) into a malloc'ed buffer; its length or -1. */
+static long replay_base64(const char *text, size_t len, unsigned char **out)
+{
+	int pad = 0, n;
+
+	if (len % 4 != 0 || len > (1u << 30))
+		return -1;
+	*out = malloc(len / 4 * 3 + 1);
+	if (!*out)
+		return -1;
+	n = EVP_DecodeBlock(*out, (const unsigned char *)text, (int)len);
+	while (pad < 2 && len > (size_t)pad && text[len - 1 - pad] == '=')
+		pad++;
+	if (n < 0 || n < pad) {
+		free(*out);
+		return -1;
+	}
+	return n - pad;
+}
+
+/* A small integer at j->p (the type of an ext). 0 or -1. */
+static int replay_json_int(struct replay_json *j, long long *out)
+{
+	bool neg = j->p < j->end && *j->p == '-';
+	long long v = 0;
+	const char *digits;
+
+	if (neg)
+		j->p++;
+	digits = j->p;
+	while (j->p < j->end && *j->p >= '0' && *j->p <= '9' && j->p - digits < 6)
+		v = v * 10 + (*j->p++ - '0');
+	if (j->p == digits)
+		return -1;
+	*out = neg ? -v : v;
+	return 0;
+}
+
+/* Expect ws, STRING with exactly the text KEY, ws, ':' at j->p. */
+static bool replay_json_key_is(struct replay_json *j, const char *key)
+{
+	size_t len;
+
+	replay_json_ws(j);
+	if (j->p >= j->end || *j->p != '"' || replay_json_string(j, &len) < 0 ||
+	    len != strlen(key) || memcmp(j->buf, key, len) != 0)
+		return false;
+	replay_json_ws(j);
+	return j->p < j->end && *j->p++ == ':';
+}
+
+/*
+ * The dead-letter stand-ins at j->p (just past '{'): {"$base64": "..."} is
+ * bin, {"$ext": N, "$base64": "..."} is ext N. 1 when packed, 0 when the
+ * object is something else (j->p is then back where it was), -1 on error.
+ */
+static int replay_json_special(struct replay_json *j, msgpack_packer *pk)
+{
+	const char *save = j->p;
+	bool ext = false;
+	long long type = 0;
+	unsigned char *bytes;
+	long n;
+	size_t len;
+	int rc;
+
+	if (replay_json_key_is(j, "$ext")) {
+		replay_json_ws(j);
+		if (replay_json_int(j, &type) < 0)
+			goto other;
+		replay_json_ws(j);
+		if (type < -128 || type > 127 || j->p >= j->end || *j->p++ != ',')
+			goto other;
+		ext = true;
+	} else {
+		j->p = save;
+	}
+	if (!replay_json_key_is(j, "$base64"))
+		goto other;
+	replay_json_ws(j);
+	if (j->p >= j->end || *j->p != '"' || replay_json_string(j, &len) < 0)
+		goto other;
+	replay_json_ws(j);
+	if (j->p >= j->end || *j->p != '}')
+		goto other;
+	j->p++;
+	n = replay_base64(j->buf, len, &bytes);
+	if (n < 0)
+		return replay_json_fail(j, "bad base64 in a {\"$base64\"} value");
+	if (ext) {
+		rc = msgpack_pack_ext(pk, (size_t)n, (int8_t)type) ||
+		     msgpack_pack_ext_body(pk, bytes, (size_t)n);
+	} else {
+		rc = msgpack_pack_bin(pk, (size_t)n) || msgpack_pack_bin_body(pk, bytes, (size_t)n);
+	}
+	free(bytes);
+	return rc ? replay_json_fail(j, "out of memory") : 1;
+other:
+	j->p = save;
+	j->err = NULL;
+	return 0;
+}
+
+/* One member (or element) after the separator check; its key too for objects. */
+static int replay_json_member(struct replay_json *j, msgpack_packer *pk, bool object, int depth)
+{
+	size_t len;
+
+	if (object) {
+		replay_json_ws(j);
+		if (j->p >= j->end || *j->p != '"' || replay_json_string(j, &len) < 0)
+			return j->err ? -1 : replay_json_fail(j, "expected a string key");
+		if (msgpack_pack_str(pk, len) || msgpack_pack_str_body(pk, j->buf, len))
+			return replay_json_fail(j, "out of memory");
+		replay_json_ws(j);
+		if (j->p >= j->end || *j->p++ != ':')
+			return replay_json_fail(j, "expected ':'");
+	}
+	return replay_json_value(j, pk, depth + 1);
+}
+
+/* An object or array at j->p (at '{' or '['): packed with its count first. */
+static int replay_json_container(struct replay_json *j, msgpack_packer *pk, int depth)
+{
+	bool object = *j->p == '{';
+	char close = object ? '}' : ']';
+	msgpack_sbuffer sb;
+	msgpack_packer sub;
+	uint32_t n = 0;
+	int rc = 0;
+
+	j->p++;
+	if (object && (rc = replay_json_special(j, pk)) != 0)
+		return rc < 0 ? -1 : 0;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&sub, &sb, msgpack_sbuffer_write);
+	replay_json_ws(j);
+	if (j->p < j->end && *j->p == close) {
+		j->p++;
+	} else {
+		for (;;) {
+			if ((rc = replay_json_member(j, &sub, object, depth)) < 0)
+				break;
+			n++;
+			replay_json_ws(j);
+			if (j->p < j->end && *j->p == ',') {
+				j->p++;
+				continue;
+			}
+			if (j->p >= j->end || *j->p++ != close)
+				rc = replay_json_fail(j, object ? "expected ',' or '}'" : "expected ',' or ']'");
+			break;
+		}
+	}
+	if (rc == 0 && ((object ? msgpack_pack_map(pk, n) : msgpack_pack_array(pk, n)) ||
+			pk->callback(pk->data, sb.data, sb.size)))
+		rc = replay_json_fail(j, "out of memory");
+	msgpack_sbuffer_destroy(&sb);
+	return rc;
+}
+
+static int replay_json_value(struct replay_json *j, msgpack_packer *pk, int depth)
+{
+	size_t len;
+
+	if (depth > REPLAY_MAX_DEPTH)
+		return replay_json_fail(j, "nested too deeply");
+	replay_json_ws(j);
+	if (j->p >= j->end)
+		return replay_json_fail(j, "unexpected end of line");
+	switch (*j->p) {
+	case '{':
+	case '[':
+		return replay_json_container(j, pk, depth);
+	case '"':
+		if (replay_json_string(j, &len) < 0)
+			return -1;
+		return msgpack_pack_str(pk, len) || msgpack_pack_str_body(pk, j->buf, len) ?
+		       replay_json_fail(j, "out of memory") : 0;
+	}
+	if (replay_json_word(j, "true"))
+		return msgpack_pack_true(pk);
+	if (replay_json_word(j, "false"))
+		return msgpack_pack_false(pk);
+	if (replay_json_word(j, "null"))
+		return msgpack_pack_nil(pk);
+	return replay_json_number(j, pk);
+}
+
+/* ---- one dead-letter line ---------------------------------------------------- */
+
+struct replay_line {
+	msgpack_sbuffer sb;       /* the whole line as msgpack */
+	msgpack_unpacked up;      /* ... and unpacked */
+	const msgpack_object *event;
+	char tag[REPLAY_TAG_MAX];
+	int64_t time_ns;
+};
+
+static const msgpack_object *replay_field(const msgpack_object *map, const char *key)
+{
+	size_t n = strlen(key);
+
+	for (uint32_t i = 0; i < map->via.map.size; i++) {
+		const msgpack_object_kv *kv = &map->via.map.ptr[i];
+
+		if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == n &&
+		    memcmp(kv->key.via.str.ptr, key, n) == 0)
+			return &kv->val;
+	}
+	return NULL;
+}
+
+/* Time from the string field KEY of MAP; 0 when it has none. */
+static int replay_time(const msgpack_object *map, const char *key, int64_t *ns)
+{
+	const msgpack_object *v = replay_field(map, key);
+
+	return v && v->type == MSGPACK_OBJECT_STR &&
+	       record_parse_rfc3339(v->via.str.ptr, v->via.str.size, ns) == 0;
+}
+
+/* Parse TEXT into L. 0, or -1 with WHY (and the column in *COL). */
+static int replay_parse_line(const char *text, size_t len, struct replay_line *l,
+			     struct replay_json *j, const char **why, size_t *col)
+{
+	const msgpack_object *tag;
+	struct timespec now;
+	msgpack_packer pk;
+	int rc;
+
+	j->p = j->start = text;
+	j->end = text + len;
+	j->err = NULL;
+	msgpack_packer_init(&pk, &l->sb, msgpack_sbuffer_write);
+	rc = replay_json_value(j, &pk, 0);
+	replay_json_ws(j);
+	if (rc < 0 || j->p != j->end) {
+		*why = j->err ? j->err : "text after the JSON value";
+		*col = (size_t)(j->p - j->start) + 1;
+		return -1;
+	}
+	*col = 0;
+	if (msgpack_unpack_next(&l->up, l->sb.data, l->sb.size, NULL) != MSGPACK_UNPACK_SUCCESS ||
+	    l->up.data.type != MSGPACK_OBJECT_MAP) {
+		*why = "not a JSON object";
+		return -1;
+	}
+	l->event = replay_field(&l->up.data, "event");
+	if (!l->event || l->event->type == MSGPACK_OBJECT_NIL) {
+		*why = "no \"event\" to send (the daemon could not record it as received)";
+		return -1;
+	}
+	tag = replay_field(&l->up.data, "tag");
+	if (tag && tag->type == MSGPACK_OBJECT_STR && tag->via.str.size > 0 &&
+	    tag->via.str.size < sizeof(l->tag))
+		snprintf(l->tag, sizeof(l->tag), "%.*s", (int)tag->via.str.size, tag->via.str.ptr);
+	else
+		snprintf(l->tag, sizeof(l->tag), "megactl.replay");
+	if (!replay_time(&l->up.data, "event_time", &l->time_ns) &&
+	    !replay_time(&l->up.data, "time", &l->time_ns)) {
+		clock_gettime(CLOCK_REALTIME, &now);
+		l->time_ns = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
+	}
+	return 0;
+}
+
+/* ---- the connection -------------------------------------------------------- */
+
+struct replay {
+	const char *file;
+	const char *unix_path;     /* or NULL */
+	const char *tcp;           /* "host:port", or NULL */
+	int chunk_lines;
+	int timeout_s;
+	int fd;
+	msgpack_unpacker unp;
+	/* the chunk being built */
+	char tag[REPLAY_TAG_MAX];
+	msgpack_sbuffer entries;
+	uint32_t nentries;
+	long first_line, last_line;
+	EVP_MD_CTX *md;
+	/* figures */
+	long lines, sent, skipped, chunks;
+};
+
+static int replay_connect_unix(const char *path)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	strcpy(sun.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		int e = errno;
+
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+static int replay_connect_tcp(const char *hostport)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res, *ai;
+	char host[256];
+	const char *colon = strrchr(hostport, ':');
+	int fd = -1;
+
+	if (!colon || (size_t)(colon - hostport) >= sizeof(host)) {
+		errno = EINVAL;
+		return -1;
+	}
+	snprintf(host, sizeof(host), "%.*s", (int)(colon - hostport), hostport);
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = '\0';
+	}
+	if (getaddrinfo(host, colon + 1, &hints, &res) != 0) {
+		errno = EHOSTUNREACH;
+		return -1;
+	}
+	for (ai = res; ai && fd < 0; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+			close(fd);
+			fd = -1;
+		}
+	}
+	freeaddrinfo(res);
+	return fd;
+}
+
+static int replay_connect(struct replay *r)
+{
+	struct timeval tv = { .tv_sec = r->timeout_s };
+	const char *where = r->tcp ? r->tcp : r->unix_path;
+
+	r->fd = r->tcp ? replay_connect_tcp(r->tcp) : replay_connect_unix(r->unix_path);
+	if (r->fd < 0) {
+		fprintf(stderr, "megactl replay: cannot connect to %s: %s\n", where, strerror(errno));
+		return -1;
+	}
+	if (setsockopt(r->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+	    setsockopt(r->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
+		fprintf(stderr, "megactl replay: %s: %s\n", where, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int replay_send_all(int fd, const char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Read replies until {"ack": ID}. 0, or -1 (told why). */
+static int replay_wait_ack(struct replay *r, const char *id)
+{
+	msgpack_unpacked up;
+	int rc = -1;
+
+	msgpack_unpacked_init(&up);
+	for (;;) {
+		ssize_t n;
+
+		while (msgpack_unpacker_next(&r->unp, &up) == MSGPACK_UNPACK_SUCCESS) {
+			const msgpack_object *ack = up.data.type == MSGPACK_OBJECT_MAP ?
+						    replay_field(&up.data, "ack") : NULL;
+
+			if (ack && ack->type == MSGPACK_OBJECT_STR && ack->via.str.size == strlen(id) &&
+			    memcmp(ack->via.str.ptr, id, strlen(id)) == 0) {
+				rc = 0;
+				goto out;
+			}
+		}
+		if (!msgpack_unpacker_reserve_buffer(&r->unp, 65536))
+			break;
+		n = recv(r->fd, msgpack_unpacker_buffer(&r->unp), 65536, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			fprintf(stderr, "megactl replay: %s: lines %ld-%ld: %s\n", r->file,
+				r->first_line, r->last_line, n == 0 ? "the daemon closed the connection "
+				"before acknowledging them" : errno == EAGAIN ? "no ack within the "
+				"timeout (is PostgreSQL away and the spool full?)" : strerror(errno));
+			break;
+		}
+		msgpack_unpacker_buffer_consumed(&r->unp, (size_t)n);
+	}
+out:
+	msgpack_unpacked_destroy(&up);
+	return rc;
+}
+
+/* The chunk id: a digest of the lines it carries (a rerun sends the same ids). */
+static void replay_chunk_id(struct replay *r, char id[48])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+
+	if (EVP_DigestFinal_ex(r->md, md, &len) != 1)
+		len = 0;
+	memcpy(id, "megactl-replay-", 15);
+	for (unsigned i = 0; i < 16 && i < len; i++)
+		snprintf(id + 15 + 2 * i, 3, "%02x", md[i]);
+	id[15 + 2 * (len < 16 ? len : 16)] = '\0';
+}
+
+/* Send the chunk being built and wait for its ack. 0 or -1. */
+static int replay_flush(struct replay *r)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	char id[48];
+	size_t tlen = strlen(r->tag);
+	int rc;
+
+	if (r->nentries == 0)
+		return 0;
+	replay_chunk_id(r, id);
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	rc = msgpack_pack_array(&pk, 3) || msgpack_pack_str(&pk, tlen) ||
+	     msgpack_pack_str_body(&pk, r->tag, tlen) || msgpack_pack_array(&pk, r->nentries) ||
+	     msgpack_sbuffer_write(&sb, r->entries.data, r->entries.size) ||
+	     msgpack_pack_map(&pk, 1) || msgpack_pack_str(&pk, 5) ||
+	     msgpack_pack_str_body(&pk, "chunk", 5) || msgpack_pack_str(&pk, strlen(id)) ||
+	     msgpack_pack_str_body(&pk, id, strlen(id)) ? -1 : 0;
+	if (rc == 0 && replay_send_all(r->fd, sb.data, sb.size) < 0) {
+		fprintf(stderr, "megactl replay: %s: lines %ld-%ld: cannot send: %s\n", r->file,
+			r->first_line, r->last_line, strerror(errno));
+		rc = -1;
+	}
+	msgpack_sbuffer_destroy(&sb);
+	if (rc == 0)
+		rc = replay_wait_ack(r, id);
+	if (rc == 0) {
+		r->sent += r->nentries;
+		r->chunks++;
+	}
+	msgpack_sbuffer_clear(&r->entries);
+	r->nentries = 0;
+	return rc;
+}
+
+/* Add L (the text TEXT) to the chunk, sending the chunk first when its tag
+ * differs or it is full. 0 or -1. */
+static int replay_add(struct replay *r, const struct replay_line *l, const char *text,
+		      size_t len, long lineno)
+{
+	uint32_t sec = (uint32_t)(l->time_ns / 1000000000LL);
+	uint32_t nsec = (uint32_t)(l->time_ns % 1000000000LL);
+	msgpack_packer pk;
+	char t[8];
+
+	if (r->nentries > 0 && (strcmp(r->tag, l->tag) != 0 ||
+				r->nentries >= (uint32_t)r->chunk_lines) && replay_flush(r) < 0)
+		return -1;
+	if (r->nentries == 0) {
+		snprintf(r->tag, sizeof(r->tag), "%s", l->tag);
+		r->first_line = lineno;
+		if (EVP_DigestInit_ex(r->md, EVP_sha256(), NULL) != 1)
+			return -1;
+	}
+	r->last_line = lineno;
+	if (EVP_DigestUpdate(r->md, text, len) != 1)
+		return -1;
+	/* [EventTime(sec, nsec), event]: the event as the line had it. */
+	for (int i = 0; i < 4; i++) {
+		t[i] = (char)(sec >> (24 - 8 * i));
+		t[4 + i] = (char)(nsec >> (24 - 8 * i));
+	}
+	msgpack_packer_init(&pk, &r->entries, msgpack_sbuffer_write);
+	if (msgpack_pack_array(&pk, 2) || msgpack_pack_ext(&pk, 8, 0) ||
+	    msgpack_pack_ext_body(&pk, t, 8) || msgpack_pack_object(&pk, *l->event))
+		return -1;
+	r->nentries++;
+	return 0;
+}
+
+/* Read FILE line by line and replay it. 0 when every sendable line was acked. */
+static int replay_file(struct replay *r, FILE *in)
+{
+	struct replay_json j = { 0 };
+	char *text = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	int rc = 0;
+
+	while (rc == 0 && (len = getline(&text, &cap, in)) >= 0) {
+		struct replay_line l;
+		const char *why;
+		size_t col;
+
+		r->lines++;
+		while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+			len--;
+		if (len == 0)
+			continue;
+		msgpack_sbuffer_init(&l.sb);
+		msgpack_unpacked_init(&l.up);
+		if (replay_parse_line(text, (size_t)len, &l, &j, &why, &col) < 0) {
+			r->skipped++;
+			if (col)
+				fprintf(stderr, "megactl replay: %s:%ld:%zu: %s; line not sent\n",
+					r->file, r->lines, col, why);
+			else
+				fprintf(stderr, "megactl replay: %s:%ld: %s; line not sent\n", r->file,
+					r->lines, why);
+		} else if (replay_add(r, &l, text, (size_t)len, r->lines) < 0) {
+			rc = -1;
+		}
+		msgpack_unpacked_destroy(&l.up);
+		msgpack_sbuffer_destroy(&l.sb);
+	}
+	if (rc == 0 && ferror(in)) {
+		fprintf(stderr, "megactl replay: cannot read %s: %s\n", r->file, strerror(errno));
+		rc = -1;
+	}
+	if (rc == 0)
+		rc = replay_flush(r);
+	free(text);
+	free(j.buf);
+	return rc;
+}
+
+/* ---- the command ------------------------------------------------------------- */
+
+static void replay_usage(FILE *out)
+{
+	fprintf(out,
+		"usage: megactl replay [-c CONFIG] [--unix PATH | --tcp HOST:PORT] [--chunk N]\n"
+		"                      [--timeout SECONDS] FILE\n\n"
+		"Send the events of a dead-letter file back through megaingestd, once what made\n"
+		"them fail is fixed. Move dead-letter.jsonl aside first; lines that fail again\n"
+		"land in a new dead-letter.jsonl. Exit 0 once every line was acknowledged.\n\n"
+		"  -c, --config FILE   take the Unix socket (else the first TCP address) from\n"
+		"                      the daemon's configuration\n"
+		"      --unix PATH     the daemon's Unix socket (default %s)\n"
+		"      --tcp HOST:PORT a TCP listener (no shared_key or TLS)\n"
+		"      --chunk N       lines per acknowledged chunk (default 500)\n"
+		"      --timeout S     how long to wait for each ack (default 60)\n",
+		REPLAY_DEFAULT_UNIX);
+}
+
+/* Where to send, from the daemon's config. 0 or -1 (told why). */
+static int replay_from_config(struct replay *r, const char *path, struct config **cfg)
+{
+	*cfg = config_load(path, stderr);
+	if (!*cfg) {
+		fprintf(stderr, "megactl replay: %s: invalid configuration\n", path);
+		return -1;
+	}
+	if ((*cfg)->listen_unix[0])
+		r->unix_path = (*cfg)->listen_unix;
+	else if ((*cfg)->listen_tcp_count > 0 && !(*cfg)->listen_shared_key[0] &&
+		 !(*cfg)->listen_tls_cert[0])
+		r->tcp = (*cfg)->listen_tcp[0];
+	else {
+		fprintf(stderr, "megactl replay: %s has no Unix socket nor a plain TCP listener\n",
+			path);
+		return -1;
+	}
+	return 0;
+}
+
+static int replay_options(struct replay *r, int argc, char **argv, const char **config)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "unix", required_argument, NULL, 'u' },
+		{ "tcp", required_argument, NULL, 't' },
+		{ "chunk", required_argument, NULL, 'n' },
+		{ "timeout", required_argument, NULL, 'T' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int ch;
+
+	while ((ch = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'c': *config = optarg; break;
+		case 'u': r->unix_path = optarg; break;
+		case 't': r->tcp = optarg; break;
+		case 'n': r->chunk_lines = atoi(optarg); break;
+		case 'T': r->timeout_s = atoi(optarg); break;
+		case 'h': replay_usage(stdout); return MEGACTL_OK;
+		default: replay_usage(stderr); return MEGACTL_USAGE;
+		}
+	}
+	if (optind != argc - 1 || r->chunk_lines < 1 || r->chunk_lines > 100000 ||
+	    r->timeout_s < 1 || (r->unix_path && r->tcp)) {
+		replay_usage(stderr);
+		return MEGACTL_USAGE;
+	}
+	r->file = argv[optind];
+	return -1;
+}
+
+int megactl_replay(int argc, char **argv)
+{
+	struct replay r = { .chunk_lines = 500, .timeout_s = 60, .fd = -1 };
+	struct config *cfg = NULL;
+	const char *config = NULL;
+	FILE *in = NULL;
+	int rc = replay_options(&r, argc, argv, &config);
+
+	if (rc >= 0)
+		return rc;
+	rc = MEGACTL_FAIL;
+	if (config && !r.unix_path && !r.tcp && replay_from_config(&r, config, &cfg) < 0)
+		goto out;
+	if (!r.unix_path && !r.tcp)
+		r.unix_path = REPLAY_DEFAULT_UNIX;
+	in = fopen(r.file, "re");
+	if (!in) {
+		fprintf(stderr, "megactl replay: cannot open %s: %s\n", r.file, strerror(errno));
+		goto out;
+	}
+	msgpack_sbuffer_init(&r.entries);
+	if (!msgpack_unpacker_init(&r.unp, 65536)) {
+		fprintf(stderr, "megactl replay: out of memory\n");
+		goto out_entries;
+	}
+	r.md = EVP_MD_CTX_new();
+	if (r.md && replay_connect(&r) == 0 && replay_file(&r, in) == 0)
+		rc = r.skipped ? MEGACTL_FAIL : MEGACTL_OK;
+	printf("megactl replay: %s: %ld lines, %ld events sent and acknowledged in %ld chunks, "
+	       "%ld lines not sendable%s\n", r.file, r.lines, r.sent, r.chunks, r.skipped,
+	       r.sent ? "; events that fail again are in the daemon's new dead-letter.jsonl" : "");
+	EVP_MD_CTX_free(r.md);
+	msgpack_unpacker_destroy(&r.unp);
+out_entries:
+	msgpack_sbuffer_destroy(&r.entries);
+out:
+	if (in)
+		fclose(in);
+	if (r.fd >= 0)
+		close(r.fd);
+	config_free(cfg);
+	return rc;
+}
