@@ -29,6 +29,10 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 SRCDIR = os.environ.get("top_srcdir") or os.path.dirname(TESTS_DIR)
 BUILDDIR = os.environ.get("top_builddir") or SRCDIR
 SCHEMA = os.path.join(SRCDIR, "supabase", "mega_tables.sql")
+# The README's least-privilege role: every daemon of the suite connects as it
+# (MEGAINGEST_PG_ROLE=postgres runs them as the superuser instead).
+ROLE_RECIPE = os.path.join(SRCDIR, "supabase", "megaingest_role.sql")
+DAEMON_ROLE = os.environ.get("MEGAINGEST_PG_ROLE", "megaingest")
 PGBIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
 MEGAINGESTD = os.environ.get("MEGAINGESTD") or os.path.join(BUILDDIR, "megaingestd")
 USE_VALGRIND = os.environ.get("MEGAINGEST_VALGRIND") == "1"
@@ -148,6 +152,9 @@ class Postgres:
         self.data = os.path.join(self.base, "data")
         self.log_path = os.path.join(self.base, "postgres.log")
         self.sockdir = self.base
+        # The daemon's conninfo: the least-privilege role of ROLE_RECIPE.
+        self.daemon_conninfo = (f"host={self.sockdir} port={self.port} "
+                                f"user={DAEMON_ROLE} dbname=postgres")
         self.conninfo = (f"host={self.sockdir} port={self.port} "
                          "user=postgres dbname=postgres")
         self._conn = None
@@ -163,6 +170,7 @@ class Postgres:
              "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8"], as_postgres=True)
         self.start_again()
         self.psql_file(SCHEMA)
+        self.psql_file(ROLE_RECIPE)
 
     def start_again(self):
         """Start the (initialised, stopped) cluster and wait until it takes connections."""
@@ -359,7 +367,7 @@ class Daemon:
                 "tcp": [f"127.0.0.1:{self.tcp_port}"],
                 "unix": self.unix_path,
             },
-            "postgres": {"conninfo": pg.conninfo},
+            "postgres": {"conninfo": pg.daemon_conninfo},
             "writer": {"flush_interval_ms": 20},
             "spool": {"dir": self.spool_dir},
             "admin": {"http": ""},
