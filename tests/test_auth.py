@@ -23,6 +23,7 @@ import msgpack
 import pytest
 
 from helpers import Client, packb, uuid7, wait_for
+from opshelpers import admin_daemon, m, metrics
 
 KEY = "s3cret-shared-key"
 
@@ -276,7 +277,8 @@ def test_no_handshake_without_a_key(daemon, pg):
     assert pg.count("mg_id = %s", (mg_id,)) == 1
 
 
-def test_many_failed_handshakes_leave_the_daemon_serving(authd, pg):
+def test_many_failed_handshakes_leave_the_daemon_serving(daemon_factory, pg):
+    authd = admin_daemon(daemon_factory, {"listen": {"shared_key": KEY}})
     for i in range(50):
         with authd.connect("tcp") as c:
             nonce = read_helo(c)
@@ -284,6 +286,7 @@ def test_many_failed_handshakes_leave_the_daemon_serving(authd, pg):
             pong = c.recv_value(timeout=5)
             assert pong[:2] == ["PONG", False]
     wait_for(lambda: len(re.findall(r"shared_key mismatch", authd.log())) >= 50, timeout=10)
+    assert m(metrics(authd.admin_port), "auth_failures_total") == 50
     mg_id = uuid7()
     with authd.connect("tcp") as c:
         authenticate(c)

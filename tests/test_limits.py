@@ -29,6 +29,7 @@ import msgpack
 import pytest
 
 from helpers import packb, uuid7, wait_for
+from opshelpers import admin_daemon, m, metrics
 
 GOOD = {"mg_record_type": "session", "mg_title": "limits"}
 
@@ -67,7 +68,7 @@ def ack_roundtrip(c, chunk):
 # ---- max_connections --------------------------------------------------------
 
 def test_max_connections_refuses_the_next_and_keeps_the_rest(daemon_factory, pg):
-    d = daemon_factory({"listen": {"max_connections": 5}})
+    d = admin_daemon(daemon_factory, {"listen": {"max_connections": 5}})
     stable_fd_count(d.pid)                 # the readiness probe's connection is gone
     open_ = [d.connect("tcp" if i % 2 else "unix") for i in range(5)]
     try:
@@ -79,6 +80,9 @@ def test_max_connections_refuses_the_next_and_keeps_the_rest(daemon_factory, pg)
             extra.close()
         wait_for(lambda: d.log().count("refused, listen.max_connections=5 reached") == 3,
                  what="3 refusal log lines")
+        counted = metrics(d.admin_port)
+        assert m(counted, "connections_refused_total") == 3
+        assert m(counted, "connections") == 5
         for i, c in enumerate(open_):      # unharmed
             ack_roundtrip(c, f"still-{i}")
         open_.pop().close()                # a slot frees up: the next one is served

@@ -16,6 +16,7 @@ import msgpack
 import pytest
 
 from helpers import packb, uuid7, wait_for
+from opshelpers import admin_daemon, m, metrics
 
 from test_auth import KEY, authenticate
 
@@ -144,13 +145,14 @@ def test_tls11_is_refused(daemon_factory, pg, certs):
 
 
 def test_plaintext_client_on_tls_port_is_closed(daemon_factory, pg, certs):
-    d = daemon_factory(tls_conf(certs))
+    d = admin_daemon(daemon_factory, tls_conf(certs))
     mg_id = uuid7()
     with d.connect("tcp") as c:
         c.send_msgpack(event(mg_id))
         assert c.wait_closed(5)
     d.wait_log(r"TLS handshake failed")
     assert pg.count("mg_id = %s", (mg_id,)) == 0
+    assert m(metrics(d.admin_port), "tls_failures_total") == 1
 
 
 def test_unix_socket_stays_plain(daemon_factory, pg, certs):
