@@ -1,6 +1,12 @@
 /*
  * record.c: one decoded event (a msgpack map) -> one mega_generations row.
  *
+ * Owns the column table, the column lookup, every validation rule and its
+ * message, mg_meta and the assembly of the record. Timestamps are
+ * converted and formatted in record_time.c, generated ids and the id hash
+ * come from record_id.c (record_int.h is all the three share): both are
+ * leaf computations that say 0 or -1, so every rejection is worded here.
+ *
  * Shaped for the loop thread's hot path. One pass over the map's keys finds
  * each key's column through a small hash table and converts its value where
  * it lies: TEXT values stay pointers into the msgpack zone, INT and
@@ -10,38 +16,23 @@
  * sizes are known and the record is one malloc: header plus every value,
  * NUL-terminated, copied once. The only other allocation is libevent's
  * buffer chain for mg_meta, and only for events that have one.
- *
- * Times are kept as seconds + nanoseconds internally so that the whole
- * range PostgreSQL and RFC 3339 share (years 1..9999) works, although the
- * public helpers speak int64 nanoseconds (years 1678..2261).
  */
-#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
 
 #include <event2/buffer.h>
 #include <msgpack.h>
-#include <msgpack/timestamp.h>
-#include <openssl/evp.h>
-#include <openssl/opensslv.h>
-#include <openssl/rand.h>
 
 #include "json.h"
 #include "record.h"
+#include "record_int.h"
 
-#define REC_MIN_SEC INT64_C(-62135596800)  /* 0001-01-01T00:00:00Z */
-#define REC_MAX_SEC INT64_C(253402300799)  /* 9999-12-31T23:59:59Z */
 #define REC_NUM_MAX 40                     /* formatted INT/TIMESTAMPTZ text */
 #define REC_HASH_SLOTS 128                 /* column lookup table; > 3x the columns */
-#define REC_ID_LEN 36                      /* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" */
-#define REC_TIME_LEN 29                    /* "YYYY-MM-DD HH:MM:SS.ffffff+00" */
 
 const struct record_column record_columns[RECORD_COL_COUNT] = {
 	[RECORD_COL_ID]             = { "mg_id",             RECORD_TYPE_TEXT,        256 },
@@ -107,12 +98,6 @@ static const char *const record_types[] = {
 	"generation", "session", "feedback", "credit_transaction",
 };
 
-/* A point in time: seconds since the epoch and nanoseconds within it. */
-struct rec_time {
-	int64_t sec;
-	uint32_t nsec;
-};
-
 /* Everything record_from_map learns before it allocates. Stack only. */
 struct rec_build {
 	const struct record_ctx *ctx;
@@ -125,7 +110,7 @@ struct rec_build {
 	uint32_t unknown;                         /* keys that name no column */
 	size_t meta_len;                          /* JSON bytes in the scratch buffer */
 	char num[RECORD_COL_COUNT][REC_NUM_MAX];  /* INT and TIMESTAMPTZ text */
-	char id[REC_ID_LEN + 1];                  /* a generated mg_id */
+	char id[RECORD_ID_LEN + 1];               /* a generated mg_id */
 };
 
 _Static_assert(RECORD_SLOT_COUNT <= 64, "rec_build.present has one bit per slot");
@@ -162,18 +147,6 @@ static struct rec_slot rec_slots[REC_HASH_SLOTS];
 /* Per-thread scratch for mg_meta JSON: reused, never freed (lives as long
  * as the thread, which for the loop is the process). */
 static __thread struct evbuffer *rec_scratch;
-
-/* Per-thread pool of random bytes for UUIDv7, refilled by getrandom(2). */
-static __thread unsigned char rec_rand_pool[256];
-static __thread size_t rec_rand_left;
-
-/* Per-thread text of the last second formatted by rec_format. */
-static __thread int64_t rec_time_cache_sec;
-static __thread char rec_time_cache[REC_TIME_LEN + 1];
-
-static pthread_once_t rec_sha_once = PTHREAD_ONCE_INIT;
-static const EVP_MD *rec_sha256; /* fetched once, kept for the process's life */
-static __thread EVP_MD_CTX *rec_sha_ctx; /* per thread, reused, never freed */
 
 const char *record_reason_label(enum record_reason reason)
 {
@@ -349,202 +322,6 @@ static size_t rec_utf8_bad_offset(const char *s, size_t n)
 	return n;
 }
 
-/* ---- time ------------------------------------------------------------- */
-
-/* Days from 1970-01-01 to Y-M-D (proleptic Gregorian). March-based years
- * put the leap day last, so a year's day count is a closed formula. */
-static int64_t rec_days_from_civil(int64_t y, unsigned m, unsigned d)
-{
-	int64_t era, yoe, doy, doe;
-
-	if (m <= 2)
-		y--;
-	era = (y >= 0 ? y : y - 399) / 400;
-	yoe = y - era * 400;                                   /* 0..399 */
-	doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1; /* 0..365, from March 1 */
-	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;           /* 0..146096 */
-	return era * 146097 + doe - 719468;                    /* 719468: 0000-03-01 to 1970 */
-}
-
-/* The inverse of rec_days_from_civil. */
-static void rec_civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
-{
-	int64_t era, doe, yoe, doy, mp;
-
-	z += 719468;
-	era = (z >= 0 ? z : z - 146096) / 146097;
-	doe = z - era * 146097;
-	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-	mp = (5 * doy + 2) / 153;
-	*d = (unsigned)(doy - (153 * mp + 2) / 5 + 1);
-	*m = (unsigned)(mp < 10 ? mp + 3 : mp - 9);
-	*y = yoe + era * 400 + (*m <= 2);
-}
-
-static bool rec_leap(int64_t y)
-{
-	return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-}
-
-static unsigned rec_month_days(int64_t y, unsigned m)
-{
-	static const unsigned char days[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
-
-	return m == 2 && rec_leap(y) ? 29 : days[m - 1];
-}
-
-/* Two decimal digits of V (< 100) at P. */
-static inline void rec_pair(char *p, unsigned v)
-{
-	p[0] = (char)('0' + v / 10);
-	p[1] = (char)('0' + v % 10);
-}
-
-/* "YYYY-MM-DD HH:MM:SS.ffffff+00" (29 bytes + NUL) into BUF; microseconds
- * truncated, as PostgreSQL keeps no more. SEC must be in years 1..9999. */
-static void rec_format(struct rec_time t, char buf[REC_TIME_LEN + 1])
-{
-	unsigned usec = t.nsec / 1000;
-
-	/* Events arrive in bursts within one second: reuse that second's
-	 * text and write only the microseconds. */
-	if (t.sec != rec_time_cache_sec || !rec_time_cache[0]) {
-		int64_t days = t.sec >= 0 ? t.sec / 86400 : (t.sec - 86399) / 86400;
-		unsigned secs = (unsigned)(t.sec - days * 86400), m, d;
-		int64_t y;
-		char *c = rec_time_cache;
-
-		rec_civil_from_days(days, &y, &m, &d);
-		memcpy(c, "0000-00-00 00:00:00.000000+00", REC_TIME_LEN + 1);
-		rec_pair(c, (unsigned)y / 100);
-		rec_pair(c + 2, (unsigned)y % 100);
-		rec_pair(c + 5, m);
-		rec_pair(c + 8, d);
-		rec_pair(c + 11, secs / 3600);
-		rec_pair(c + 14, secs / 60 % 60);
-		rec_pair(c + 17, secs % 60);
-		rec_time_cache_sec = t.sec;
-	}
-	memcpy(buf, rec_time_cache, REC_TIME_LEN + 1);
-	rec_pair(buf + 20, usec / 10000);
-	rec_pair(buf + 22, usec / 100 % 100);
-	rec_pair(buf + 24, usec % 100);
-}
-
-void record_format_time(int64_t ns, char *buf, size_t buflen)
-{
-	char tmp[REC_TIME_LEN + 1];
-	int64_t sec = ns / 1000000000;
-	int64_t rem = ns % 1000000000;
-
-	if (rem < 0) {
-		sec--;
-		rem += 1000000000;
-	}
-	if (buflen > REC_TIME_LEN) {
-		rec_format((struct rec_time){ sec, (uint32_t)rem }, buf);
-	} else if (buflen > 0) {
-		rec_format((struct rec_time){ sec, (uint32_t)rem }, tmp);
-		memcpy(buf, tmp, buflen - 1);
-		buf[buflen - 1] = '\0';
-	}
-}
-
-/* N decimal digits at S as a number, or -1 if any is not a digit. */
-static int rec_num(const char *s, int n)
-{
-	int v = 0;
-
-	for (int i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (s[i] - '0');
-	}
-	return v;
-}
-
-/* ".fraction" at S[*P], if any: nanoseconds (digits past the ninth are
- * truncated). Returns -1 for a '.' with no digits. */
-static int rec_parse_frac(const char *s, size_t n, size_t *p, uint32_t *nsec)
-{
-	size_t start;
-	int digits = 0;
-
-	*nsec = 0;
-	if (*p >= n || s[*p] != '.')
-		return 0;
-	start = ++*p;
-	for (; *p < n && s[*p] >= '0' && s[*p] <= '9'; ++*p) {
-		if (digits < 9) {
-			*nsec = *nsec * 10 + (uint32_t)(s[*p] - '0');
-			digits++;
-		}
-	}
-	for (; digits < 9; digits++)
-		*nsec *= 10;
-	return *p > start ? 0 : -1;
-}
-
-/* "Z", "z" or "+HH:MM"/"-HH:MM" ending the string: the offset in seconds. */
-static int rec_parse_offset(const char *s, size_t n, size_t p, int64_t *off)
-{
-	int hh, mm;
-
-	if (p + 1 == n && (s[p] == 'Z' || s[p] == 'z')) {
-		*off = 0;
-		return 0;
-	}
-	if (p + 6 != n || (s[p] != '+' && s[p] != '-') || s[p + 3] != ':')
-		return -1;
-	hh = rec_num(s + p + 1, 2);
-	mm = rec_num(s + p + 4, 2);
-	if (hh < 0 || hh > 23 || mm < 0 || mm > 59)
-		return -1;
-	*off = (hh * 3600 + mm * 60) * (s[p] == '-' ? -1 : 1);
-	return 0;
-}
-
-/* RFC 3339 date-time (T, t or space between date and time) -> UTC. */
-static int rec_parse_time(const char *s, size_t n, struct rec_time *t)
-{
-	int y, mo, d, h, mi, se;
-	size_t p = 19;
-	int64_t off;
-
-	if (n < 20 || s[4] != '-' || s[7] != '-' || s[13] != ':' || s[16] != ':' ||
-	    (s[10] != 'T' && s[10] != 't' && s[10] != ' '))
-		return -1;
-	y = rec_num(s, 4);
-	mo = rec_num(s + 5, 2);
-	d = rec_num(s + 8, 2);
-	h = rec_num(s + 11, 2);
-	mi = rec_num(s + 14, 2);
-	se = rec_num(s + 17, 2);
-	if (y < 1 || mo < 1 || mo > 12 || d < 1 || (unsigned)d > rec_month_days(y, (unsigned)mo) ||
-	    h < 0 || h > 23 || mi < 0 || mi > 59 || se < 0 || se > 60)
-		return -1;
-	if (rec_parse_frac(s, n, &p, &t->nsec) != 0 || rec_parse_offset(s, n, p, &off) != 0)
-		return -1;
-	t->sec = rec_days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 +
-		 h * 3600 + mi * 60 + se - off;
-	return t->sec >= REC_MIN_SEC && t->sec <= REC_MAX_SEC ? 0 : -1;
-}
-
-int record_parse_rfc3339(const char *s, size_t len, int64_t *ns_out)
-{
-	struct rec_time t;
-	int64_t ns;
-
-	if (rec_parse_time(s, len, &t) != 0)
-		return -1;
-	if (__builtin_mul_overflow(t.sec, INT64_C(1000000000), &ns) ||
-	    __builtin_add_overflow(ns, (int64_t)t.nsec, &ns))
-		return -1;
-	*ns_out = ns;
-	return 0;
-}
-
 /* ---- column values ---------------------------------------------------- */
 
 /* True when every byte of S is 0x01..0x7f: ASCII without NUL, the common
@@ -650,49 +427,6 @@ static int rec_take_int(struct rec_build *b, int col, const msgpack_object *o)
 	return 0;
 }
 
-/* ext -1 (msgpack timestamp) or ext 0 (EventTime: be32 sec, be32 nsec). */
-static int rec_ext_time(const msgpack_object *o, struct rec_time *t)
-{
-	const unsigned char *p = (const unsigned char *)o->via.ext.ptr;
-	msgpack_timestamp ts;
-
-	if (o->via.ext.type == -1) {
-		if (!msgpack_object_to_timestamp(o, &ts))
-			return -1;
-		t->sec = ts.tv_sec;
-		t->nsec = ts.tv_nsec;
-	} else if (o->via.ext.type == 0 && o->via.ext.size == 8) {
-		t->sec = (int64_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-				   (uint32_t)p[2] << 8 | p[3]);
-		t->nsec = (uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7];
-	} else {
-		return -1;
-	}
-	return t->nsec < 1000000000u ? 0 : -1;
-}
-
-/* Float epoch seconds, rounded to the microsecond (a double near 1.7e9
- * carries about 0.2 us, so truncating would turn .123456 into .123455). */
-static int rec_float_time(double f, struct rec_time *t)
-{
-	double whole;
-	int64_t usec;
-
-	if (!(f >= (double)REC_MIN_SEC && f < (double)REC_MAX_SEC + 1.0))
-		return -1;
-	t->sec = (int64_t)f; /* toward zero; the range check above keeps it exact */
-	if ((double)t->sec > f)
-		t->sec--;
-	whole = (double)t->sec;
-	usec = (int64_t)((f - whole) * 1e6 + 0.5);
-	if (usec >= 1000000) {
-		t->sec++;
-		usec -= 1000000;
-	}
-	t->nsec = (uint32_t)usec * 1000u;
-	return t->sec <= REC_MAX_SEC ? 0 : -1;
-}
-
 /* Why O is no valid time, as a message; always returns -1. */
 static int rec_time_fail(struct rec_build *b, const char *name, const msgpack_object *o)
 {
@@ -738,37 +472,12 @@ static int rec_time_fail(struct rec_build *b, const char *name, const msgpack_ob
 /* TIMESTAMPTZ: ext -1, ext 0, epoch seconds (int or float) or RFC 3339. */
 static int rec_take_time(struct rec_build *b, int col, const msgpack_object *o)
 {
-	struct rec_time t;
-	int rc;
+	struct record_time t;
 
-	switch (o->type) {
-	case MSGPACK_OBJECT_EXT:
-		rc = rec_ext_time(o, &t);
-		break;
-	case MSGPACK_OBJECT_POSITIVE_INTEGER:
-		rc = o->via.u64 <= (uint64_t)REC_MAX_SEC ? 0 : -1;
-		t = (struct rec_time){ (int64_t)o->via.u64, 0 };
-		break;
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-		rc = o->via.i64 >= REC_MIN_SEC && o->via.i64 <= REC_MAX_SEC ? 0 : -1;
-		t = (struct rec_time){ o->via.i64, 0 };
-		break;
-	case MSGPACK_OBJECT_FLOAT32:
-	case MSGPACK_OBJECT_FLOAT64:
-		rc = rec_float_time(o->via.f64, &t);
-		break;
-	case MSGPACK_OBJECT_STR:
-	case MSGPACK_OBJECT_BIN:
-		rc = rec_parse_time(o->via.str.ptr, o->via.str.size, &t);
-		break;
-	default:
-		rc = -1;
-		break;
-	}
-	if (rc != 0 || t.sec < REC_MIN_SEC || t.sec > REC_MAX_SEC)
+	if (record_time_from_msgpack(o, &t) != 0)
 		return rec_time_fail(b, record_columns[col].name, o);
-	rec_format(t, b->num[col]);
-	rec_set(b, col, b->num[col], REC_TIME_LEN);
+	record_time_format(t, b->num[col]);
+	rec_set(b, col, b->num[col], RECORD_TIME_LEN);
 	return 0;
 }
 
@@ -1003,7 +712,7 @@ static int rec_meta_build(struct rec_build *b, const msgpack_object_map *m)
 	return 0;
 }
 
-/* ---- record type and id ----------------------------------------------- */
+/* ---- record type and id (ids are made in record_id.c) ----------------- */
 
 static bool rec_type_known(const char *s, size_t n)
 {
@@ -1051,148 +760,19 @@ static int rec_resolve_type(struct rec_build *b)
 			text, tag, expected);
 }
 
-/* 16 bytes as a lowercase hyphenated UUID. */
-static void rec_uuid_text(const unsigned char u[16], char out[REC_ID_LEN + 1])
-{
-	static const char hex[] = "0123456789abcdef";
-	char *p = out;
-
-	for (int i = 0; i < 16; i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			*p++ = '-';
-		*p++ = hex[u[i] >> 4];
-		*p++ = hex[u[i] & 15];
-	}
-	*p = '\0';
-}
-
-static void rec_sha_init(void)
-{
-#if OPENSSL_VERSION_NUMBER >= 0x30000000L
-	rec_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL); /* no implicit fetch per digest */
-#else
-	rec_sha256 = EVP_sha256();
-#endif
-}
-
-static void rec_be32(unsigned char p[4], uint32_t v)
-{
-	p[0] = (unsigned char)(v >> 24);
-	p[1] = (unsigned char)(v >> 16);
-	p[2] = (unsigned char)(v >> 8);
-	p[3] = (unsigned char)v;
-}
-
-/*
- * The id a chunk's entry gets on every resend: UUIDv8 (RFC 9562) from
- * SHA-256 over "mi1", the entry index (4 bytes), the tag's length (4
- * bytes), the tag, then the chunk id (its length is what remains, so the
- * encoding is unambiguous). Typical tags and chunk ids fit one SHA-256
- * block. The context is kept per thread and re-initialised each call.
- * 0, or -1 when libcrypto fails.
- */
-static int rec_id_derived(const struct record_ctx *ctx, char out[REC_ID_LEN + 1])
-{
-	unsigned char head[11] = { 'm', 'i', '1' }, md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	EVP_MD_CTX *mc = rec_sha_ctx;
-
-	if (pthread_once(&rec_sha_once, rec_sha_init) != 0 || !rec_sha256)
-		return -1;
-	if (!mc && !(mc = rec_sha_ctx = EVP_MD_CTX_new()))
-		return -1;
-	rec_be32(head + 3, ctx->index);
-	rec_be32(head + 7, (uint32_t)(ctx->tag ? ctx->tag_len : 0));
-	if (!EVP_DigestInit_ex(mc, rec_sha256, NULL) ||
-	    !EVP_DigestUpdate(mc, head, sizeof(head)) ||
-	    (ctx->tag && !EVP_DigestUpdate(mc, ctx->tag, ctx->tag_len)) ||
-	    !EVP_DigestUpdate(mc, ctx->chunk, ctx->chunk_len) ||
-	    !EVP_DigestFinal_ex(mc, md, &mdlen) || mdlen < 16)
-		return -1;
-	md[6] = (unsigned char)((md[6] & 0x0f) | 0x80); /* version 8 */
-	md[8] = (unsigned char)((md[8] & 0x3f) | 0x80); /* variant 10 */
-	rec_uuid_text(md, out);
-	return 0;
-}
-
-/* N random bytes from the thread's pool, refilled from getrandom(2) (the
- * daemon never forks after start, so a pool is never shared by two
- * processes); RAND_bytes if getrandom is unavailable. */
-static int rec_random(unsigned char *dst, size_t n)
-{
-	size_t size = sizeof(rec_rand_pool);
-
-	if (rec_rand_left < n) {
-		size_t got = 0;
-
-		while (got < size) {
-			ssize_t r = getrandom(rec_rand_pool + got, size - got, 0);
-
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r <= 0)
-				break;
-			got += (size_t)r;
-		}
-		if (got < size && RAND_bytes(rec_rand_pool, (int)size) != 1)
-			return -1;
-		rec_rand_left = size;
-	}
-	memcpy(dst, rec_rand_pool + size - rec_rand_left, n);
-	rec_rand_left -= n;
-	return 0;
-}
-
-/*
- * UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then 12 bits of sub-
- * millisecond time (the RFC's "increased clock precision" method, so ids
- * made in one millisecond still sort by time), then 62 random bits.
- */
-static int rec_id_v7(uint64_t now_ns, char out[REC_ID_LEN + 1])
-{
-	unsigned char u[16];
-	uint64_t ms = now_ns / 1000000;
-	uint32_t sub = (uint32_t)((now_ns % 1000000) * 4096 / 1000000);
-
-	if (rec_random(u + 8, 8) != 0)
-		return -1;
-	for (int i = 0; i < 6; i++)
-		u[i] = (unsigned char)(ms >> (40 - 8 * i));
-	u[6] = (unsigned char)(0x70 | (sub >> 8));
-	u[7] = (unsigned char)sub;
-	u[8] = (unsigned char)((u[8] & 0x3f) | 0x80);
-	rec_uuid_text(u, out);
-	return 0;
-}
-
 /* mg_id: the event's (non-empty), else derived from the chunk, else v7. */
 static int rec_resolve_id(struct rec_build *b)
 {
-	const struct record_ctx *ctx = b->ctx;
-	uint64_t now = ctx->recv_ns;
-	int rc;
-
 	if (rec_has(b, RECORD_COL_ID)) {
 		if (b->len[RECORD_COL_ID] > 0)
 			return 0;
 		return rec_fail(b->err, RECORD_REASON_BAD_ID, "mg_id", "mg_id: empty string");
 	}
-	if (ctx->chunk) {
-		rc = rec_id_derived(ctx, b->id);
-	} else {
-		if (!now) {
-			struct timespec ts;
-
-			if (clock_gettime(CLOCK_REALTIME, &ts) == 0)
-				now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-		}
-		rc = rec_id_v7(now, b->id);
-	}
-	if (rc != 0)
+	if (record_id_make(b->ctx, b->id) != 0)
 		return rec_fail(b->err, RECORD_REASON_BAD_FRAME, "mg_id",
 				"mg_id: cannot generate an id (%s)",
-				ctx->chunk ? "SHA-256 failed" : "no random bytes");
-	rec_set(b, RECORD_COL_ID, b->id, REC_ID_LEN);
+				b->ctx->chunk ? "SHA-256 failed" : "no random bytes");
+	rec_set(b, RECORD_COL_ID, b->id, RECORD_ID_LEN);
 	return 0;
 }
 
@@ -1207,7 +787,7 @@ static void rec_default_created(struct rec_build *b)
 	if (rec_has(b, RECORD_COL_CREATED_AT))
 		return;
 	record_format_time(ns, b->num[RECORD_COL_CREATED_AT], REC_NUM_MAX);
-	rec_set(b, RECORD_COL_CREATED_AT, b->num[RECORD_COL_CREATED_AT], REC_TIME_LEN);
+	rec_set(b, RECORD_COL_CREATED_AT, b->num[RECORD_COL_CREATED_AT], RECORD_TIME_LEN);
 }
 
 /* TAG and PEER slots: the tag only when it is clean text. */
@@ -1221,31 +801,6 @@ static void rec_slots_fill(struct rec_build *b)
 		rec_set(b, RECORD_SLOT_TAG, ctx->tag, ctx->tag_len);
 	if (ctx->peer)
 		rec_set(b, RECORD_SLOT_PEER, ctx->peer, strlen(ctx->peer));
-}
-
-/*
- * 32-bit hash of an mg_id: picks the writer, so it must spread similar ids
- * (UUIDv7s differ mostly in their tail) and be cheap; not a security
- * boundary. Eight bytes per step (multiply and fold), then a final mix.
- */
-static uint32_t rec_hash_id(const char *s, size_t n)
-{
-	const uint64_t k = UINT64_C(0x9e3779b97f4a7c15);
-	uint64_t h = n * k, w;
-
-	for (; n >= 8; s += 8, n -= 8) {
-		memcpy(&w, s, 8);
-		h = (h ^ w) * k;
-		h ^= h >> 29;
-	}
-	if (n) {
-		w = 0;
-		memcpy(&w, s, n);
-		h = (h ^ w) * k;
-	}
-	h ^= h >> 32;
-	h *= k;
-	return (uint32_t)(h >> 32);
 }
 
 /* memcpy for the short values most columns hold, without a call: two
@@ -1302,7 +857,7 @@ static int rec_assemble(struct rec_build *b, struct record **out)
 	r->ack = NULL;
 	r->recv_ns = b->ctx->recv_ns;
 	r->size = (uint32_t)total;
-	r->id_hash = rec_hash_id(b->val[RECORD_COL_ID], b->len[RECORD_COL_ID]);
+	r->id_hash = record_id_hash(b->val[RECORD_COL_ID], b->len[RECORD_COL_ID]);
 	*out = r;
 	return 0;
 fail:
