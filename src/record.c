@@ -624,7 +624,8 @@ static int rec_meta_entry(struct rec_build *b, struct evbuffer *out, size_t *cou
 	msg[0] = '\0';
 	if (kn <= sizeof(head) - 4 && rec_key_plain(k, kn)) {
 		head[1] = '"';
-		memcpy(head + 2, k, kn);
+		if (kn > 0) /* msgpack-c gives the empty key "" a NULL ptr */
+			memcpy(head + 2, k, kn);
 		head[kn + 2] = '"';
 		head[kn + 3] = ':';
 		rc = evbuffer_add(out, head, kn + 4);

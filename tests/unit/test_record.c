@@ -670,6 +670,30 @@ static void test_meta_merge(void)
 	CHECK_STR(col(RECORD_COL_META), "{\"k\xc3\xa9\":\"v\"}");
 }
 
+/* The empty key "" as msgpack-c's streaming unpacker delivers it, with a
+ * NULL ptr (found by fuzz_proto: memcpy from NULL, undefined even for 0
+ * bytes). Built by hand: msgpack_unpack_next does not do the same. */
+static void test_empty_key_with_null_ptr(void)
+{
+	msgpack_object_kv kv[2];
+	msgpack_object m = { .type = MSGPACK_OBJECT_MAP };
+
+	kv[0].key = (msgpack_object){ .type = MSGPACK_OBJECT_STR,
+				      .via.str = { 14, "mg_record_type" } };
+	kv[0].val = (msgpack_object){ .type = MSGPACK_OBJECT_STR,
+				      .via.str = { 10, "generation" } };
+	kv[1].key = (msgpack_object){ .type = MSGPACK_OBJECT_STR, .via.str = { 0, NULL } };
+	kv[1].val = (msgpack_object){ .type = MSGPACK_OBJECT_POSITIVE_INTEGER, .via.u64 = 5 };
+	m.via.map.size = 2;
+	m.via.map.ptr = kv;
+	ctx_reset();
+	record_free(rec);
+	rec = NULL;
+	memset(&err, 0, sizeof(err));
+	CHECK(record_from_map(&m, &ctx, &rec, &err) == 0);
+	CHECK_STR(col(RECORD_COL_META), "{\"\":5}");
+}
+
 static void test_meta_rejections(void)
 {
 	ctx_reset();
@@ -985,6 +1009,7 @@ int main(void)
 	test_years_1_to_9999();
 	test_format_time();
 	test_meta_merge();
+	test_empty_key_with_null_ptr();
 	test_meta_rejections();
 	test_fluent_meta();
 	test_bin_text();
