@@ -1,0 +1,460 @@
+/*
+ * writer_deliver.c: what a writer thread does with each batch, and its
+ * main loop.
+ *
+ * DESIGN
+ * ------
+ * A batch goes to PostgreSQL when the writer is connected and nothing older
+ * waits in its spool; one attempt (writer.c's transaction, bisected around
+ * rows PostgreSQL refuses) either commits it, or stops at a connection-level
+ * failure (the socket is gone, SQLSTATE class 08, 57P01..57P03), or at a
+ * transient refusal (serialization failure, a missing table). A
+ * connection-level failure drops the connection and sends what is left of
+ * the batch to the spool at once; a transient refusal keeps it held,
+ * unacked, and retries it with backoff.
+ *
+ * The spool (spool.h) is this writer's own stream of fsync'ed segments.
+ * While PostgreSQL is away every batch goes there and is acked once it is
+ * durable, so acks keep flowing during an outage; reconnection attempts
+ * follow a capped, jittered exponential backoff (writer.retry_initial_ms ..
+ * retry_max_ms) and never hold up the spooling. Once connected, the writer
+ * replays its stream frame by frame — before any newer batch, a held one
+ * included — and the spool deletes each segment once its frames have
+ * committed; a start with segments left by an earlier run replays them the
+ * same way. Events of one mg_id always reach this writer, so they reach the
+ * table in arrival order. When the spool is full (spool.max_bytes) or its
+ * write fails (ENOSPC, EIO), the batch stays held and unacked: the queue
+ * fills and the loop stops reading (backpressure); the writer keeps
+ * retrying and resumes by itself. Each change of what the writer does with
+ * batches (enum writer_state) is logged once.
+ *
+ * Shutdown: with the queue closed the writer drains it the same way; after
+ * writer.drain_timeout_s it stops trying PostgreSQL and spools what is left.
+ * Only a batch the spool also refuses after the deadline goes unacked (its
+ * clients resend); it is logged.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "ack.h"
+#include "log.h"
+#include "queue.h"
+#include "record.h"
+#include "spool.h"
+#include "stats.h"
+#include "writer_private.h"
+
+/* ---- delivery states -------------------------------------------------- */
+
+static const char *const writer_state_names[WRITER_STATE_COUNT] = {
+	[WRITER_STATE_DIRECT] = "writing to PostgreSQL",
+	[WRITER_STATE_SPOOLING] = "spooling",
+	[WRITER_STATE_REPLAYING] = "replaying the spool",
+	[WRITER_STATE_HOLD_SPOOL_FULL] = "holding: spool full",
+	[WRITER_STATE_HOLD_SPOOL_ERROR] = "holding: spool write failed",
+	[WRITER_STATE_HOLD_POSTGRES] = "holding: PostgreSQL refuses the batch",
+};
+
+/* Enter state S; log WHY at LVL only when that is a change. */
+static void writer_set_state(struct writer *w, enum writer_state s, enum log_level lvl,
+			     const char *why)
+{
+	if (w->state == s)
+		return;
+	if (log_enabled(lvl))
+		log_write(lvl, "writer", "writer=%d: %s -> %s: %s", w->id,
+			  writer_state_names[w->state], writer_state_names[s], why);
+	w->state = s;
+	w->hold_attempts = 0;
+}
+
+static void writer_publish_spool(struct writer *w)
+{
+	stats_set_gauge(STAT_spool_bytes, (int64_t)spool_bytes(w->spool));
+}
+
+/* ---- timing ----------------------------------------------------------- */
+
+static bool writer_draining_expired(struct writer *w)
+{
+	int64_t now = writer_now_ns(CLOCK_MONOTONIC);
+
+	if (!w->drain_deadline_ns && queue_is_closed(w->q))
+		w->drain_deadline_ns = now +
+			(int64_t)atomic_load(&w->drain_timeout_s) * 1000000000LL;
+	return w->drain_deadline_ns && now >= w->drain_deadline_ns;
+}
+
+/* Backoff after the ATTEMPT-th consecutive failure (0-based): retry_initial_ms
+ * doubled per attempt, capped at retry_max_ms, jittered to 50..100%. */
+static long writer_backoff_ms(struct writer *w, unsigned attempt)
+{
+	long cap = atomic_load(&w->retry_max_ms);
+	long ms = atomic_load(&w->retry_initial_ms);
+	unsigned short r = 0;
+
+	for (unsigned i = 0; i < attempt && ms < cap; i++)
+		ms *= 2;
+	if (ms > cap)
+		ms = cap;
+	if (getrandom(&r, sizeof(r), 0) != sizeof(r))
+		r = 0x8000;
+	return ms / 2 + (ms / 2) * r / 65535;
+}
+
+/* Milliseconds until the next connection attempt is due (0: now). */
+static long writer_until_connect_ms(struct writer *w)
+{
+	int64_t left = w->next_connect_ns - writer_now_ns(CLOCK_MONOTONIC);
+
+	return left > 0 ? (long)(left / 1000000) + 1 : 0;
+}
+
+/* Pause before retrying a held batch: the backoff for this hold, cut short
+ * by a due reconnection (which may be what frees us) or the drain deadline. */
+static void writer_hold_pause(struct writer *w)
+{
+	long ms = writer_backoff_ms(w, w->hold_attempts++);
+	struct timespec ts;
+
+	if (!w->pg && writer_until_connect_ms(w) < ms)
+		ms = writer_until_connect_ms(w);
+	if (w->drain_deadline_ns) {
+		int64_t left = (w->drain_deadline_ns - writer_now_ns(CLOCK_MONOTONIC)) / 1000000;
+
+		if (left < ms)
+			ms = left > 0 ? (long)left : 0;
+	}
+	ts.tv_sec = ms / 1000;
+	ts.tv_nsec = (ms % 1000) * 1000000L;
+	atomic_store(&w->progress_ns, writer_now_ns(CLOCK_MONOTONIC));
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* Connect when disconnected and the backoff allows it; never after the
+ * drain deadline (from then on everything goes to the spool). */
+static void writer_maybe_connect(struct writer *w)
+{
+	if (w->pg || writer_until_connect_ms(w) > 0 || writer_draining_expired(w))
+		return;
+	if (writer_connect(w, w->connect_failures == 0) == 0) {
+		if (w->connect_failures > 1)
+			log_info("writer", "writer=%d: reconnected after %u failed attempts", w->id,
+				 w->connect_failures);
+		w->connect_failures = 0;
+		w->next_connect_ns = 0;
+		return;
+	}
+	w->next_connect_ns = writer_now_ns(CLOCK_MONOTONIC) +
+		writer_backoff_ms(w, w->connect_failures++) * 1000000LL;
+}
+
+/* A failure that means the connection is gone, not that the batch is bad:
+ * the socket is dead, a connection exception (08), or the server is
+ * shutting down or cannot take connections now (57P01..57P03). */
+static bool writer_connection_lost(struct writer *w, const struct writer_err *e)
+{
+	return PQstatus(w->pg) != CONNECTION_OK || strncmp(e->sqlstate, "08", 2) == 0 ||
+	       strncmp(e->sqlstate, "57P", 3) == 0;
+}
+
+/* Drop the connection after E; reconnect after the first backoff step. */
+static void writer_lost(struct writer *w, const struct writer_err *e)
+{
+	char why[700];
+
+	writer_disconnect(w);
+	w->connect_failures = 1;
+	w->next_connect_ns = writer_now_ns(CLOCK_MONOTONIC) + writer_backoff_ms(w, 0) * 1000000LL;
+	snprintf(why, sizeof(why), "PostgreSQL connection lost (%s%s%.400s); batches go to the "
+		 "spool and are acked once fsync'ed, reconnecting with backoff", e->sqlstate,
+		 e->sqlstate[0] ? " " : "", e->message);
+	writer_set_state(w, WRITER_STATE_SPOOLING, LOG_LEVEL_WARN, why);
+}
+
+/* ---- writing a batch -------------------------------------------------- */
+
+enum writer_stop {
+	WRITER_STOP_NONE = 0,  /* everything done */
+	WRITER_STOP_LOST,      /* the connection is gone: spool the rest */
+	WRITER_STOP_AGAIN,     /* PostgreSQL refused for a transient reason: hold, retry */
+	WRITER_STOP_COUNT /* number of reasons; not a reason */
+};
+
+/*
+ * One attempt to commit RECS[0..N), isolating rows PostgreSQL refuses
+ * (bisection: the halves commit in order, so arrival order holds). Returns
+ * how many leading records are done — committed, or dead-lettered with the
+ * server's error — and sets *STOP to why it stopped short of N.
+ */
+static size_t writer_write(struct writer *w, struct record **recs, size_t n,
+			   enum writer_stop *stop)
+{
+	struct writer_err e;
+	enum write_verdict v;
+	int64_t t0 = writer_now_ns(CLOCK_MONOTONIC);
+	size_t half, done;
+
+	*stop = WRITER_STOP_NONE;
+	v = writer_transaction(w, recs, n, &e);
+	if (v == WRITE_OK) {
+		stats_observe_ns(STAT_batch_commit_seconds, writer_now_ns(CLOCK_MONOTONIC) - t0);
+		writer_committed(w, recs, n);
+		return n;
+	}
+	if (v == WRITE_REJECT && n == 1) {
+		writer_dead_letter(w, recs[0], RECORD_REASON_REFUSED, e.message, e.field,
+				   e.sqlstate);
+		return 1;
+	}
+	if (v == WRITE_REJECT) {
+		half = n / 2;
+		done = writer_write(w, recs, half, stop);
+		if (done < half)
+			return done;
+		return half + writer_write(w, recs + half, n - half, stop);
+	}
+	if (writer_connection_lost(w, &e)) {
+		writer_lost(w, &e);
+		*stop = WRITER_STOP_LOST;
+	} else {
+		char why[700];
+
+		snprintf(why, sizeof(why), "a batch of %zu was not written (SQLSTATE %s: %.400s); "
+			 "holding it unacked and retrying with backoff", n,
+			 e.sqlstate[0] ? e.sqlstate : "none", e.message);
+		writer_set_state(w, WRITER_STATE_HOLD_POSTGRES, LOG_LEVEL_ERROR, why);
+		*stop = WRITER_STOP_AGAIN;
+	}
+	return 0;
+}
+
+/* Records RECS[0..N) are durable: release their acks and free them. */
+static void writer_release(struct writer *w, struct record **recs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (recs[i]->ack)
+			ack_release(w->ackq, recs[i]->ack);
+		record_free(recs[i]);
+	}
+}
+
+/* Append RECS[0..N) to the spool; true when they are durable. */
+static bool writer_spool(struct writer *w, struct record **recs, size_t n)
+{
+	enum spool_status st = spool_stream_append(w->stream, recs, n);
+	char why[300];
+
+	if (st == SPOOL_OK) {
+		bool was_held = w->state == WRITER_STATE_HOLD_SPOOL_FULL ||
+				w->state == WRITER_STATE_HOLD_SPOOL_ERROR;
+
+		writer_publish_spool(w);
+		writer_set_state(w, WRITER_STATE_SPOOLING, LOG_LEVEL_INFO, was_held ?
+				 "the spool accepts batches again; acking resumes" :
+				 "drain deadline passed: the rest of the queue goes to the spool");
+		return true;
+	}
+	if (st == SPOOL_FULL) {
+		snprintf(why, sizeof(why), "%llu bytes spooled, a batch of %zu would pass "
+			 "spool.max_bytes; not acking, reading stops when the queue fills, "
+			 "resuming once PostgreSQL is back",
+			 (unsigned long long)spool_bytes(w->spool), n);
+		writer_set_state(w, WRITER_STATE_HOLD_SPOOL_FULL, LOG_LEVEL_ERROR, why);
+	} else {
+		snprintf(why, sizeof(why), "cannot write to the spool (%s); not acking, reading "
+			 "stops when the queue fills, retrying with backoff",
+			 strerror(spool_stream_errno(w->stream)));
+		writer_set_state(w, WRITER_STATE_HOLD_SPOOL_ERROR, LOG_LEVEL_ERROR, why);
+	}
+	return false;
+}
+
+/*
+ * Make the held batch (w->batch[0..w->held)) durable: into PostgreSQL when
+ * connected and nothing older waits in the spool, else into the spool. What
+ * becomes durable is acked and freed; the rest stays held (then pause).
+ * After the drain deadline a batch the spool refuses is given up: no ack,
+ * so its clients resend.
+ */
+static void writer_deliver(struct writer *w)
+{
+	struct record **recs = w->batch;
+	size_t n = w->held, done = 0;
+	enum writer_stop stop = WRITER_STOP_LOST;
+
+	if (w->pg && !spool_stream_pending(w->stream) && !writer_draining_expired(w)) {
+		done = writer_write(w, recs, n, &stop);
+		writer_release(w, recs, done);
+		if (done == n)
+			writer_set_state(w, WRITER_STATE_DIRECT, LOG_LEVEL_INFO,
+					 "PostgreSQL takes batches again");
+		if (done == n || stop == WRITER_STOP_AGAIN)
+			goto keep_rest;
+	}
+	if (writer_spool(w, recs + done, n - done)) {
+		writer_release(w, recs + done, n - done);
+		done = n;
+	} else if (writer_draining_expired(w)) {
+		log_error("writer", "writer=%d: drain timeout: %zu events could be written "
+			  "neither to PostgreSQL nor to the spool; they were not acknowledged, "
+			  "so their clients resend them", w->id, n - done);
+		for (size_t i = done; i < n; i++)
+			record_free(recs[i]);
+		done = n;
+	}
+keep_rest:
+	if (done > 0 && done < n)
+		memmove(recs, recs + done, (n - done) * sizeof(*recs));
+	w->held = n - done;
+	if (w->held > 0)
+		writer_hold_pause(w);
+}
+
+/* Make room for batches of MAX (a reload may raise batch_max_events). */
+static size_t writer_reserve(struct writer *w, size_t max)
+{
+	struct record **b;
+	int *p, *sl;
+	struct writer_skip *sk;
+
+	if (max <= w->cap)
+		return max;
+	b = realloc(w->batch, max * sizeof(*b));
+	if (b)
+		w->batch = b;
+	p = realloc(w->pass, max * sizeof(*p));
+	if (p)
+		w->pass = p;
+	sl = realloc(w->slots, max * 4 * sizeof(*sl));
+	if (sl)
+		w->slots = sl;
+	sk = realloc(w->skips, max * sizeof(*sk));
+	if (sk)
+		w->skips = sk;
+	if (!b || !p || !sl || !sk) {
+		log_warn("writer", "writer=%d: out of memory for batches of %zu; keeping %zu",
+			 w->id, max, w->cap);
+		return w->cap;
+	}
+	w->cap = max;
+	return max;
+}
+
+/* ---- replay ----------------------------------------------------------- */
+
+/* Commit RECS[0..N) of a spool frame in slices the batch arrays can hold;
+ * every record is freed. True when all of them are done. */
+static bool writer_replay_frame(struct writer *w, struct record **recs, size_t n)
+{
+	enum writer_stop stop = WRITER_STOP_NONE;
+	size_t off = 0;
+
+	while (off < n && stop == WRITER_STOP_NONE) {
+		size_t k = writer_reserve(w, n - off), done;
+
+		done = writer_write(w, recs + off, k, &stop);
+		writer_release(w, recs + off, done);
+		off += done;
+	}
+	for (size_t i = off; i < n; i++)
+		record_free(recs[i]);
+	return off == n;
+}
+
+/* Replay the oldest spooled frame into PostgreSQL; delete it once committed. */
+static void writer_replay_one(struct writer *w)
+{
+	struct record **recs;
+	size_t n;
+	int rc = spool_stream_next(w->stream, &recs, &n);
+
+	if (rc < 0) {
+		writer_hold_pause(w);
+		return;
+	}
+	if (rc == 0)
+		return;
+	if (w->state != WRITER_STATE_REPLAYING) {
+		char why[160];
+
+		snprintf(why, sizeof(why), "PostgreSQL is reachable: replaying %llu spooled bytes "
+			 "before newer events", (unsigned long long)spool_bytes(w->spool));
+		writer_set_state(w, WRITER_STATE_REPLAYING, LOG_LEVEL_INFO, why);
+		w->replayed = 0;
+	}
+	if (!writer_replay_frame(w, recs, n)) {
+		if (w->pg)
+			writer_hold_pause(w);   /* refused for now: the frame is read again */
+		return;
+	}
+	w->replayed += n;
+	if (spool_stream_commit(w->stream) < 0)
+		writer_hold_pause(w);
+	writer_publish_spool(w);
+	if (!spool_stream_pending(w->stream)) {
+		char why[120];
+
+		snprintf(why, sizeof(why), "spool replayed (%llu events)",
+			 (unsigned long long)w->replayed);
+		writer_set_state(w, WRITER_STATE_DIRECT, LOG_LEVEL_INFO, why);
+	}
+}
+
+/* ---- the thread ------------------------------------------------------- */
+
+/* Wait for and take the next batch from the queue into w->batch. */
+static void writer_take(struct writer *w)
+{
+	size_t max = writer_reserve(w, (size_t)atomic_load(&w->batch_max));
+	long wait = atomic_load(&w->flush_ms);
+
+	/* While disconnected, wake up in time for the next connection attempt. */
+	if (!w->pg && writer_until_connect_ms(w) < wait)
+		wait = writer_until_connect_ms(w);
+	w->held = queue_pop_batch(w->q, w->batch, max, (int)wait);
+}
+
+/*
+ * Order of work, every turn: reconnect when due; while connected, replay the
+ * spool frame by frame before anything newer (a held batch included); then
+ * deliver the held batch, or take a new one from the queue.
+ */
+void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+
+	writer_publish_spool(w);
+	/* Connect up front so a bad conninfo shows at start; failures retry later. */
+	if (writer_connect(w, true) < 0) {
+		w->connect_failures = 1;
+		w->next_connect_ns = writer_now_ns(CLOCK_MONOTONIC) +
+			writer_backoff_ms(w, 0) * 1000000LL;
+		writer_set_state(w, WRITER_STATE_SPOOLING, LOG_LEVEL_WARN,
+				 "PostgreSQL is unreachable at start; batches go to the spool "
+				 "and are acked once fsync'ed, reconnecting with backoff");
+	}
+	for (;;) {
+		atomic_store(&w->progress_ns, writer_now_ns(CLOCK_MONOTONIC));
+		writer_maybe_connect(w);
+		if (w->pg && spool_stream_pending(w->stream) && !writer_draining_expired(w)) {
+			writer_replay_one(w);
+			continue;
+		}
+		if (w->held == 0)
+			writer_take(w);
+		if (w->held > 0)
+			writer_deliver(w);
+		else if (queue_closed_and_empty(w->q))
+			break;
+	}
+	writer_disconnect(w);
+	atomic_store(&w->done, true);
+	ackq_wake(w->ackq);
+	return NULL;
+}

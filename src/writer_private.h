@@ -1,0 +1,124 @@
+/*
+ * writer_private.h: the state of a writer thread, shared by the two halves
+ * of the writer module: writer.c (connection, the transaction, lifecycle)
+ * and writer_deliver.c (what happens to each batch, the main loop). Not for
+ * other modules: they use include/writer.h.
+ */
+#ifndef MI_WRITER_PRIVATE_H
+#define MI_WRITER_PRIVATE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <libpq-fe.h>
+
+#include "record.h"
+
+struct evbuffer;
+struct queue;
+struct spool;
+struct spool_stream;
+struct ackq;
+
+enum write_verdict {
+	WRITE_OK = 0,     /* committed */
+	WRITE_RETRY,      /* connection-level or transient: same batch again */
+	WRITE_REJECT,     /* a row's data was refused: isolate it */
+	WRITE_VERDICT_COUNT /* number of verdicts; not a verdict */
+};
+
+/* Why a row was set aside instead of merged. */
+struct writer_skip {
+	int idx;                     /* position in the batch */
+	enum record_reason reason;
+	const char *message;         /* static text */
+	const char *field;
+};
+
+/* What the writer does with batches; changes are logged once. */
+enum writer_state {
+	WRITER_STATE_DIRECT = 0,        /* committing them to PostgreSQL */
+	WRITER_STATE_SPOOLING,          /* PostgreSQL is away: into the spool, then acked */
+	WRITER_STATE_REPLAYING,         /* PostgreSQL is back: the spool first */
+	WRITER_STATE_HOLD_SPOOL_FULL,   /* spool.max_bytes reached: holding one, unacked */
+	WRITER_STATE_HOLD_SPOOL_ERROR,  /* the spool write failed: holding one, unacked */
+	WRITER_STATE_HOLD_POSTGRES,     /* connected, but refused for a transient reason */
+	WRITER_STATE_COUNT /* number of states; not a state */
+};
+
+struct writer_err {
+	char sqlstate[6];
+	char field[64];
+	char message[512];
+};
+
+struct writer {
+	int id;
+	pthread_t thread;
+	struct queue *q;             /* shared: see queue.h */
+	struct spool *spool;         /* shared: thread-safe */
+	struct ackq *ackq;           /* shared: thread-safe */
+	char *conninfo;              /* immutable after start */
+	bool pass_id_dead_letter;    /* immutable after start */
+	bool apply_credits;          /* immutable after start */
+	atomic_int batch_max;        /* live: written by the loop on reload */
+	atomic_int flush_ms;         /* live: idem */
+	atomic_int retry_initial_ms; /* live: idem */
+	atomic_int retry_max_ms;     /* live: idem */
+	atomic_int drain_timeout_s;  /* live: idem */
+	atomic_bool done;            /* set by the writer when it exits */
+	atomic_llong progress_ns;    /* CLOCK_MONOTONIC of the last loop turn; writer writes */
+
+	/* Writer thread only. */
+	PGconn *pg;
+	char *sql_copy;
+	char *sql_check;
+	const char *sql_customers;
+	char *sql_merge;
+	struct evbuffer *copybuf;
+	int *pass;                   /* per batch position */
+	int *slots;                  /* hash set for pass numbering */
+	size_t cap;                  /* capacity of pass/slots/batch */
+	struct record **batch;
+	struct writer_skip *skips;
+	size_t nskips;
+	int64_t drain_deadline_ns;   /* 0 until the queue is seen closed */
+	struct spool_stream *stream; /* this writer's spool segments */
+	enum writer_state state;     /* what the writer does with batches now */
+	size_t held;                 /* batch[0..held): taken from the queue, not yet durable */
+	unsigned connect_failures;   /* consecutive failed connection attempts */
+	int64_t next_connect_ns;     /* CLOCK_MONOTONIC: no connection attempt before */
+	unsigned hold_attempts;      /* retries of the held batch in this state */
+	uint64_t replayed;           /* events replayed from the spool since replay began */
+};
+
+static inline int64_t writer_now_ns(clockid_t clk)
+{
+	struct timespec ts;
+
+	clock_gettime(clk, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* writer.c: connect and prepare the staging table; 0 or -1. A failure is
+ * logged at warn when LOUD (the first of a series), else at debug. */
+int writer_connect(struct writer *w, bool loud);
+/* writer.c: close the connection (if any); postgres_up goes to 0. */
+void writer_disconnect(struct writer *w);
+/* writer.c: write RECS[0..N) in one transaction; E says why when not OK. */
+enum write_verdict writer_transaction(struct writer *w, struct record **recs, size_t n,
+				      struct writer_err *e);
+/* writer.c: the transaction of RECS[0..N) committed: dead-letter the rows
+ * it set aside, count the rest. */
+void writer_committed(struct writer *w, struct record **recs, size_t n);
+/* writer.c: write R to the dead-letter file with MESSAGE (and SQLSTATE). */
+void writer_dead_letter(struct writer *w, const struct record *r, enum record_reason reason,
+			const char *message, const char *field, const char *sqlstate);
+/* writer_deliver.c: the thread (ARG is the struct writer). */
+void *writer_main(void *arg);
+
+#endif
