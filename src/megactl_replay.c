@@ -370,7 +370,8 @@ static int replay_json_container(struct replay_json *j, msgpack_packer *pk, int 
 				continue;
 			}
 			if (j->p >= j->end || *j->p++ != close)
-				rc = replay_json_fail(j, object ? "expected ',' or '}'" : "expected ',' or ']'");
+				rc = replay_json_fail(j, object ? "expected ',' or '}'" :
+						      "expected ',' or ']'");
 			break;
 		}
 	}
@@ -566,7 +567,8 @@ static int replay_connect(struct replay *r)
 
 	r->fd = r->tcp ? replay_connect_tcp(r->tcp) : replay_connect_unix(r->unix_path);
 	if (r->fd < 0) {
-		fprintf(stderr, "megactl replay: cannot connect to %s: %s\n", where, strerror(errno));
+		fprintf(stderr, "megactl replay: cannot connect to %s: %s\n", where,
+			strerror(errno));
 		return -1;
 	}
 	if (setsockopt(r->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
@@ -606,7 +608,8 @@ static int replay_wait_ack(struct replay *r, const char *id)
 			const msgpack_object *ack = up.data.type == MSGPACK_OBJECT_MAP ?
 						    replay_field(&up.data, "ack") : NULL;
 
-			if (ack && ack->type == MSGPACK_OBJECT_STR && ack->via.str.size == strlen(id) &&
+			if (ack && ack->type == MSGPACK_OBJECT_STR &&
+			    ack->via.str.size == strlen(id) &&
 			    memcmp(ack->via.str.ptr, id, strlen(id)) == 0) {
 				rc = 0;
 				goto out;
@@ -619,9 +622,10 @@ static int replay_wait_ack(struct replay *r, const char *id)
 			continue;
 		if (n <= 0) {
 			fprintf(stderr, "megactl replay: %s: lines %ld-%ld: %s\n", r->file,
-				r->first_line, r->last_line, n == 0 ? "the daemon closed the connection "
-				"before acknowledging them" : errno == EAGAIN ? "no ack within the "
-				"timeout (is PostgreSQL away and the spool full?)" : strerror(errno));
+				r->first_line, r->last_line, n == 0 ?
+				"the daemon closed the connection before acknowledging them" :
+				errno == EAGAIN ? "no ack within the timeout (is PostgreSQL away "
+				"and the spool full?)" : strerror(errno));
 			break;
 		}
 		msgpack_unpacker_buffer_consumed(&r->unp, (size_t)n);
@@ -744,8 +748,8 @@ static int replay_file(struct replay *r, FILE *in)
 				fprintf(stderr, "megactl replay: %s:%ld:%zu: %s; line not sent\n",
 					r->file, r->lines, col, why);
 			else
-				fprintf(stderr, "megactl replay: %s:%ld: %s; line not sent\n", r->file,
-					r->lines, why);
+				fprintf(stderr, "megactl replay: %s:%ld: %s; line not sent\n",
+					r->file, r->lines, why);
 		} else if (replay_add(r, &l, text, (size_t)len, r->lines) < 0) {
 			rc = -1;
 		}

@@ -228,7 +228,8 @@ static int spool_stream_create(struct spool_stream *st)
 	char path[4096];
 	int fd;
 
-	if (spool_stream_grow((void **)&st->segs, &st->capsegs, st->nsegs + 1, sizeof(*st->segs)) < 0 ||
+	if (spool_stream_grow((void **)&st->segs, &st->capsegs, st->nsegs + 1,
+			      sizeof(*st->segs)) < 0 ||
 	    spool_stream_path(s, st->writer, seq, st->tmp, path, sizeof(path)) < 0) {
 		errno = ENOMEM;
 		return -1;
@@ -409,7 +410,8 @@ static int spool_stream_read_frame(struct spool_stream *st, uint64_t off, uint64
 		*why = "torn frame: the file ends inside it";
 		return 0;
 	}
-	if (spool_stream_grow((void **)&st->buf, &st->bufcap, SPOOL_FRAME_HEADER + (size_t)l, 1) < 0)
+	if (spool_stream_grow((void **)&st->buf, &st->bufcap,
+			      SPOOL_FRAME_HEADER + (size_t)l, 1) < 0)
 		return -1;
 	rc = spool_stream_pread(st->rfd, st->buf + SPOOL_FRAME_HEADER, (size_t)l,
 				off + SPOOL_FRAME_HEADER);
@@ -803,8 +805,8 @@ static int spool_stream_unlink_all(struct spool *s, const struct spool_found *f)
 	int rc = 0;
 
 	for (size_t i = 0; i < f->n; i++)
-		if (spool_stream_path(s, f->v[i].writer, f->v[i].seq, false, path, sizeof(path)) < 0 ||
-		    unlink(path) < 0)
+		if (spool_stream_path(s, f->v[i].writer, f->v[i].seq, false, path,
+				      sizeof(path)) < 0 || unlink(path) < 0)
 			rc = -1;
 	spool_stream_sync_dir(s);
 	return rc;
@@ -849,7 +851,8 @@ static int spool_stream_resplit(struct spool *s, const struct spool_found *f)
 	free(outs);
 	spool_stream_free(old);
 	if (rc < 0)
-		log_error("spool", "re-splitting the spool in %s failed: %s", s->dir, strerror(errno));
+		log_error("spool", "re-splitting the spool in %s failed: %s", s->dir,
+			  strerror(errno));
 	return rc;
 }
 
@@ -883,8 +886,8 @@ static int spool_stream_build(struct spool *s, const struct spool_found *f)
 	}
 	atomic_store(&s->seg_bytes, bytes);
 	if (f->n > 0)
-		log_info("spool", "%zu segment%s (%llu bytes) left by an earlier run in %s: they are "
-			 "replayed before new events", f->n, f->n == 1 ? "" : "s",
+		log_info("spool", "%zu segment%s (%llu bytes) left by an earlier run in %s: "
+			 "they are replayed before new events", f->n, f->n == 1 ? "" : "s",
 			 (unsigned long long)bytes, s->dir);
 	return 0;
 }
@@ -910,6 +913,7 @@ int spool_stream_recover(struct spool *s, int nwriters, uint64_t max_bytes)
 		rc = spool_stream_build(s, &f);
 	free(f.v);
 	if (rc < 0)
-		log_error("spool", "cannot recover the spool in %s (see above); not starting", s->dir);
+		log_error("spool", "cannot recover the spool in %s (see above); not starting",
+			  s->dir);
 	return rc;
 }

@@ -213,6 +213,53 @@ def test_spool_disk_full(kind, stoppable_pg, stoppable_daemon_factory, tmp_path,
         disk.close()
 
 
+def test_spool_max_bytes_holds_then_resumes(stoppable_pg, stoppable_daemon_factory, request):
+    """spool.max_bytes reached while PostgreSQL is away: the daemon stops
+    acking (and, the queue full, reading) and says so once; once PostgreSQL
+    is back the replay frees the spool and everything lands."""
+    stoppable_pg.stop_immediate()
+    d = stoppable_daemon_factory({**FAST_RETRY, "spool": {"max_bytes": 1048576},
+                                  "queue": {"max_events": 2000}})
+    load = Load(d, connections=2, chunk_events=50, window=2, pause=0.005,
+                ack_timeout=120).start()
+    d.wait_log(r"spooling -> holding: spool full: \d+ bytes spooled, a batch of \d+ would "
+               r"pass spool.max_bytes")
+    assert acks_stall(load), "acks went on past spool.max_bytes"
+    held_at = load.acked_count()
+    assert sum(os.path.getsize(os.path.join(d.spool_dir, f)) for f in segments(d)) <= 1048576
+    assert len([line for line in d.log().splitlines() if "-> holding: spool full" in line]) == 1
+    stoppable_pg.start_again()
+    assert load.stop(timeout=90), "some chunks were never acked"
+    wait_spool_empty(d)
+    f = load.figures(stoppable_pg)
+    report(request, format_figures("spool.max_bytes", f, f" acked_before_full={held_at}"))
+    assert f["lost"] == 0 and f["duplicates"] == 0
+    assert f["acked"] == f["sent"] == f["committed"]
+
+
+def test_spool_of_two_writers_resplit_for_three(stoppable_pg, stoppable_daemon_factory):
+    """Two writers spool while PostgreSQL is away; the daemon restarts with
+    three: the segments are re-split by mg_id and all of them replay, the
+    events of each mg_id still in order."""
+    stoppable_pg.stop_immediate()
+    d = stoppable_daemon_factory({**FAST_RETRY, "writer": {"connections": 2}})
+    with d.connect() as c:
+        for k in range(10):
+            # Each id gets ten versions, one per chunk: the last must win.
+            c.forward_chunk("mega.generation",
+                            [[1700000000, {"mg_id": f"w-{i}", "prompt": f"v{k}"}]
+                             for i in range(40)], f"v{k}")
+    assert d.sigterm() == 0
+    assert {s.split("-")[1] for s in segments(d)} == {"0", "1"}
+    d.config["writer"]["connections"] = 3
+    stoppable_pg.start_again()
+    d.start()
+    d.wait_rows(40)
+    wait_spool_empty(d)
+    assert d.log_contains(r"re-splitting them for 3 writers")
+    assert stoppable_pg.count("mg_prompt = 'v9'") == 40
+
+
 # ---- a damaged spool --------------------------------------------------------
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
