@@ -11,10 +11,11 @@ import random
 import shutil
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
-from helpers import SLOW, TESTS_DIR, wait_for
+from helpers import SLOW, TESTS_DIR, free_tcp_port, wait_for
 from loadgen import Load, format_figures
 
 
@@ -218,15 +219,21 @@ def test_spool_max_bytes_holds_then_resumes(stoppable_pg, stoppable_daemon_facto
     acking (and, the queue full, reading) and says so once; once PostgreSQL
     is back the replay frees the spool and everything lands."""
     stoppable_pg.stop_immediate()
+    admin = free_tcp_port()
     d = stoppable_daemon_factory({**FAST_RETRY, "spool": {"max_bytes": 1048576},
-                                  "queue": {"max_events": 2000}})
+                                  "queue": {"max_events": 2000},
+                                  "admin": {"http": f"127.0.0.1:{admin}"}})
     load = Load(d, connections=2, chunk_events=50, window=2, pause=0.005,
                 ack_timeout=120).start()
     d.wait_log(r"spooling -> holding: spool full: \d+ bytes spooled, a batch of \d+ would "
                r"pass spool.max_bytes")
     assert acks_stall(load), "acks went on past spool.max_bytes"
     held_at = load.acked_count()
-    assert sum(os.path.getsize(os.path.join(d.spool_dir, f)) for f in segments(d)) <= 1048576
+    on_disk = sum(os.path.getsize(os.path.join(d.spool_dir, f)) for f in segments(d))
+    assert on_disk <= 1048576
+    # The spool_bytes gauge is what the segment files hold.
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10).read()
+    assert f"megaingest_spool_bytes {on_disk}\n" in metrics.decode(), metrics.decode()
     assert len([line for line in d.log().splitlines() if "-> holding: spool full" in line]) == 1
     stoppable_pg.start_again()
     assert load.stop(timeout=90), "some chunks were never acked"
