@@ -140,7 +140,10 @@ void stats_set_gauge(enum stats_gauge g, int64_t v);
 
 /* Older names for two gauges, kept for their callers. */
 void stats_set_connections(int64_t n);
+/* A writer connected (UP=1) or lost its connection (UP=0); call on changes only. */
 void stats_set_postgres_up(int up);
+/* How many writers there are (postgres_up needs all of them connected). */
+void stats_set_postgres_writers(int n);
 
 /*
  * Make gauge G read FN(ARG) at snapshot time instead of its stored value

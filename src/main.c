@@ -334,6 +334,7 @@ static int main_writers(struct daemon *d)
 	d->writers = calloc((size_t)n, sizeof(*d->writers));
 	if (!d->queues || !d->writers)
 		return -1;
+	stats_set_postgres_writers(n);
 	for (int i = 0; i < n; i++) {
 		d->queues[i] = queue_new((size_t)d->cfg->queue_max_events,
 					 (size_t)d->cfg->queue_max_bytes, d->ackq);

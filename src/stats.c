@@ -92,9 +92,28 @@ void stats_set_connections(int64_t n)
 	stats_set_gauge(STAT_connections, n);
 }
 
+/* postgres_up is 1 only while every writer holds a connection: one writer
+ * reconnecting must not hide another that is still cut off. */
+static atomic_int stats_pg_writers;   /* writers started; set by main */
+static atomic_int stats_pg_connected; /* writers connected; +1/-1 by each writer */
+
+static void stats_postgres_publish(void)
+{
+	int n = atomic_load(&stats_pg_writers);
+
+	stats_set_gauge(STAT_postgres_up, n > 0 && atomic_load(&stats_pg_connected) >= n);
+}
+
+void stats_set_postgres_writers(int n)
+{
+	atomic_store(&stats_pg_writers, n);
+	stats_postgres_publish();
+}
+
 void stats_set_postgres_up(int up)
 {
-	stats_set_gauge(STAT_postgres_up, up ? 1 : 0);
+	atomic_fetch_add(&stats_pg_connected, up ? 1 : -1);
+	stats_postgres_publish();
 }
 
 void stats_gauge_provider(enum stats_gauge g, int64_t (*fn)(void *arg), void *arg)

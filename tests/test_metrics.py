@@ -263,3 +263,24 @@ def test_readme_metric_table_matches(daemon_factory):
         rows = re.findall(r"^\| `(megaingest_[a-z_]+)(?:\{[a-z]+\})?` \| ([a-z]+) \|",
                           f.read(), re.M)
     assert dict(rows) == served
+
+
+def test_postgres_up_needs_every_writer(daemon_factory, pg):
+    """With two writers, postgres_up is 1 only while both are connected: one
+    writer's connection killed (and not yet back) shows 0, then 1 again."""
+    d = admin_daemon(daemon_factory, {"writer": {"connections": 2, "retry_initial_ms": 4000,
+                                                 "retry_max_ms": 4000}})
+    wait_for(lambda: m(metrics(d.admin_port), "postgres_up") == 1, what="postgres_up 1")
+    pids = [r[0] for r in pg.sql("SELECT pid FROM pg_stat_activity "
+                                 "WHERE application_name = 'megaingestd'")]
+    assert len(pids) == 2
+    pg.sql("SELECT pg_terminate_backend(%s)", (pids[0],))
+    # The writer notices on its next batch: give it one.
+    with d.connect() as c:
+        c.forward_chunk("mega.session", [[1700000000, {"mg_id": f"pu-{i}"}] for i in range(40)],
+                        "pu-chunk")
+    # Acked from the spool; the cut-off writer waits out its backoff (>= 2 s).
+    assert m(metrics(d.admin_port), "postgres_up") == 0
+    wait_for(lambda: m(metrics(d.admin_port), "postgres_up") == 1, timeout=30,
+             what="postgres_up back to 1")
+    assert d.log_contains(r"writer=\d: connected to PostgreSQL") is not None
