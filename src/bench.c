@@ -1,0 +1,1251 @@
+/*
+ * bench.c: megaingest-bench, the load generator of `make bench`.
+ *
+ * It opens N connections to megaingestd (TCP or Unix), sends Forward-mode
+ * messages [tag, [[time, record], ...], {"chunk": id}] of M events each,
+ * keeps at most W of them in flight per connection, and times every chunk
+ * from send (or, when paced with -r, from the moment the schedule wanted it
+ * sent, so a stalled daemon cannot hide behind a client that waited: no
+ * coordinated omission) to its {"ack": id}. Latencies are kept per chunk and
+ * sorted at the end, so p50/p99/p999 are exact nearest-rank figures, not
+ * averages. One thread, one libevent loop: the client must stay cheap, as
+ * it shares the machine with the daemon and PostgreSQL.
+ *
+ * The events are a realistic mix (70% generation, 15% session, 10%
+ * feedback, 5% credit_transaction; ~200-character prompts, a small meta map,
+ * ~1,000 pass ids) built from a seeded generator, each with a fresh
+ * UUIDv7-shaped mg_id so that every event is a new row. The same generator
+ * writes COPY text with --dump-copy, so the bench script can load the very
+ * same kind of rows straight into PostgreSQL for the ceiling.
+ *
+ * Output: one "name value" line per metric (stable, for scripts), or one
+ * JSON object with --json. Exit 0 when every chunk was acked, 1 when a
+ * chunk was not acked within --timeout or a connection failed, 2 on usage.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stddef.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <msgpack.h>
+
+#include "log.h"
+
+#define BENCH_TAG "mega.bench"
+#define BENCH_PASS_IDS 1000
+#define BENCH_PROMPTS 512
+#define BENCH_CHUNK_ID_LEN 24        /* 8 hex run salt + 16 hex sequence */
+#define BENCH_TICK_US 1000           /* pacing timer period */
+#define BENCH_WATCH_US 200000        /* timeout / duration check period */
+
+/* The columns the generator can fill; also the --dump-copy column order. */
+enum bench_col {
+	BENCH_COL_ID = 0,
+	BENCH_COL_RECORD_TYPE,
+	BENCH_COL_PASS_ID,
+	BENCH_COL_SESSION_ID,
+	BENCH_COL_GENERATION_ID,
+	BENCH_COL_PLATFORM,
+	BENCH_COL_TYPE,
+	BENCH_COL_PROMPT,
+	BENCH_COL_OUTPUT_URL,
+	BENCH_COL_PROVIDER,
+	BENCH_COL_MODEL,
+	BENCH_COL_LATENCY_MS,
+	BENCH_COL_INPUT_CHARS,
+	BENCH_COL_OUTPUT_CHARS,
+	BENCH_COL_INPUT_TOKENS,
+	BENCH_COL_OUTPUT_TOKENS,
+	BENCH_COL_CONTENT_TYPE,
+	BENCH_COL_STATUS,
+	BENCH_COL_ERROR,
+	BENCH_COL_RESULT_TYPE,
+	BENCH_COL_COMMENT,
+	BENCH_COL_IMAGE_URL,
+	BENCH_COL_DELTA,
+	BENCH_COL_REASON,
+	BENCH_COL_SOURCE,
+	BENCH_COL_REF_TYPE,
+	BENCH_COL_REF_ID,
+	BENCH_COL_CLIENT_VERSION,
+	BENCH_COL_OS,
+	BENCH_COL_BROWSER,
+	BENCH_COL_DEVICE,
+	BENCH_COL_COUNT /* number of generated columns; not a column */
+};
+
+static const char *const bench_col_names[BENCH_COL_COUNT] = {
+	"mg_id", "mg_record_type", "mg_pass_id", "mg_session_id", "mg_generation_id",
+	"mg_platform", "mg_type", "mg_prompt", "mg_output_url", "mg_provider", "mg_model",
+	"mg_latency_ms", "mg_input_chars", "mg_output_chars", "mg_input_tokens",
+	"mg_output_tokens", "mg_content_type", "mg_status", "mg_error", "mg_result_type",
+	"mg_comment", "mg_image_url", "mg_delta", "mg_reason", "mg_source", "mg_ref_type",
+	"mg_ref_id", "mg_client_version", "mg_os", "mg_browser", "mg_device",
+};
+
+/* One column value of a generated event; s == NULL and !is_int: absent. */
+struct bench_val {
+	const char *s;      /* text, not NUL-terminated necessarily; owner: event or static */
+	uint32_t len;
+	bool is_int;
+	int64_t i;
+};
+
+/* One generated event. Strings point into scratch or at static tables. */
+struct bench_event {
+	struct bench_val v[BENCH_COL_COUNT];
+	int64_t sec;        /* event time, Unix epoch */
+	uint32_t nsec;
+	uint64_t seq;       /* global event number: meta.seq */
+	char ab;            /* meta.ab */
+	size_t used;        /* bytes of scratch in use */
+	char scratch[384];
+};
+
+struct bench_opts {
+	const char *host;       /* -H host:port */
+	const char *unix_path;  /* -U path */
+	int conns;              /* -c */
+	int chunk;              /* -m */
+	int64_t total;          /* -n, 0: unbounded (then -d bounds) */
+	double duration;        /* -d seconds, 0: unbounded (then -n bounds) */
+	double rate;            /* -r events/s, 0: as fast as acks allow */
+	int window;             /* -w chunks in flight per connection */
+	uint64_t seed;          /* --seed */
+	double timeout;         /* --timeout seconds for one chunk's ack */
+	bool json;              /* --json */
+	const char *dump_copy;  /* --dump-copy FILE */
+	const char *lat_log;    /* --latency-log FILE */
+};
+
+/* A chunk waiting for its ack. */
+struct bench_chunk {
+	uint64_t seq;       /* chunk sequence, encoded in its id */
+	int64_t t0_ns;      /* latency origin: send time, or scheduled time with -r */
+	int64_t sent_ns;    /* when it was written: timeout origin */
+	uint32_t events;
+};
+
+struct bench;
+
+struct bench_conn {
+	struct bench *b;
+	int idx;
+	struct bufferevent *bev;
+	bool connected;
+	struct bench_chunk *inflight;  /* opts.window slots, ninflight in use */
+	int ninflight;
+	msgpack_unpacker unp;
+	bool unp_ready;
+};
+
+struct bench {
+	struct bench_opts o;
+	struct event_base *base;
+	struct event *pace_ev;
+	struct event *watch_ev;
+	struct bench_conn *conns;
+	int nconnected;
+	int next_fill;          /* round-robin start for paced sends */
+	bool started;
+	bool failed;
+	uint64_t rng;           /* xorshift64* state */
+	uint32_t salt_a;        /* mg_id bits that tell this run from others */
+	uint32_t salt_b;
+	uint32_t chunk_salt;
+	uint64_t event_seq;
+	uint64_t chunk_seq;
+	int64_t created_ns;     /* when the connections were opened */
+	int64_t start_ns;       /* when the last of them was up: the clock starts */
+	int64_t last_ack_ns;
+	int64_t events_sent;
+	int64_t events_acked;
+	int64_t chunks_acked;
+	int64_t *lat_ns;        /* one per acked chunk */
+	FILE *lat_log;          /* --latency-log: "t_ms latency_ms events" per ack */
+	size_t nlat, lat_cap;
+	msgpack_sbuffer sbuf;   /* the chunk being encoded */
+	msgpack_packer pk;
+	char *prompts[BENCH_PROMPTS];
+	uint32_t prompt_len[BENCH_PROMPTS];
+};
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static int64_t bench_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* xorshift64*: fast, seedable, good enough for picking words. */
+static uint64_t bench_rand(struct bench *b)
+{
+	b->rng ^= b->rng >> 12;
+	b->rng ^= b->rng << 25;
+	b->rng ^= b->rng >> 27;
+	return b->rng * 0x2545F4914F6CDD1DULL;
+}
+
+/* Uniform-ish in [0, n) for small n. */
+static uint32_t bench_pick(struct bench *b, uint32_t n)
+{
+	return (uint32_t)((bench_rand(b) >> 32) % n);
+}
+
+#define BENCH_PICK(b, arr) ((arr)[bench_pick((b), sizeof(arr) / sizeof((arr)[0]))])
+
+/* Point column COL of EV at the static string S. */
+static void bench_set(struct bench_event *ev, enum bench_col col, const char *s)
+{
+	ev->v[col].s = s;
+	ev->v[col].len = (uint32_t)strlen(s);
+}
+
+static void bench_set_int(struct bench_event *ev, enum bench_col col, int64_t i)
+{
+	ev->v[col].is_int = true;
+	ev->v[col].i = i;
+}
+
+/* Format into EV's scratch space and point column COL at the result.
+ * The scratch is sized for the longest event; overflow truncates. */
+__attribute__((format(printf, 3, 4)))
+static void bench_setf(struct bench_event *ev, enum bench_col col, const char *fmt, ...)
+{
+	size_t room = sizeof(ev->scratch) - ev->used;
+	char *dst = ev->scratch + ev->used;
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(dst, room, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n >= room)
+		n = room ? (int)room - 1 : 0;
+	ev->v[col].s = dst;
+	ev->v[col].len = (uint32_t)n;
+	ev->used += (size_t)n + 1;
+}
+
+static const char bench_hex[] = "0123456789abcdef";
+
+static void bench_hex_put(char *dst, uint64_t v, int digits)
+{
+	for (int i = digits - 1; i >= 0; i--) {
+		dst[i] = bench_hex[v & 15];
+		v >>= 4;
+	}
+}
+
+/* A UUIDv7 string for event SEQ at wall-clock MS: 48 bits of milliseconds,
+ * version 7, 12 run-salt bits, variant 10, 30 run-salt bits, 32 bits of
+ * sequence. Time-ordered, and unique within and across runs. */
+static void bench_uuid7(const struct bench *b, uint64_t ms, uint64_t seq, char out[37])
+{
+	uint64_t hi = (ms << 16) | 0x7000 | (b->salt_a & 0x0fff);
+	uint64_t lo = 0x8000000000000000ULL | ((uint64_t)(b->salt_b & 0x3fffffff) << 32) |
+		      (seq & 0xffffffffULL);
+
+	bench_hex_put(out, hi >> 32, 8);
+	out[8] = '-';
+	bench_hex_put(out + 9, (hi >> 16) & 0xffff, 4);
+	out[13] = '-';
+	bench_hex_put(out + 14, hi & 0xffff, 4);
+	out[18] = '-';
+	bench_hex_put(out + 19, lo >> 48, 4);
+	out[23] = '-';
+	bench_hex_put(out + 24, lo & 0xffffffffffffULL, 12);
+	out[36] = '\0';
+}
+
+/* ---- the event mix ------------------------------------------------------ */
+
+static const char *const bench_words[] = {
+	"cinematic", "portrait", "of", "a", "weathered", "lighthouse", "keeper", "standing",
+	"on", "wet", "basalt", "rocks", "at", "dusk", "volumetric", "fog", "rim", "light",
+	"shot", "35mm", "film", "grain", "muted", "teal", "and", "orange", "palette",
+	"highly", "detailed", "texture", "soft", "bokeh", "background", "golden", "hour",
+	"neon", "city", "street", "after", "rain", "reflections", "isometric", "cozy",
+	"cabin", "interior", "warm", "lamp", "watercolor", "style", "children's", "book",
+	"illustration", "fox", "reading", "under", "an", "oak", "tree", "product", "photo",
+	"minimalist", "studio", "lighting", "ultra", "sharp", "8k", "wide", "angle",
+};
+static const char *const bench_platforms[] = { "web", "web", "ios", "android", "api" };
+static const char *const bench_gen_types[] = { "image", "image", "image", "video", "upscale" };
+static const char *const bench_providers[] = { "openai", "stability", "runway", "fal" };
+static const char *const bench_models[] = { "flux-pro-1.1", "sdxl-1.0", "gen-3-alpha",
+					   "dall-e-3", "kling-1.6" };
+static const char *const bench_versions[] = { "4.12.0", "4.12.1", "4.13.0-beta.2" };
+static const char *const bench_oses[] = { "macOS 14.5", "Windows 11", "iOS 17.5",
+					 "Android 14", "Ubuntu 24.04" };
+static const char *const bench_browsers[] = { "Chrome 126", "Safari 17.5", "Firefox 127",
+					     "Edge 126" };
+static const char *const bench_devices[] = { "desktop", "desktop", "mobile", "tablet" };
+static const char *const bench_results[] = { "thumbs_up", "thumbs_up", "thumbs_down",
+					    "report" };
+static const char *const bench_comments[] = {
+	"love the lighting, exactly what I asked for",
+	"hands look wrong again, six fingers on the left one",
+	"colors are too saturated compared to the reference",
+	"great, but the text in the sign is garbled",
+};
+
+/* Fill the prompt pool: word salads of 150..250 characters (mean ~200). */
+static int bench_prompts_init(struct bench *b)
+{
+	for (int i = 0; i < BENCH_PROMPTS; i++) {
+		size_t target = 150 + bench_pick(b, 101), len = 0;
+		char *p = malloc(target + 32);
+
+		if (!p)
+			return -1;
+		while (len < target) {
+			const char *w = BENCH_PICK(b, bench_words);
+			int n = snprintf(p + len, target + 32 - len, "%s%s", len ? " " : "", w);
+
+			if (n < 0 || (size_t)n >= target + 32 - len)
+				break;
+			len += (size_t)n;
+		}
+		b->prompts[i] = p;
+		b->prompt_len[i] = (uint32_t)len;
+	}
+	return 0;
+}
+
+/* Columns every record type carries: id, type, pass, session, client. */
+static void bench_gen_common(struct bench *b, struct bench_event *ev, const char *type)
+{
+	uint32_t pass = bench_pick(b, BENCH_PASS_IDS);
+	char *id = ev->scratch + ev->used;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ev->sec = ts.tv_sec;
+	ev->nsec = (uint32_t)ts.tv_nsec;
+	ev->seq = b->event_seq++;
+	ev->ab = (ev->seq & 1) ? 'a' : 'b';
+	bench_uuid7(b, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000, ev->seq, id);
+	ev->v[BENCH_COL_ID].s = id;
+	ev->v[BENCH_COL_ID].len = 36;
+	ev->used += 37;
+	bench_set(ev, BENCH_COL_RECORD_TYPE, type);
+	bench_setf(ev, BENCH_COL_PASS_ID, "pass_%06" PRIu32, pass);
+	bench_setf(ev, BENCH_COL_SESSION_ID, "sess_%06" PRIu32 "_%02" PRIu32, pass,
+		   bench_pick(b, 8));
+	bench_set(ev, BENCH_COL_PLATFORM, BENCH_PICK(b, bench_platforms));
+	bench_set(ev, BENCH_COL_CLIENT_VERSION, BENCH_PICK(b, bench_versions));
+}
+
+static void bench_gen_generation(struct bench *b, struct bench_event *ev)
+{
+	uint32_t pr = bench_pick(b, BENCH_PROMPTS), roll = bench_pick(b, 100);
+	uint64_t gen = ev->seq;
+
+	bench_setf(ev, BENCH_COL_GENERATION_ID, "gen_%010" PRIu64, gen);
+	bench_set(ev, BENCH_COL_TYPE, BENCH_PICK(b, bench_gen_types));
+	ev->v[BENCH_COL_PROMPT].s = b->prompts[pr];
+	ev->v[BENCH_COL_PROMPT].len = b->prompt_len[pr];
+	bench_set(ev, BENCH_COL_PROVIDER, BENCH_PICK(b, bench_providers));
+	bench_set(ev, BENCH_COL_MODEL, BENCH_PICK(b, bench_models));
+	bench_set_int(ev, BENCH_COL_LATENCY_MS, 800 + bench_pick(b, 20000));
+	bench_set_int(ev, BENCH_COL_INPUT_CHARS, b->prompt_len[pr]);
+	bench_set_int(ev, BENCH_COL_INPUT_TOKENS, b->prompt_len[pr] / 4);
+	bench_set_int(ev, BENCH_COL_OUTPUT_TOKENS, 1000 + bench_pick(b, 3000));
+	if (roll < 5) {
+		bench_set(ev, BENCH_COL_STATUS, "failed");
+		bench_set(ev, BENCH_COL_ERROR, "provider timeout after 30000 ms");
+		return;
+	}
+	bench_set(ev, BENCH_COL_STATUS, roll < 15 ? "pending" : "succeeded");
+	bench_setf(ev, BENCH_COL_OUTPUT_URL, "https://cdn.mega.example/o/gen_%010" PRIu64 ".png",
+		   gen);
+	bench_set(ev, BENCH_COL_CONTENT_TYPE, "image/png");
+	bench_set(ev, BENCH_COL_OS, BENCH_PICK(b, bench_oses));
+	bench_set(ev, BENCH_COL_BROWSER, BENCH_PICK(b, bench_browsers));
+	bench_set(ev, BENCH_COL_DEVICE, BENCH_PICK(b, bench_devices));
+}
+
+static void bench_gen_session(struct bench *b, struct bench_event *ev)
+{
+	bench_set(ev, BENCH_COL_STATUS, "active");
+	bench_set(ev, BENCH_COL_OS, BENCH_PICK(b, bench_oses));
+	bench_set(ev, BENCH_COL_BROWSER, BENCH_PICK(b, bench_browsers));
+	bench_set(ev, BENCH_COL_DEVICE, BENCH_PICK(b, bench_devices));
+}
+
+static void bench_gen_feedback(struct bench *b, struct bench_event *ev)
+{
+	uint64_t gen = ev->seq > 1000 ? ev->seq - 1 - bench_pick(b, 1000) : ev->seq;
+
+	bench_setf(ev, BENCH_COL_GENERATION_ID, "gen_%010" PRIu64, gen);
+	bench_set(ev, BENCH_COL_RESULT_TYPE, BENCH_PICK(b, bench_results));
+	bench_set(ev, BENCH_COL_COMMENT, BENCH_PICK(b, bench_comments));
+	bench_setf(ev, BENCH_COL_IMAGE_URL, "https://cdn.mega.example/o/gen_%010" PRIu64 ".png",
+		   gen);
+}
+
+static void bench_gen_credit(struct bench *b, struct bench_event *ev)
+{
+	bool topup = bench_pick(b, 10) == 0;
+
+	bench_set_int(ev, BENCH_COL_DELTA, topup ? 100 : -1 - (int64_t)bench_pick(b, 5));
+	bench_set(ev, BENCH_COL_REASON, topup ? "topup" : "generation");
+	bench_set(ev, BENCH_COL_SOURCE, topup ? "shopify" : "app");
+	bench_set(ev, BENCH_COL_REF_TYPE, topup ? "order" : "generation");
+	bench_setf(ev, BENCH_COL_REF_ID, topup ? "order_%010" PRIu64 : "gen_%010" PRIu64,
+		   ev->seq);
+}
+
+/* Generate the next event of the mix into EV (overwritten). */
+static void bench_event_next(struct bench *b, struct bench_event *ev)
+{
+	uint32_t roll = bench_pick(b, 100);
+
+	memset(ev->v, 0, sizeof(ev->v));
+	ev->used = 0;
+	if (roll < 70) {
+		bench_gen_common(b, ev, "generation");
+		bench_gen_generation(b, ev);
+	} else if (roll < 85) {
+		bench_gen_common(b, ev, "session");
+		bench_gen_session(b, ev);
+	} else if (roll < 95) {
+		bench_gen_common(b, ev, "feedback");
+		bench_gen_feedback(b, ev);
+	} else {
+		bench_gen_common(b, ev, "credit_transaction");
+		bench_gen_credit(b, ev);
+	}
+}
+
+/* ---- encoders: msgpack (wire) and COPY text (--dump-copy) --------------- */
+
+static int bench_pack_str(msgpack_packer *pk, const char *s, size_t len)
+{
+	return msgpack_pack_str(pk, len) | msgpack_pack_str_body(pk, s, len);
+}
+
+/* [EventTime, {columns..., "mg_meta": {...}}]; 0 or -1 (out of memory). */
+static int bench_pack_event(msgpack_packer *pk, const struct bench_event *ev)
+{
+	unsigned char t[8];
+	uint32_t sec = (uint32_t)ev->sec, n = 1;
+	int rc = 0;
+
+	for (int i = 0; i < BENCH_COL_COUNT; i++)
+		n += ev->v[i].s || ev->v[i].is_int;
+	for (int i = 0; i < 4; i++) {
+		t[i] = (unsigned char)(sec >> (24 - 8 * i));
+		t[4 + i] = (unsigned char)(ev->nsec >> (24 - 8 * i));
+	}
+	rc |= msgpack_pack_array(pk, 2);
+	rc |= msgpack_pack_ext(pk, 8, 0) | msgpack_pack_ext_body(pk, t, 8);
+	rc |= msgpack_pack_map(pk, n);
+	for (int i = 0; i < BENCH_COL_COUNT; i++) {
+		if (!ev->v[i].s && !ev->v[i].is_int)
+			continue;
+		rc |= bench_pack_str(pk, bench_col_names[i], strlen(bench_col_names[i]));
+		if (ev->v[i].is_int)
+			rc |= msgpack_pack_int64(pk, ev->v[i].i);
+		else
+			rc |= bench_pack_str(pk, ev->v[i].s, ev->v[i].len);
+	}
+	rc |= bench_pack_str(pk, "mg_meta", 7) | msgpack_pack_map(pk, 3);
+	rc |= bench_pack_str(pk, "app", 3) | bench_pack_str(pk, "megaingest-bench", 16);
+	rc |= bench_pack_str(pk, "ab", 2) | bench_pack_str(pk, &ev->ab, 1);
+	rc |= bench_pack_str(pk, "seq", 3) | msgpack_pack_uint64(pk, ev->seq);
+	return rc ? -1 : 0;
+}
+
+/* Write S in COPY text format (backslash, tab, newline, CR escaped). */
+static void bench_copy_text(FILE *f, const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+
+		if (c == '\\' || c == '\t' || c == '\n' || c == '\r') {
+			putc('\\', f);
+			c = c == '\t' ? 't' : c == '\n' ? 'n' : c == '\r' ? 'r' : '\\';
+		}
+		putc(c, f);
+	}
+}
+
+/* One COPY text row: the BENCH_COL_* columns, then mg_meta, mg_created_at. */
+static void bench_copy_event(FILE *f, const struct bench_event *ev)
+{
+	struct tm tm;
+	time_t sec = (time_t)ev->sec;
+
+	for (int i = 0; i < BENCH_COL_COUNT; i++) {
+		if (ev->v[i].is_int)
+			fprintf(f, "%" PRId64, ev->v[i].i);
+		else if (ev->v[i].s)
+			bench_copy_text(f, ev->v[i].s, ev->v[i].len);
+		else
+			fputs("\\N", f);
+		putc('\t', f);
+	}
+	gmtime_r(&sec, &tm);
+	fprintf(f, "{\"app\": \"megaingest-bench\", \"ab\": \"%c\", \"seq\": %" PRIu64 "}\t"
+		"%04d-%02d-%02d %02d:%02d:%02d.%06u+00\n", ev->ab, ev->seq,
+		tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+		tm.tm_sec, ev->nsec / 1000);
+}
+
+/* --dump-copy: write opts.total rows to PATH and the column list to stdout. */
+static int bench_dump_copy(struct bench *b, const char *path)
+{
+	struct bench_event ev;
+	FILE *f = fopen(path, "w");
+
+	if (!f) {
+		log_error("bench", "cannot create %s: %s; nothing written", path, strerror(errno));
+		return -1;
+	}
+	for (int64_t i = 0; i < b->o.total; i++) {
+		bench_event_next(b, &ev);
+		bench_copy_event(f, &ev);
+	}
+	if (ferror(f) | (fclose(f) != 0)) {
+		log_error("bench", "writing %s failed: %s; the file is incomplete", path,
+			  strerror(errno));
+		return -1;
+	}
+	for (int i = 0; i < BENCH_COL_COUNT; i++)
+		printf("%s, ", bench_col_names[i]);
+	printf("mg_meta, mg_created_at\n");
+	return fflush(stdout) == 0 ? 0 : -1;
+}
+
+/* ---- sending ------------------------------------------------------------- */
+
+static void bench_fail(struct bench *b, const char *why)
+{
+	if (!b->failed)
+		log_error("bench", "%s; stopping", why);
+	b->failed = true;
+	event_base_loopbreak(b->base);
+}
+
+/* True while -n and -d both allow more events to be sent. */
+static bool bench_more_to_send(const struct bench *b, int64_t now)
+{
+	if (b->o.total > 0 && b->events_sent >= b->o.total)
+		return false;
+	if (b->o.duration > 0 && now - b->start_ns >= (int64_t)(b->o.duration * 1e9))
+		return false;
+	return true;
+}
+
+/* Events the next chunk may carry now (0: none, for count, time or pace). */
+static uint32_t bench_next_chunk_events(const struct bench *b, int64_t now)
+{
+	int64_t n = b->o.chunk;
+
+	if (!bench_more_to_send(b, now))
+		return 0;
+	if (b->o.total > 0 && b->o.total - b->events_sent < n)
+		n = b->o.total - b->events_sent;
+	if (b->o.rate > 0 &&
+	    (double)(now - b->start_ns) < (double)b->events_sent / b->o.rate * 1e9)
+		return 0;
+	return (uint32_t)n;
+}
+
+/* Encode one chunk of N events into b->sbuf; 0 or -1. */
+static int bench_encode_chunk(struct bench *b, uint32_t n, uint64_t seq)
+{
+	struct bench_event ev;
+	char id[BENCH_CHUNK_ID_LEN + 1];
+	int rc = 0;
+
+	bench_hex_put(id, b->chunk_salt, 8);
+	bench_hex_put(id + 8, seq, 16);
+	id[BENCH_CHUNK_ID_LEN] = '\0';
+	msgpack_sbuffer_clear(&b->sbuf);
+	rc |= msgpack_pack_array(&b->pk, 3);
+	rc |= bench_pack_str(&b->pk, BENCH_TAG, strlen(BENCH_TAG));
+	rc |= msgpack_pack_array(&b->pk, n);
+	for (uint32_t i = 0; i < n && rc == 0; i++) {
+		bench_event_next(b, &ev);
+		rc |= bench_pack_event(&b->pk, &ev);
+	}
+	rc |= msgpack_pack_map(&b->pk, 1);
+	rc |= bench_pack_str(&b->pk, "chunk", 5);
+	rc |= bench_pack_str(&b->pk, id, BENCH_CHUNK_ID_LEN);
+	return rc ? -1 : 0;
+}
+
+/* Send chunks on C while its window and the schedule allow. */
+static void bench_conn_fill(struct bench_conn *c)
+{
+	struct bench *b = c->b;
+
+	while (!b->failed && c->connected && c->ninflight < b->o.window) {
+		int64_t now = bench_now_ns();
+		uint32_t n = bench_next_chunk_events(b, now);
+		struct bench_chunk *ch = &c->inflight[c->ninflight];
+
+		if (n == 0)
+			return;
+		ch->seq = b->chunk_seq++;
+		if (bench_encode_chunk(b, n, ch->seq) < 0) {
+			bench_fail(b, "out of memory encoding a chunk");
+			return;
+		}
+		if (bufferevent_write(c->bev, b->sbuf.data, b->sbuf.size) < 0) {
+			bench_fail(b, "cannot queue a chunk for sending (out of memory)");
+			return;
+		}
+		ch->sent_ns = bench_now_ns();
+		ch->t0_ns = b->o.rate > 0 ?
+			    b->start_ns + (int64_t)((double)b->events_sent / b->o.rate * 1e9) :
+			    ch->sent_ns;
+		ch->events = n;
+		c->ninflight++;
+		b->events_sent += n;
+	}
+}
+
+static void bench_fill_all(struct bench *b)
+{
+	int n = b->o.conns;
+
+	for (int i = 0; i < n && !b->failed; i++)
+		bench_conn_fill(&b->conns[(b->next_fill + i) % n]);
+	b->next_fill = (b->next_fill + 1) % n;
+}
+
+/* Nothing left to send and nothing in flight: the run is over. */
+static void bench_check_done(struct bench *b)
+{
+	if (bench_more_to_send(b, bench_now_ns()))
+		return;
+	for (int i = 0; i < b->o.conns; i++)
+		if (b->conns[i].ninflight > 0)
+			return;
+	event_base_loopbreak(b->base);
+}
+
+/* ---- acks ----------------------------------------------------------------- */
+
+static int bench_lat_add(struct bench *b, int64_t ns)
+{
+	if (b->nlat == b->lat_cap) {
+		size_t cap = b->lat_cap ? b->lat_cap * 2 : 4096;
+		int64_t *p = realloc(b->lat_ns, cap * sizeof(*p));
+
+		if (!p)
+			return -1;
+		b->lat_ns = p;
+		b->lat_cap = cap;
+	}
+	b->lat_ns[b->nlat++] = ns;
+	return 0;
+}
+
+/* The chunk sequence in ack value V, or -1 if V is not one of our ids. */
+static int64_t bench_ack_seq(const struct bench *b, const msgpack_object *v)
+{
+	char salt[8];
+	const char *s;
+	uint64_t seq = 0;
+
+	if (v->type != MSGPACK_OBJECT_STR && v->type != MSGPACK_OBJECT_BIN)
+		return -1;
+	s = v->type == MSGPACK_OBJECT_STR ? v->via.str.ptr : v->via.bin.ptr;
+	if ((v->type == MSGPACK_OBJECT_STR ? v->via.str.size : v->via.bin.size) !=
+	    BENCH_CHUNK_ID_LEN)
+		return -1;
+	bench_hex_put(salt, b->chunk_salt, 8);
+	if (memcmp(s, salt, 8) != 0)
+		return -1;
+	for (int i = 8; i < BENCH_CHUNK_ID_LEN; i++) {
+		const char *p = strchr(bench_hex, s[i]);
+
+		if (!p || !*p)
+			return -1;
+		seq = seq << 4 | (uint64_t)(p - bench_hex);
+	}
+	return seq > INT64_MAX ? -1 : (int64_t)seq;
+}
+
+/* Handle one value from the daemon: must be {"ack": id} for a chunk in flight. */
+static int bench_on_value(struct bench_conn *c, const msgpack_object *o)
+{
+	struct bench *b = c->b;
+	int64_t seq = -1, now = bench_now_ns();
+
+	if (o->type == MSGPACK_OBJECT_MAP && o->via.map.size == 1) {
+		const msgpack_object_kv *kv = &o->via.map.ptr[0];
+
+		if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 3 &&
+		    memcmp(kv->key.via.str.ptr, "ack", 3) == 0)
+			seq = bench_ack_seq(b, &kv->val);
+	}
+	for (int i = 0; seq >= 0 && i < c->ninflight; i++) {
+		if (c->inflight[i].seq != (uint64_t)seq)
+			continue;
+		if (bench_lat_add(b, now - c->inflight[i].t0_ns) < 0)
+			return -1;
+		if (b->lat_log)
+			fprintf(b->lat_log, "%.3f %.3f %" PRIu32 "\n",
+				(double)(c->inflight[i].t0_ns - b->start_ns) / 1e6,
+				(double)(now - c->inflight[i].t0_ns) / 1e6, c->inflight[i].events);
+		b->events_acked += c->inflight[i].events;
+		b->chunks_acked++;
+		b->last_ack_ns = now;
+		c->inflight[i] = c->inflight[--c->ninflight];
+		return 0;
+	}
+	log_error("bench", "conn=%d: unexpected reply (not an ack for a chunk in flight)",
+		  c->idx);
+	return -1;
+}
+
+static void bench_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct bench_conn *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	msgpack_unpacked res;
+	msgpack_unpack_return ret;
+	size_t len = evbuffer_get_length(in);
+
+	if (!msgpack_unpacker_reserve_buffer(&c->unp, len)) {
+		bench_fail(c->b, "out of memory reading acks");
+		return;
+	}
+	if (evbuffer_remove(in, msgpack_unpacker_buffer(&c->unp), len) != (int)len) {
+		bench_fail(c->b, "cannot read from the connection buffer");
+		return;
+	}
+	msgpack_unpacker_buffer_consumed(&c->unp, len);
+	msgpack_unpacked_init(&res);
+	while ((ret = msgpack_unpacker_next(&c->unp, &res)) == MSGPACK_UNPACK_SUCCESS) {
+		if (bench_on_value(c, &res.data) < 0) {
+			ret = MSGPACK_UNPACK_PARSE_ERROR;
+			break;
+		}
+	}
+	msgpack_unpacked_destroy(&res);
+	if (ret != MSGPACK_UNPACK_CONTINUE) {
+		bench_fail(c->b, "the daemon sent something that is not an ack");
+		return;
+	}
+	bench_conn_fill(c);
+	bench_check_done(c->b);
+}
+
+/* ---- connections ------------------------------------------------------------ */
+
+static void bench_start(struct bench *b)
+{
+	struct timeval tick = { 0, BENCH_TICK_US };
+
+	b->started = true;
+	b->start_ns = bench_now_ns();
+	b->last_ack_ns = b->start_ns;
+	if (b->o.rate > 0 && event_add(b->pace_ev, &tick) < 0) {
+		bench_fail(b, "cannot arm the pacing timer");
+		return;
+	}
+	bench_fill_all(b);
+	bench_check_done(b);
+}
+
+static void bench_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct bench_conn *c = arg;
+	char why[160];
+
+	(void)bev;
+	if (what & BEV_EVENT_CONNECTED) {
+		c->connected = true;
+		if (++c->b->nconnected == c->b->o.conns)
+			bench_start(c->b);
+		return;
+	}
+	snprintf(why, sizeof(why), "conn=%d: %s%s%s", c->idx,
+		 (what & BEV_EVENT_EOF) ? "closed by the daemon" : "connection error",
+		 (what & BEV_EVENT_ERROR) ? ": " : "",
+		 (what & BEV_EVENT_ERROR) ?
+		 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()) : "");
+	c->connected = false;
+	bench_fail(c->b, why);
+}
+
+/* Resolve -H host:port or -U path into SA; 0 or -1 (logged). */
+static int bench_address(const struct bench_opts *o, struct sockaddr_storage *sa,
+			 socklen_t *salen)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
+	char host[256];
+	const char *colon;
+	int rc;
+
+	if (o->unix_path) {
+		struct sockaddr_un *un = (struct sockaddr_un *)sa;
+
+		if (strlen(o->unix_path) >= sizeof(un->sun_path)) {
+			log_error("bench", "-U %s: path too long for a Unix socket", o->unix_path);
+			return -1;
+		}
+		memset(un, 0, sizeof(*un));
+		un->sun_family = AF_UNIX;
+		memcpy(un->sun_path, o->unix_path, strlen(o->unix_path));
+		*salen = sizeof(*un);
+		return 0;
+	}
+	colon = strrchr(o->host, ':');
+	if (!colon || (size_t)(colon - o->host) >= sizeof(host) || colon == o->host) {
+		log_error("bench", "-H %s: expected host:port", o->host);
+		return -1;
+	}
+	memcpy(host, o->host, (size_t)(colon - o->host));
+	host[colon - o->host] = '\0';
+	rc = getaddrinfo(host, colon + 1, &hints, &ai);
+	if (rc != 0 || !ai) {
+		log_error("bench", "-H %s: %s", o->host, gai_strerror(rc));
+		return -1;
+	}
+	memcpy(sa, ai->ai_addr, ai->ai_addrlen);
+	*salen = ai->ai_addrlen;
+	freeaddrinfo(ai);
+	return 0;
+}
+
+static int bench_conn_open(struct bench *b, struct bench_conn *c,
+			   const struct sockaddr_storage *sa, socklen_t salen)
+{
+	int one = 1;
+
+	c->b = b;
+	c->inflight = calloc((size_t)b->o.window, sizeof(*c->inflight));
+	if (!c->inflight || !msgpack_unpacker_init(&c->unp, 4096))
+		return -1;
+	c->unp_ready = true;
+	c->bev = bufferevent_socket_new(b->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (!c->bev)
+		return -1;
+	bufferevent_setcb(c->bev, bench_read_cb, NULL, bench_event_cb, c);
+	if (bufferevent_enable(c->bev, EV_READ | EV_WRITE) < 0 ||
+	    bufferevent_socket_connect(c->bev, (const struct sockaddr *)sa, (int)salen) < 0) {
+		log_error("bench", "conn=%d: cannot connect to %s", c->idx,
+			  b->o.unix_path ? b->o.unix_path : b->o.host);
+		return -1;
+	}
+	/* Each chunk's tail must not wait for the previous one's ACK (Nagle). */
+	if (sa->ss_family != AF_UNIX &&
+	    setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one,
+		       sizeof(one)) < 0)
+		log_warn("bench", "conn=%d: TCP_NODELAY: %s; going on", c->idx, strerror(errno));
+	return 0;
+}
+
+/* ---- timers ------------------------------------------------------------------ */
+
+static void bench_pace_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bench *b = arg;
+
+	(void)fd;
+	(void)what;
+	bench_fill_all(b);
+	bench_check_done(b);
+}
+
+/* Every BENCH_WATCH_US: fail on a chunk older than --timeout, end -d runs. */
+static void bench_watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bench *b = arg;
+	int64_t now = bench_now_ns(), limit = (int64_t)(b->o.timeout * 1e9);
+	char why[160];
+
+	(void)fd;
+	(void)what;
+	if (!b->started) {
+		if (now - b->created_ns > limit) {
+			snprintf(why, sizeof(why), "only %d of %d connections up after %.0f s",
+				 b->nconnected, b->o.conns, b->o.timeout);
+			bench_fail(b, why);
+		}
+		return;
+	}
+	for (int i = 0; i < b->o.conns; i++) {
+		struct bench_conn *c = &b->conns[i];
+
+		for (int k = 0; k < c->ninflight; k++) {
+			if (now - c->inflight[k].sent_ns <= limit)
+				continue;
+			snprintf(why, sizeof(why), "conn=%d: chunk %" PRIu64 " (%" PRIu32
+				 " events) not acked within %.0f s", i, c->inflight[k].seq,
+				 c->inflight[k].events, b->o.timeout);
+			bench_fail(b, why);
+			return;
+		}
+	}
+	bench_fill_all(b);
+	bench_check_done(b);
+}
+
+/* ---- report ---------------------------------------------------------------- */
+
+static int bench_cmp_i64(const void *x, const void *y)
+{
+	int64_t a = *(const int64_t *)x, c = *(const int64_t *)y;
+
+	return (a > c) - (a < c);
+}
+
+/* Nearest-rank percentile P (0..1] of the sorted sample, in milliseconds. */
+static double bench_pct_ms(const struct bench *b, double p)
+{
+	size_t rank;
+
+	if (b->nlat == 0)
+		return 0;
+	rank = (size_t)(p * (double)b->nlat + 0.999999);
+	if (rank < 1)
+		rank = 1;
+	if (rank > b->nlat)
+		rank = b->nlat;
+	return (double)b->lat_ns[rank - 1] / 1e6;
+}
+
+static double bench_cpu_s(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) < 0)
+		return 0;
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+static void bench_report(struct bench *b)
+{
+	double el = (double)(b->last_ack_ns - b->start_ns) / 1e9;
+	double rate = el > 0 ? (double)b->events_acked / el : 0;
+	const char *fmt = b->o.json ?
+		"{\"transport\": \"%s\", \"connections\": %d, \"chunk_events\": %d, "
+		"\"inflight\": %d, \"target_rate\": %.0f, \"events_sent\": %" PRId64 ", "
+		"\"events_acked\": %" PRId64 ", \"chunks_acked\": %" PRId64 ", "
+		"\"elapsed_s\": %.3f, \"events_per_s\": %.0f, \"ack_p50_ms\": %.2f, "
+		"\"ack_p99_ms\": %.2f, \"ack_p999_ms\": %.2f, \"ack_max_ms\": %.2f, "
+		"\"client_cpu_s\": %.2f, \"ok\": %s}\n" :
+		"transport %s\nconnections %d\nchunk_events %d\ninflight %d\n"
+		"target_rate %.0f\nevents_sent %" PRId64 "\nevents_acked %" PRId64 "\n"
+		"chunks_acked %" PRId64 "\nelapsed_s %.3f\nevents_per_s %.0f\n"
+		"ack_p50_ms %.2f\nack_p99_ms %.2f\nack_p999_ms %.2f\nack_max_ms %.2f\n"
+		"client_cpu_s %.2f\nok %s\n";
+
+	if (b->nlat > 0)
+		qsort(b->lat_ns, b->nlat, sizeof(*b->lat_ns), bench_cmp_i64);
+	printf(fmt, b->o.unix_path ? "unix" : "tcp", b->o.conns, b->o.chunk, b->o.window,
+	       b->o.rate, b->events_sent, b->events_acked, b->chunks_acked, el, rate,
+	       bench_pct_ms(b, 0.50), bench_pct_ms(b, 0.99), bench_pct_ms(b, 0.999),
+	       bench_pct_ms(b, 1.0), bench_cpu_s(),
+	       b->failed ? "false" : "true");
+	fflush(stdout);
+}
+
+/* ---- options ------------------------------------------------------------------ */
+
+static void bench_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: megaingest-bench (-H host:port | -U path) [options]\n"
+		"       megaingest-bench --dump-copy FILE -n N [--seed S]\n"
+		"  -H host:port   daemon TCP address\n"
+		"  -U path        daemon Unix socket\n"
+		"  -c N           connections (default 8)\n"
+		"  -m N           events per chunk (default 500)\n"
+		"  -n N           total events (default 100000 unless -d)\n"
+		"  -d SECONDS     run for this long instead of (or as well as) -n\n"
+		"  -r RATE        target events/s, paced (default: as fast as acks allow)\n"
+		"  -w N           chunks in flight per connection (default 2)\n"
+		"  --seed S       generator seed (default 1)\n"
+		"  --timeout S    fail when a chunk is not acked within S seconds (default 60)\n"
+		"  --json         print one JSON object instead of name/value lines\n"
+		"  --latency-log F  write one line per ack to F: send time since start (ms),\n"
+		"                 ack latency (ms), events of the chunk\n"
+		"  --dump-copy F  write N rows of the same mix as COPY text to F, print the\n"
+		"                 column list on stdout, and exit (no daemon needed)\n");
+}
+
+/* Parse a number in [lo, hi] from S for option NAME; 0 or -1 (logged). */
+static int bench_num(const char *name, const char *s, double lo, double hi, double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || v < lo || v > hi) {
+		log_error("bench", "%s %s: expected a number in %.0f..%.0f", name, s, lo, hi);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static const struct option bench_long_opts[] = {
+	{ "seed", required_argument, NULL, 'S' },
+	{ "timeout", required_argument, NULL, 'T' },
+	{ "json", no_argument, NULL, 'J' },
+	{ "dump-copy", required_argument, NULL, 'D' },
+	{ "latency-log", required_argument, NULL, 'L' },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+enum bench_optkind {
+	BENCH_OPT_STR = 0,  /* const char * */
+	BENCH_OPT_FLAG,     /* bool, set */
+	BENCH_OPT_INT,      /* int in lo..hi */
+	BENCH_OPT_I64,      /* int64_t in lo..hi */
+	BENCH_OPT_DBL,      /* double in lo..hi */
+	BENCH_OPT_U64,      /* uint64_t, any */
+	BENCH_OPTKIND_COUNT /* number of kinds; not a kind */
+};
+
+/* One command-line option: where it goes in struct bench_opts and its bounds. */
+struct bench_optdef {
+	int ch;
+	const char *name;
+	enum bench_optkind kind;
+	double lo, hi;
+	size_t off;
+};
+
+#define BENCH_OFF(f) offsetof(struct bench_opts, f)
+static const struct bench_optdef bench_optdefs[] = {
+	{ 'H', "-H", BENCH_OPT_STR, 0, 0, BENCH_OFF(host) },
+	{ 'U', "-U", BENCH_OPT_STR, 0, 0, BENCH_OFF(unix_path) },
+	{ 'c', "-c", BENCH_OPT_INT, 1, 10000, BENCH_OFF(conns) },
+	{ 'm', "-m", BENCH_OPT_INT, 1, 1000000, BENCH_OFF(chunk) },
+	{ 'n', "-n", BENCH_OPT_I64, 1, 1e15, BENCH_OFF(total) },
+	{ 'd', "-d", BENCH_OPT_DBL, 0.001, 1e9, BENCH_OFF(duration) },
+	{ 'r', "-r", BENCH_OPT_DBL, 1, 1e12, BENCH_OFF(rate) },
+	{ 'w', "-w", BENCH_OPT_INT, 1, 100000, BENCH_OFF(window) },
+	{ 'S', "--seed", BENCH_OPT_U64, 0, 0, BENCH_OFF(seed) },
+	{ 'T', "--timeout", BENCH_OPT_DBL, 0.001, 1e9, BENCH_OFF(timeout) },
+	{ 'J', "--json", BENCH_OPT_FLAG, 0, 0, BENCH_OFF(json) },
+	{ 'D', "--dump-copy", BENCH_OPT_STR, 0, 0, BENCH_OFF(dump_copy) },
+	{ 'L', "--latency-log", BENCH_OPT_STR, 0, 0, BENCH_OFF(lat_log) },
+};
+
+/* Store ARG for option D into O; 0 or -1 on a bad value (logged). */
+static int bench_opt_store(struct bench_opts *o, const struct bench_optdef *d, const char *arg)
+{
+	char *field = (char *)o + d->off, *end;
+	unsigned long long u;
+	double v = 0;
+
+	switch (d->kind) {
+	case BENCH_OPT_STR:
+		memcpy(field, &arg, sizeof(arg));
+		return 0;
+	case BENCH_OPT_FLAG:
+		*(bool *)field = true;
+		return 0;
+	case BENCH_OPT_U64:
+		errno = 0;
+		u = strtoull(arg, &end, 0);
+		if (errno || end == arg || *end) {
+			log_error("bench", "%s %s: expected an unsigned integer", d->name, arg);
+			return -1;
+		}
+		*(uint64_t *)field = u;
+		return 0;
+	default:
+		break;
+	}
+	if (bench_num(d->name, arg, d->lo, d->hi, &v) < 0)
+		return -1;
+	if (d->kind == BENCH_OPT_INT)
+		*(int *)field = (int)v;
+	else if (d->kind == BENCH_OPT_I64)
+		*(int64_t *)field = (int64_t)v;
+	else
+		*(double *)field = v;
+	return 0;
+}
+
+/* Apply one option; 0, or -1 on a bad value (logged), 1 for --help. */
+static int bench_opt(struct bench_opts *o, int ch, const char *arg)
+{
+	for (size_t i = 0; i < sizeof(bench_optdefs) / sizeof(bench_optdefs[0]); i++)
+		if (bench_optdefs[i].ch == ch)
+			return bench_opt_store(o, &bench_optdefs[i], arg);
+	return ch == 'h' ? 1 : -1;
+}
+
+/* Parse argv into O; 0 to run, 1 after --help, -1 on a usage error (logged). */
+static int bench_parse(int argc, char **argv, struct bench_opts *o)
+{
+	int ch, rc;
+
+	*o = (struct bench_opts){ .conns = 8, .chunk = 500, .window = 2, .seed = 1,
+				  .timeout = 60 };
+	while ((ch = getopt_long(argc, argv, "H:U:c:m:n:d:r:w:h", bench_long_opts, NULL)) != -1)
+		if ((rc = bench_opt(o, ch, optarg)) != 0)
+			return rc;
+	if (optind < argc) {
+		log_error("bench", "unexpected argument %s", argv[optind]);
+		return -1;
+	}
+	if (o->total == 0 && o->duration == 0)
+		o->total = o->dump_copy ? 0 : 100000;
+	if (o->dump_copy && o->total == 0) {
+		log_error("bench", "--dump-copy needs -n");
+		return -1;
+	}
+	if (o->dump_copy)
+		return 0;
+	if (!o->host == !o->unix_path) {
+		log_error("bench", "give exactly one of -H host:port and -U path");
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- setup and main ------------------------------------------------------------ */
+
+static int bench_init(struct bench *b)
+{
+	uint32_t salt[3];
+
+	b->rng = b->o.seed * 0x9E3779B97F4A7C15ULL + 0x2545F4914F6CDD1DULL;
+	if (b->rng == 0)
+		b->rng = 1;
+	/* Ids must differ across runs whatever the seed; content must not. */
+	if (getrandom(salt, sizeof(salt), 0) != (ssize_t)sizeof(salt)) {
+		log_error("bench", "getrandom: %s; cannot make unique ids", strerror(errno));
+		return -1;
+	}
+	b->salt_a = salt[0];
+	b->salt_b = salt[1];
+	b->chunk_salt = salt[2];
+	msgpack_sbuffer_init(&b->sbuf);
+	msgpack_packer_init(&b->pk, &b->sbuf, msgpack_sbuffer_write);
+	if (bench_prompts_init(b) < 0) {
+		log_error("bench", "out of memory building prompts");
+		return -1;
+	}
+	return 0;
+}
+
+static int bench_net_init(struct bench *b)
+{
+	struct sockaddr_storage sa;
+	socklen_t salen = 0;
+	struct timeval watch = { 0, BENCH_WATCH_US };
+
+	if (bench_address(&b->o, &sa, &salen) < 0)
+		return -1;
+	b->created_ns = bench_now_ns();
+	b->base = event_base_new();
+	b->conns = calloc((size_t)b->o.conns, sizeof(*b->conns));
+	if (!b->base || !b->conns)
+		goto oom;
+	b->pace_ev = event_new(b->base, -1, EV_PERSIST, bench_pace_cb, b);
+	b->watch_ev = event_new(b->base, -1, EV_PERSIST, bench_watch_cb, b);
+	if (!b->pace_ev || !b->watch_ev || event_add(b->watch_ev, &watch) < 0)
+		goto oom;
+	for (int i = 0; i < b->o.conns; i++) {
+		b->conns[i].idx = i;
+		if (bench_conn_open(b, &b->conns[i], &sa, salen) < 0)
+			return -1;
+	}
+	return 0;
+oom:
+	log_error("bench", "out of memory setting up the event loop");
+	return -1;
+}
+
+static void bench_free(struct bench *b)
+{
+	for (int i = 0; b->conns && i < b->o.conns; i++) {
+		if (b->conns[i].bev)
+			bufferevent_free(b->conns[i].bev);
+		if (b->conns[i].unp_ready)
+			msgpack_unpacker_destroy(&b->conns[i].unp);
+		free(b->conns[i].inflight);
+	}
+	free(b->conns);
+	if (b->pace_ev)
+		event_free(b->pace_ev);
+	if (b->watch_ev)
+		event_free(b->watch_ev);
+	if (b->base)
+		event_base_free(b->base);
+	for (int i = 0; i < BENCH_PROMPTS; i++)
+		free(b->prompts[i]);
+	free(b->lat_ns);
+	msgpack_sbuffer_destroy(&b->sbuf);
+}
+
+int main(int argc, char **argv)
+{
+	struct bench b = { 0 };
+	int rc = bench_parse(argc, argv, &b.o);
+
+	if (rc != 0) {
+		bench_usage(rc > 0 ? stdout : stderr);
+		return rc > 0 ? 0 : 2;
+	}
+	/* A daemon that closes mid-write must be a reported failure, not a kill. */
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR || bench_init(&b) < 0) {
+		bench_free(&b);
+		return 1;
+	}
+	if (b.o.dump_copy) {
+		rc = bench_dump_copy(&b, b.o.dump_copy);
+		bench_free(&b);
+		return rc < 0 ? 1 : 0;
+	}
+	if (b.o.lat_log && !(b.lat_log = fopen(b.o.lat_log, "w"))) {
+		log_error("bench", "cannot create %s: %s", b.o.lat_log, strerror(errno));
+		bench_free(&b);
+		return 1;
+	}
+	if (bench_net_init(&b) < 0 || event_base_dispatch(b.base) < 0)
+		b.failed = true;
+	if (b.lat_log && fclose(b.lat_log) != 0) {
+		log_error("bench", "writing %s failed: %s", b.o.lat_log, strerror(errno));
+		b.failed = true;
+	}
+	if (b.events_acked != b.events_sent)
+		b.failed = true;
+	if (b.started)  /* a run that never began has nothing to report */
+		bench_report(&b);
+	bench_free(&b);
+	return b.failed ? 1 : 0;
+}
