@@ -39,6 +39,9 @@ int json_append_msgpack(struct evbuffer *out, const msgpack_object *o,
 /* Append S (LEN bytes, any content) as a JSON string literal, escaped. */
 int json_append_string(struct evbuffer *out, const char *s, size_t len);
 
+/* O's msgpack type as a word for messages: "int", "str", "map", ... */
+const char *json_type_name(const msgpack_object *o);
+
 /* True when S is valid UTF-8 (no overlongs, no surrogates). */
 bool json_utf8_valid(const char *s, size_t len);
 

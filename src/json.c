@@ -393,8 +393,7 @@ static int walk_put(struct json_walk *w, const char *s, size_t n)
 	return evbuffer_add(w->out, s, n) == 0 ? 0 : walk_oom(w);
 }
 
-/* msgpack type as a word for messages: "int", "str", "map", ... */
-static const char *json_type_name(const msgpack_object *o)
+const char *json_type_name(const msgpack_object *o)
 {
 	switch (o->type) {
 	case MSGPACK_OBJECT_NIL: return "nil";

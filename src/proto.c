@@ -47,6 +47,7 @@
 #include <zlib.h>
 
 #include "ack.h"
+#include "json.h"
 #include "log.h"
 #include "proto.h"
 #include "queue.h"
@@ -347,33 +348,6 @@ struct proto_time {
 	const msgpack_object *meta;   /* Fluent Bit 2 metadata map, or NULL */
 };
 
-static const char *proto_type_name(const msgpack_object *o)
-{
-	switch (o->type) {
-	case MSGPACK_OBJECT_NIL:
-		return "nil";
-	case MSGPACK_OBJECT_BOOLEAN:
-		return "bool";
-	case MSGPACK_OBJECT_POSITIVE_INTEGER:
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-		return "int";
-	case MSGPACK_OBJECT_FLOAT32:
-	case MSGPACK_OBJECT_FLOAT64:
-		return "float";
-	case MSGPACK_OBJECT_STR:
-		return "str";
-	case MSGPACK_OBJECT_BIN:
-		return "bin";
-	case MSGPACK_OBJECT_ARRAY:
-		return "array";
-	case MSGPACK_OBJECT_MAP:
-		return "map";
-	case MSGPACK_OBJECT_EXT:
-		return "ext";
-	}
-	return "unknown";
-}
-
 /*
  * Write EVENT (whose forward-protocol time is T, or NULL) to the dead-letter
  * file with MESSAGE and count it as rejected for REASON. On a failed write the message is marked failed (the caller
@@ -541,7 +515,7 @@ static int proto_time_scalar(const msgpack_object *o, int64_t *sec, int64_t *nse
 		return proto_time_ext(o, sec, nsec, why, len);
 	default:
 		snprintf(why, len, "expected integer, float, EventTime or [time, metadata], got %s",
-			 proto_type_name(o));
+			 json_type_name(o));
 		return -1;
 	}
 }
@@ -570,7 +544,7 @@ static int proto_time_parse(const msgpack_object *o, struct proto_time *t, char 
 
 		if (meta->type != MSGPACK_OBJECT_MAP && meta->type != MSGPACK_OBJECT_NIL) {
 			snprintf(why, len, "expected [time, metadata map], got [time, %s]",
-				 proto_type_name(meta));
+				 json_type_name(meta));
 			return -1;
 		}
 		if (meta->type == MSGPACK_OBJECT_MAP && meta->via.map.size > 0)
@@ -627,7 +601,7 @@ static void proto_entry(struct proto_msg *m, const msgpack_object *e, uint32_t i
 			 label, e->via.array.size);
 	else
 		snprintf(msg, sizeof(msg), "%s: expected [time, record], got %s", label,
-			 proto_type_name(e));
+			 json_type_name(e));
 	proto_bad(m, e, RECORD_REASON_BAD_FRAME, msg);
 }
 
@@ -875,7 +849,7 @@ static int proto_option_kv(const msgpack_object_kv *kv, struct proto_option *opt
 			opt->chunk = v;
 			return 0;
 		}
-		snprintf(why, len, "option.chunk: expected str or bin, got %s", proto_type_name(v));
+		snprintf(why, len, "option.chunk: expected str or bin, got %s", json_type_name(v));
 		return -1;
 	}
 	if (proto_str_eq(&kv->key, "compressed")) {
@@ -883,7 +857,7 @@ static int proto_option_kv(const msgpack_object_kv *kv, struct proto_option *opt
 			opt->gzip = true;
 		else if (v->type != MSGPACK_OBJECT_NIL && !proto_str_eq(v, "text")) {
 			snprintf(why, len, "option.compressed: expected \"gzip\" or \"text\", got %s%s",
-				 v->type == MSGPACK_OBJECT_STR ? "another " : "", proto_type_name(v));
+				 v->type == MSGPACK_OBJECT_STR ? "another " : "", json_type_name(v));
 			return -1;
 		}
 	}
@@ -898,7 +872,7 @@ static int proto_option_parse(const msgpack_object *o, struct proto_option *opt,
 	if (!o || o->type == MSGPACK_OBJECT_NIL)
 		return 0;
 	if (o->type != MSGPACK_OBJECT_MAP) {
-		snprintf(why, len, "option: expected map or nil, got %s", proto_type_name(o));
+		snprintf(why, len, "option: expected map or nil, got %s", json_type_name(o));
 		return -1;
 	}
 	for (uint32_t i = 0; i < o->via.map.size; i++)
@@ -916,7 +890,7 @@ static int proto_frame_check(const msgpack_object *a, enum proto_mode mode,
 
 	if (mode == PROTO_MODE_BAD) {
 		snprintf(why, len, "frame: element 1: expected time, entries array or packed "
-			 "entries, got %s", proto_type_name(&a->via.array.ptr[1]));
+			 "entries, got %s", json_type_name(&a->via.array.ptr[1]));
 		return -1;
 	}
 	if (n < need || n > need + 1) {
@@ -997,7 +971,7 @@ static enum proto_status proto_array(struct proto_msg *m, const msgpack_object *
 	}
 	if (el[0].type != MSGPACK_OBJECT_STR) {
 		snprintf(why, sizeof(why), "frame: tag (element 0): expected str, got %s",
-			 proto_type_name(&el[0]));
+			 json_type_name(&el[0]));
 		goto bad;
 	}
 	m->tag = el[0].via.str.ptr ? el[0].via.str.ptr : "";
@@ -1040,7 +1014,7 @@ static enum proto_status proto_value(struct proto_conn *pc, const msgpack_object
 		return proto_array(&m, v);
 	default:
 		snprintf(why, sizeof(why), "frame: expected map, array or nil at top level, got %s",
-			 proto_type_name(v));
+			 json_type_name(v));
 		proto_bad(&m, v, RECORD_REASON_BAD_FRAME, why);
 		return proto_msg_end(&m, PROTO_OK);
 	}

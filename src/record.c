@@ -242,24 +242,6 @@ int record_column_find(const char *name, size_t len)
 
 /* ---- errors ----------------------------------------------------------- */
 
-static const char *rec_type_name(const msgpack_object *o)
-{
-	switch (o->type) {
-	case MSGPACK_OBJECT_NIL: return "nil";
-	case MSGPACK_OBJECT_BOOLEAN: return "bool";
-	case MSGPACK_OBJECT_POSITIVE_INTEGER:
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER: return "int";
-	case MSGPACK_OBJECT_FLOAT32:
-	case MSGPACK_OBJECT_FLOAT64: return "float";
-	case MSGPACK_OBJECT_STR: return "str";
-	case MSGPACK_OBJECT_ARRAY: return "array";
-	case MSGPACK_OBJECT_MAP: return "map";
-	case MSGPACK_OBJECT_BIN: return "bin";
-	case MSGPACK_OBJECT_EXT: return "ext";
-	}
-	return "unknown";
-}
-
 /* Copy client bytes S into DST (>= 8 bytes) for a message: at most 48
  * bytes, never cutting a UTF-8 sequence, "..." when cut; control
  * characters (and every non-ASCII byte when S is not UTF-8) become '?'. */
@@ -368,7 +350,7 @@ static int rec_take_text(struct rec_build *b, int col, const msgpack_object *o)
 
 	if (o->type != MSGPACK_OBJECT_STR && o->type != MSGPACK_OBJECT_BIN)
 		return rec_fail(b->err, RECORD_REASON_BAD_TYPE, c->name,
-				"%s: expected string, got %s", c->name, rec_type_name(o));
+				"%s: expected string, got %s", c->name, json_type_name(o));
 	s = o->type == MSGPACK_OBJECT_STR ? o->via.str.ptr : o->via.bin.ptr;
 	n = o->type == MSGPACK_OBJECT_STR ? o->via.str.size : o->via.bin.size;
 	if (c->max_bytes && n > c->max_bytes)
@@ -414,7 +396,7 @@ static int rec_take_int(struct rec_build *b, int col, const msgpack_object *o)
 		mag = (uint64_t)0 - (uint64_t)o->via.i64;
 	} else {
 		return rec_fail(b->err, RECORD_REASON_BAD_TYPE, name,
-				"%s: expected integer, got %s", name, rec_type_name(o));
+				"%s: expected integer, got %s", name, json_type_name(o));
 	}
 	*--p = '\0';
 	do {
@@ -465,7 +447,7 @@ static int rec_time_fail(struct rec_build *b, const char *name, const msgpack_ob
 				"%s: ext type %d is not a timestamp", name, o->via.ext.type);
 	default:
 		return rec_fail(b->err, RECORD_REASON_BAD_TYPE, name,
-				"%s: expected timestamp, got %s", name, rec_type_name(o));
+				"%s: expected timestamp, got %s", name, json_type_name(o));
 	}
 }
 
@@ -503,7 +485,7 @@ static int rec_take_column(struct rec_build *b, int col, const msgpack_object *o
 	}
 	if (o->type != MSGPACK_OBJECT_MAP)
 		return rec_fail(b->err, RECORD_REASON_BAD_TYPE, "mg_meta",
-				"mg_meta: expected map, got %s", rec_type_name(o));
+				"mg_meta: expected map, got %s", json_type_name(o));
 	b->meta = o;
 	return 0;
 }
@@ -520,7 +502,7 @@ static int rec_key(struct rec_build *b, const msgpack_object *k, uint32_t i,
 		return 0;
 	}
 	return rec_fail(b->err, RECORD_REASON_BAD_KEY, "", "key #%" PRIu32 ": expected string, "
-			"got %s", i + 1, rec_type_name(k));
+			"got %s", i + 1, json_type_name(k));
 }
 
 /* First pass: every key named, every column value checked and converted. */
@@ -654,7 +636,7 @@ static int rec_meta_map(struct rec_build *b, struct evbuffer *out, size_t *count
 		if (k->type != MSGPACK_OBJECT_STR && k->type != MSGPACK_OBJECT_BIN)
 			return rec_fail(b->err, RECORD_REASON_BAD_META, "mg_meta",
 					"mg_meta: key #%" PRIu32 ": expected string, got %s",
-					i + 1, rec_type_name(k));
+					i + 1, json_type_name(k));
 		if (rec_meta_entry(b, out, count, k, &m->ptr[i].val, "mg_meta", "mg_meta") != 0)
 			return -1;
 	}
@@ -885,7 +867,7 @@ int record_from_map(const msgpack_object *map, const struct record_ctx *ctx,
 	err->message[0] = '\0';
 	if (map->type != MSGPACK_OBJECT_MAP)
 		return rec_fail(err, RECORD_REASON_NOT_A_MAP, "", "event is %s, not a map",
-				rec_type_name(map));
+				json_type_name(map));
 	b.ctx = ctx ? ctx : &no_ctx;
 	b.err = err;
 	b.present = 0;
