@@ -82,6 +82,14 @@ static void test_zero_then_deltas(void)
 	stats_reject(RECORD_REASON_BAD_TYPE);
 	stats_reject(RECORD_REASON_BAD_TYPE);
 	stats_set_connections(3);
+	/* postgres_up needs every writer connected: 1 of 2 is still down. */
+	stats_set_postgres_writers(2);
+	stats_set_postgres_up(1);
+	CHECK(stats_postgres_up() == 0);
+	stats_set_postgres_up(1);
+	CHECK(stats_postgres_up() == 1);
+	stats_set_postgres_up(0);
+	CHECK(stats_postgres_up() == 0);
 	stats_set_postgres_up(1);
 	stats_snapshot(&s);
 	CHECK(s.counter[STAT_events_received_total] == 7);
