@@ -24,12 +24,11 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from helpers import Daemon, Postgres  # noqa: E402
+from helpers import Daemon, Postgres, stop_daemons  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def pg():
-    """A PostgreSQL 15 cluster on a private Unix socket, fsync off, schema applied."""
+def _cluster():
+    """Start a throwaway cluster, yield it, stop it (also when start fails)."""
     cluster = Postgres()
     try:
         cluster.start()
@@ -38,6 +37,12 @@ def pg():
         raise
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pg():
+    """A PostgreSQL 15 cluster on a private Unix socket, fsync off, schema applied."""
+    yield from _cluster()
 
 
 @pytest.fixture(autouse=True)
@@ -76,15 +81,7 @@ def _daemons(cluster, tmp_path):
         return d.start(wait=wait)
 
     yield start
-
-    failures = []
-    for d in started:
-        code = d.cleanup()
-        print(f"\n---- megaingestd log ({d.log_path}), exit {code} ----\n{d.log()}")
-        if code not in (0, None) and not getattr(d, "expect_failure", False):
-            failures.append(f"megaingestd exited with status {code} (log above)")
-    if failures:
-        pytest.fail("; ".join(failures))
+    stop_daemons(started)
 
 
 @pytest.fixture
@@ -96,14 +93,7 @@ def daemon_factory(pg, tmp_path):
 
 @pytest.fixture(scope="module")
 def _stoppable_cluster():
-    cluster = Postgres()
-    try:
-        cluster.start()
-    except Exception:
-        cluster.stop()
-        raise
-    yield cluster
-    cluster.stop()
+    yield from _cluster()
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ import gzip
 import json
 import os
 import re
+
+import pytest
 import secrets
 import shutil
 import signal
@@ -546,3 +548,16 @@ class Daemon:
         """Wait until mega_generations holds N rows matching WHERE."""
         wait_for(lambda: self.pg.count(where, params) == n, timeout,
                  what=lambda: f"{n} rows where {where} (have {self.pg.count(where, params)})")
+
+
+def stop_daemons(started):
+    """Teardown of a daemon factory: stop every daemon in STARTED, print its
+    log, and fail the test if one exited non-zero without expecting to."""
+    failures = []
+    for d in started:
+        code = d.cleanup()
+        print(f"\n---- megaingestd log ({d.log_path}), exit {code} ----\n{d.log()}")
+        if code not in (0, None) and not getattr(d, "expect_failure", False):
+            failures.append(f"megaingestd exited with status {code} (log above)")
+    if failures:
+        pytest.fail("; ".join(failures))

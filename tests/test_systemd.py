@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from helpers import BUILDDIR, MEGAINGESTD, SRCDIR, Client, Daemon, wait_for
+from helpers import BUILDDIR, MEGAINGESTD, SRCDIR, Client, Daemon, stop_daemons, wait_for
 
 
 def have_libsystemd():
@@ -133,14 +133,7 @@ def sd_daemon(pg, tmp_path):
         return d.start(wait=wait)
 
     yield start
-    failures = []
-    for d in started:
-        code = d.cleanup()
-        print(f"\n---- megaingestd log, exit {code} ----\n{d.log()}")
-        if code not in (0, None) and not getattr(d, "expect_failure", False):
-            failures.append(f"megaingestd exited with status {code}")
-    if failures:
-        pytest.fail("; ".join(failures))
+    stop_daemons(started)
 
 
 # ---- notify ---------------------------------------------------------------
