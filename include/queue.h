@@ -40,11 +40,15 @@ bool queue_full(struct queue *q);
 bool queue_blocked(struct queue *q);
 
 /*
- * Writer thread: wait until MAX records are queued, WAIT_MS passed, or the
- * queue is closed; then move up to MAX records into OUT in arrival order.
- * Returns the count (0: timed out empty, or closed and empty).
+ * Writer thread: wait up to WAIT_MS while the queue is empty, then move up
+ * to MAX records into OUT in arrival order, at once: a free writer never
+ * waits for a batch to fill (see queue.c). Returns the count (0: timed out
+ * empty, or closed and empty).
  */
 size_t queue_pop_batch(struct queue *q, struct record **out, size_t max, int wait_ms);
+/* Writer thread: wait up to WAIT_MS until WANT records are queued or the
+ * queue is closed; returns how many are queued (writer.flush_interval_ms). */
+size_t queue_wait(struct queue *q, size_t want, int wait_ms);
 
 /* No more pushes will come; wakes the writer so it drains and stops. */
 void queue_close(struct queue *q);

@@ -18,8 +18,10 @@ char *writer_sql_copy(void);
 char *writer_sql_merge(const char *table, bool apply_credits);
 /* Rows of pass $1 that must not be merged, as (mi_idx, kind 't'|'c'|'p'). */
 char *writer_sql_check(const char *table, bool pass_id_dead_letter);
-/* Stub mega_customers rows for the batch's pass ids, in sorted order. */
+/* Stub mega_customers rows for the batch's new pass ids, in sorted order. */
 extern const char writer_sql_stub_customers[];
+/* Raise mega_customers.mg_last_active to the batch's newest event times. */
+extern const char writer_sql_last_active[];
 
 /* The text in B as a malloc'ed string; frees B. NULL on ENOMEM. */
 char *writer_sql_take(struct evbuffer *b);

@@ -6,9 +6,15 @@
  * One producer (the loop) and one consumer (a writer) share a ring of record
  * pointers under one mutex, in the shape of Redis's bio.c: the producer locks,
  * appends, signals and unlocks; the consumer waits on a condition variable
- * with a timeout of writer.flush_interval_ms, moves a whole batch out, and
+ * while the ring is empty, moves a whole batch out, and
  * unlocks before it touches libpq, so the lock is held for a few pointer
  * copies per batch and never across I/O.
+ *
+ * A free writer takes whatever is queued at once (group commit): while one
+ * transaction runs, the next batch accumulates, so batches grow with the
+ * load by themselves and an event never waits for a batch to fill. Only
+ * writer.flush_interval_ms > 0 makes the writer linger (queue_wait) for a
+ * fuller batch, trading latency for fewer transactions at light load.
  *
  * The limits (queue.max_events, queue.max_bytes) are a policy enforced by
  * the loop: it asks queue_full() before decoding each value and stops reading
@@ -191,21 +197,39 @@ static size_t queue_take(struct queue *q, struct record **out, size_t max)
 	return n;
 }
 
-size_t queue_pop_batch(struct queue *q, struct record **out, size_t max, int wait_ms)
+/* Wait on MORE until COUNT >= WANT, DEADLINE or close. Caller holds the lock. */
+static void queue_wait_locked(struct queue *q, size_t want, int wait_ms)
 {
 	struct timespec deadline;
+
+	if (q->count >= want || q->closed || wait_ms <= 0)
+		return;
+	queue_deadline(&deadline, wait_ms);
+	q->want = want;
+	q->waiting = true;
+	while (q->count < want && !q->closed)
+		if (pthread_cond_timedwait(&q->more, &q->lock, &deadline) == ETIMEDOUT)
+			break;
+	q->waiting = false;
+}
+
+size_t queue_wait(struct queue *q, size_t want, int wait_ms)
+{
 	size_t n;
 
 	pthread_mutex_lock(&q->lock);
-	if (q->count < max && !q->closed && wait_ms > 0) {
-		queue_deadline(&deadline, wait_ms);
-		q->want = max;
-		q->waiting = true;
-		while (q->count < max && !q->closed)
-			if (pthread_cond_timedwait(&q->more, &q->lock, &deadline) == ETIMEDOUT)
-				break;
-		q->waiting = false;
-	}
+	queue_wait_locked(q, want, wait_ms);
+	n = q->count;
+	pthread_mutex_unlock(&q->lock);
+	return n;
+}
+
+size_t queue_pop_batch(struct queue *q, struct record **out, size_t max, int wait_ms)
+{
+	size_t n;
+
+	pthread_mutex_lock(&q->lock);
+	queue_wait_locked(q, 1, wait_ms);
 	n = queue_take(q, out, max);
 	pthread_mutex_unlock(&q->lock);
 	/* Resume the loop's reading once there is real room again. */

@@ -8,16 +8,24 @@
  * documented in struct writer. A batch is one transaction:
  *
  *   BEGIN
- *   COPY mi_staging FROM STDIN          -- the batch, text format
- *   SELECT ... FROM mi_staging ...      -- rows that must not be merged:
- *                                          an mg_id owned by another record
- *                                          type, an unknown pass id (when
- *                                          unknown_pass_id: dead_letter)
- *   INSERT INTO mega_customers ...      -- stub rows for new pass ids, in
- *                                          sorted order (writers never deadlock)
+ *   COPY mi_staging FROM STDIN          -- the batch, text format, streamed
+ *                                          while it is encoded (writer_copy.c)
+ *   INSERT INTO mega_customers ...      -- stub rows for new pass ids, sorted,
+ *        ON CONFLICT DO NOTHING            no lock on existing rows
  *   INSERT INTO <table> SELECT ... FROM mi_staging WHERE mi_pass = k
- *        ON CONFLICT (mg_id) DO UPDATE  -- once per pass k
+ *        ON CONFLICT (mg_id) DO UPDATE  -- once per pass k; the WHERE of the
+ *                                          update skips rows of another type
+ *   SELECT ... FROM mi_staging ...      -- only when pass k merged fewer rows
+ *                                          than it staged: which rows were
+ *                                          not merged, and why
+ *   INSERT INTO mega_customers ...      -- raise mg_last_active, sorted; last,
+ *        ON CONFLICT DO UPDATE             so a second writer waits for these
+ *                                          row locks only until our COMMIT
  *   COMMIT
+ *
+ * With unknown_pass_id: dead_letter neither customer statement runs, and the
+ * check runs before each merge and removes rows with an unknown pass id
+ * from staging.
  *
  * "Pass" k holds the k-th occurrence of an mg_id inside the batch, so each
  * INSERT sees every id at most once (PostgreSQL refuses to touch a row twice
@@ -148,7 +156,7 @@ int writer_connect(struct writer *w, bool loud)
 }
 
 /* Classify a failed statement: transient/connection vs row data. */
-static enum write_verdict writer_classify(struct writer *w, PGresult *res, struct writer_err *e)
+enum write_verdict writer_classify(struct writer *w, PGresult *res, struct writer_err *e)
 {
 	const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 	const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
@@ -169,45 +177,10 @@ static enum write_verdict writer_classify(struct writer *w, PGresult *res, struc
 	return WRITE_RETRY;
 }
 
-/* ---- COPY data -------------------------------------------------------- */
-
-/* Append V in COPY text format: backslash, tab, newline and CR escaped. */
-static void writer_copy_text(struct evbuffer *b, const char *v, size_t len)
-{
-	size_t start = 0;
-
-	for (size_t i = 0; i < len; i++) {
-		char esc;
-
-		switch (v[i]) {
-		case '\\': esc = '\\'; break;
-		case '\t': esc = 't'; break;
-		case '\n': esc = 'n'; break;
-		case '\r': esc = 'r'; break;
-		default: continue;
-		}
-		evbuffer_add(b, v + start, i - start);
-		evbuffer_add(b, (char[]){ '\\', esc }, 2);
-		start = i + 1;
-	}
-	evbuffer_add(b, v + start, len - start);
-}
-
-static void writer_copy_row(struct evbuffer *b, const struct record *r, int idx, int pass)
-{
-	evbuffer_add_printf(b, "%d\t%d", idx, pass);
-	for (int i = 0; i < RECORD_COL_COUNT; i++) {
-		evbuffer_add(b, "\t", 1);
-		if (r->len[i] == RECORD_ABSENT)
-			evbuffer_add(b, "\\N", 2);
-		else
-			writer_copy_text(b, r->data + r->off[i], r->len[i]);
-	}
-	evbuffer_add(b, "\n", 1);
-}
+/* ---- passes ---------------------------------------------------------- */
 
 /* Number each record's occurrence of its mg_id within RECS: 1, 2, ...
- * Returns the highest pass. */
+ * and count the rows of each pass. Returns the highest pass. */
 static int writer_number_passes(struct writer *w, struct record **recs, size_t n)
 {
 	size_t mask = 1;
@@ -235,47 +208,10 @@ static int writer_number_passes(struct writer *w, struct record **recs, size_t n
 		if (w->pass[i] > maxpass)
 			maxpass = w->pass[i];
 	}
-	return maxpass;
-}
-
-static enum write_verdict writer_copy(struct writer *w, struct record **recs, size_t n,
-				      struct writer_err *e)
-{
-	PGresult *res = PQexec(w->pg, w->sql_copy);
-	struct evbuffer_iovec vec[16];
-	enum write_verdict v;
-	int nvec;
-
-	if (!res || PQresultStatus(res) != PGRES_COPY_IN) {
-		v = writer_classify(w, res, e);
-		PQclear(res);
-		return v;
-	}
-	PQclear(res);
+	memset(w->pass_rows, 0, ((size_t)maxpass + 1) * sizeof(*w->pass_rows));
 	for (size_t i = 0; i < n; i++)
-		writer_copy_row(w->copybuf, recs[i], (int)i, w->pass[i]);
-	while ((nvec = evbuffer_peek(w->copybuf, -1, NULL, vec, 16)) > 0) {
-		size_t sent = 0;
-
-		if (nvec > 16)
-			nvec = 16;
-		for (int i = 0; i < nvec; i++) {
-			if (PQputCopyData(w->pg, vec[i].iov_base, (int)vec[i].iov_len) != 1)
-				break;
-			sent += vec[i].iov_len;
-		}
-		if (sent == 0)
-			break;
-		evbuffer_drain(w->copybuf, sent);
-	}
-	evbuffer_drain(w->copybuf, evbuffer_get_length(w->copybuf));
-	PQputCopyEnd(w->pg, NULL);
-	res = PQgetResult(w->pg);
-	v = res && PQresultStatus(res) == PGRES_COMMAND_OK ? WRITE_OK : writer_classify(w, res, e);
-	PQclear(res);
-	while ((res = PQgetResult(w->pg)))
-		PQclear(res);
-	return v;
+		w->pass_rows[w->pass[i]]++;
+	return maxpass;
 }
 
 /* ---- one transaction -------------------------------------------------- */
@@ -320,9 +256,10 @@ static void writer_skip_set(struct writer_skip *sk, char kind)
 	}
 }
 
-/* Remember the rows of pass PASS that must not be merged and remove those
- * to be dead-lettered from staging. */
-static enum write_verdict writer_check(struct writer *w, const char *pass, struct writer_err *e)
+/* Remember the rows of pass PASS that must not be merged; with DROP, also
+ * remove those to be dead-lettered from staging (before the merge). */
+static enum write_verdict writer_check(struct writer *w, const char *pass, bool drop,
+				       struct writer_err *e)
 {
 	const char *params[1] = { pass };
 	PGresult *res = NULL;
@@ -357,7 +294,7 @@ static enum write_verdict writer_check(struct writer *w, const char *pass, struc
 		snprintf(e->message, sizeof(e->message), "out of memory");
 		return WRITE_RETRY;
 	}
-	if (ndrop > 0) {
+	if (drop && ndrop > 0) {
 		params[0] = list;
 		v = writer_run(w, "DELETE FROM mi_staging WHERE mi_idx = ANY ($1::int4[])",
 			       1, params, e, NULL);
@@ -366,19 +303,46 @@ static enum write_verdict writer_check(struct writer *w, const char *pass, struc
 	return v;
 }
 
-/* Check and merge each pass in order: the k-th event of an mg_id merges
- * into what the first k-1 made of the row. */
+/* Merge pass PASS; *MERGED is the number of rows it inserted or changed. */
+static enum write_verdict writer_merge_pass(struct writer *w, const char *pass, long *merged,
+					    struct writer_err *e)
+{
+	const char *params[1] = { pass };
+	PGresult *res = NULL;
+	enum write_verdict v = writer_run(w, w->sql_merge, 1, params, e, &res);
+
+	if (v != WRITE_OK)
+		return v;
+	/* With apply_credits the statement ends in SELECT count(*) FROM ins. */
+	*merged = atol(PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 ?
+		       PQgetvalue(res, 0, 0) : PQcmdTuples(res));
+	PQclear(res);
+	return WRITE_OK;
+}
+
+/*
+ * Check and merge each pass in order: the k-th event of an mg_id merges
+ * into what the first k-1 made of the row. The merge itself leaves alone a
+ * row owned by another record type or a repeated credit_transaction, so the
+ * check that names those runs only when a pass merged fewer rows than it
+ * staged (an exact replay also does that). With unknown_pass_id:
+ * dead_letter the check must run first: the foreign key would refuse the
+ * whole statement.
+ */
 static enum write_verdict writer_merge(struct writer *w, int maxpass, struct writer_err *e)
 {
 	for (int p = 1; p <= maxpass; p++) {
 		char pass[16];
-		const char *params[1] = { pass };
-		enum write_verdict v;
+		long merged = 0;
+		enum write_verdict v = WRITE_OK;
 
 		snprintf(pass, sizeof(pass), "%d", p);
-		v = writer_check(w, pass, e);
+		if (w->pass_id_dead_letter)
+			v = writer_check(w, pass, true, e);
 		if (v == WRITE_OK)
-			v = writer_run(w, w->sql_merge, 1, params, e, NULL);
+			v = writer_merge_pass(w, pass, &merged, e);
+		if (v == WRITE_OK && !w->pass_id_dead_letter && merged < w->pass_rows[p])
+			v = writer_check(w, pass, false, e);
 		if (v != WRITE_OK)
 			return v;
 	}
@@ -387,7 +351,7 @@ static enum write_verdict writer_merge(struct writer *w, int maxpass, struct wri
 
 /* Write RECS[0..N) in one transaction. */
 enum write_verdict writer_transaction(struct writer *w, struct record **recs, size_t n,
-					     struct writer_err *e)
+				     struct writer_err *e)
 {
 	int maxpass = writer_number_passes(w, recs, n);
 	enum write_verdict v;
@@ -397,9 +361,12 @@ enum write_verdict writer_transaction(struct writer *w, struct record **recs, si
 	if (v == WRITE_OK)
 		v = writer_copy(w, recs, n, e);
 	if (v == WRITE_OK && !w->pass_id_dead_letter)
-		v = writer_run(w, w->sql_customers, 0, NULL, e, NULL);
+		v = writer_run(w, writer_sql_stub_customers, 0, NULL, e, NULL);
 	if (v == WRITE_OK)
 		v = writer_merge(w, maxpass, e);
+	/* Last, so the customer row locks it takes are held only until COMMIT. */
+	if (v == WRITE_OK && !w->pass_id_dead_letter)
+		v = writer_run(w, writer_sql_last_active, 0, NULL, e, NULL);
 	if (v == WRITE_OK)
 		v = writer_run(w, "COMMIT", 0, NULL, e, NULL);
 	if (v != WRITE_OK && PQstatus(w->pg) == CONNECTION_OK) {
@@ -508,9 +475,9 @@ static void writer_free(struct writer *w)
 	free(w->sql_copy);
 	free(w->sql_check);
 	free(w->sql_merge);
-	if (w->copybuf)
-		evbuffer_free(w->copybuf);
+	free(w->copy_buf);
 	free(w->pass);
+	free(w->pass_rows);
 	free(w->slots);
 	free(w->batch);
 	free(w->skips);
@@ -524,14 +491,14 @@ static int writer_alloc(struct writer *w, const struct config *cfg)
 	w->sql_copy = writer_sql_copy();
 	w->sql_check = writer_sql_check(cfg->pg_table, w->pass_id_dead_letter);
 	w->sql_merge = writer_sql_merge(cfg->pg_table, w->apply_credits);
-	w->sql_customers = writer_sql_stub_customers;
-	w->copybuf = evbuffer_new();
+	w->copy_buf = malloc(WRITER_COPY_CHUNK);
 	w->batch = calloc(w->cap, sizeof(*w->batch));
 	w->pass = calloc(w->cap, sizeof(*w->pass));
+	w->pass_rows = calloc(w->cap + 1, sizeof(*w->pass_rows));
 	w->slots = calloc(w->cap * 4, sizeof(*w->slots));
 	w->skips = calloc(w->cap, sizeof(*w->skips));
-	return w->conninfo && w->sql_copy && w->sql_check && w->sql_merge && w->copybuf &&
-	       w->batch && w->pass && w->slots && w->skips ? 0 : -1;
+	return w->conninfo && w->sql_copy && w->sql_check && w->sql_merge && w->copy_buf &&
+	       w->batch && w->pass && w->pass_rows && w->slots && w->skips ? 0 : -1;
 }
 
 struct writer *writer_start(int id, const struct config *cfg, struct queue *q,

@@ -48,6 +48,10 @@
 #include "stats.h"
 #include "writer_private.h"
 
+/* How long an idle writer sleeps on its empty queue before it looks at its
+ * connection, its spool and the drain deadline again. */
+#define WRITER_IDLE_MS 100
+
 /* ---- delivery states -------------------------------------------------- */
 
 static const char *const writer_state_names[WRITER_STATE_COUNT] = {
@@ -321,6 +325,7 @@ static size_t writer_reserve(struct writer *w, size_t max)
 {
 	struct record **b;
 	int *p, *sl;
+	long *pr;
 	struct writer_skip *sk;
 
 	if (max <= w->cap)
@@ -331,13 +336,16 @@ static size_t writer_reserve(struct writer *w, size_t max)
 	p = realloc(w->pass, max * sizeof(*p));
 	if (p)
 		w->pass = p;
+	pr = realloc(w->pass_rows, (max + 1) * sizeof(*pr));
+	if (pr)
+		w->pass_rows = pr;
 	sl = realloc(w->slots, max * 4 * sizeof(*sl));
 	if (sl)
 		w->slots = sl;
 	sk = realloc(w->skips, max * sizeof(*sk));
 	if (sk)
 		w->skips = sk;
-	if (!b || !p || !sl || !sk) {
+	if (!b || !p || !pr || !sl || !sk) {
 		log_warn("writer", "writer=%d: out of memory for batches of %zu; keeping %zu",
 			 w->id, max, w->cap);
 		return w->cap;
@@ -408,15 +416,26 @@ static void writer_replay_one(struct writer *w)
 
 /* ---- the thread ------------------------------------------------------- */
 
-/* Wait for and take the next batch from the queue into w->batch. */
+/* Wait for and take the next batch from the queue into w->batch: at once
+ * when events are queued (group commit, see queue.c), after lingering up to
+ * writer.flush_interval_ms for a full batch when that is set. */
 static void writer_take(struct writer *w)
 {
 	size_t max = writer_reserve(w, (size_t)atomic_load(&w->batch_max));
-	long wait = atomic_load(&w->flush_ms);
+	long wait = WRITER_IDLE_MS;
+	int linger = atomic_load(&w->flush_ms);
 
 	/* While disconnected, wake up in time for the next connection attempt. */
 	if (!w->pg && writer_until_connect_ms(w) < wait)
 		wait = writer_until_connect_ms(w);
+	if (linger > 0) {
+		if (queue_wait(w->q, 1, (int)wait) == 0) {
+			w->held = 0;
+			return;
+		}
+		queue_wait(w->q, max, linger);
+		wait = 0;
+	}
 	w->held = queue_pop_batch(w->q, w->batch, max, (int)wait);
 }
 

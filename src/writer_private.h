@@ -77,10 +77,12 @@ struct writer {
 	PGconn *pg;
 	char *sql_copy;
 	char *sql_check;
-	const char *sql_customers;
 	char *sql_merge;
-	struct evbuffer *copybuf;
+	char *copy_buf;              /* WRITER_COPY_CHUNK bytes of COPY data (writer_copy.c) */
+	size_t copy_len;             /* bytes in copy_buf */
+	bool copy_failed;            /* PQputCopyData failed during this batch */
 	int *pass;                   /* per batch position */
+	long *pass_rows;             /* rows per pass, [1..maxpass] */
 	int *slots;                  /* hash set for pass numbering */
 	size_t cap;                  /* capacity of pass/slots/batch */
 	struct record **batch;
@@ -109,6 +111,15 @@ static inline int64_t writer_now_ns(clockid_t clk)
 int writer_connect(struct writer *w, bool loud);
 /* writer.c: close the connection (if any); postgres_up goes to 0. */
 void writer_disconnect(struct writer *w);
+/* Bytes of COPY data handed to libpq at a time: large enough that libpq
+ * sees few calls, small enough that PostgreSQL starts parsing early. */
+#define WRITER_COPY_CHUNK (256 * 1024)
+
+/* writer.c: the verdict on a failed statement (RES may be NULL); fills E. */
+enum write_verdict writer_classify(struct writer *w, PGresult *res, struct writer_err *e);
+/* writer_copy.c: COPY RECS[0..N) (numbered by w->pass) into mi_staging. */
+enum write_verdict writer_copy(struct writer *w, struct record **recs, size_t n,
+			       struct writer_err *e);
 /* writer.c: write RECS[0..N) in one transaction; E says why when not OK. */
 enum write_verdict writer_transaction(struct writer *w, struct record **recs, size_t n,
 				      struct writer_err *e);

@@ -85,12 +85,13 @@ char *writer_sql_copy(void)
  * are credit_transactions move their customer's balance, once per mg_id
  * however often the event is retried. A top-up (mg_delta > 0 and mg_reason
  * 'topup') also raises mg_last_topup_at and sets mg_topup_source from the
- * newest top-up of the batch.
+ * newest top-up of the batch. The statement returns the number of rows the
+ * merge inserted or changed, as the plain INSERT's command tag does.
  */
 static const char writer_sql_credits[] =
 	" RETURNING mg_pass_id, mg_delta, mg_record_type, mg_reason, mg_source, mg_created_at, "
-	"(xmax = 0) AS inserted) "
-	"UPDATE mega_customers c SET mg_credits = c.mg_credits + d.delta, "
+	"(xmax = 0) AS inserted), "
+	"credit AS (UPDATE mega_customers c SET mg_credits = c.mg_credits + d.delta, "
 	"mg_last_topup_at = CASE WHEN d.topup_at > c.mg_last_topup_at OR "
 	"(c.mg_last_topup_at IS NULL AND d.topup_at IS NOT NULL) THEN d.topup_at "
 	"ELSE c.mg_last_topup_at END, "
@@ -103,7 +104,8 @@ static const char writer_sql_credits[] =
 	"FILTER (WHERE mg_delta > 0 AND mg_reason = 'topup'))[1] AS topup_source "
 	"FROM ins WHERE inserted AND mg_record_type = 'credit_transaction' "
 	"AND mg_delta IS NOT NULL AND mg_pass_id IS NOT NULL GROUP BY 1) d "
-	"WHERE c.mg_pass_id = d.mg_pass_id";
+	"WHERE c.mg_pass_id = d.mg_pass_id) "
+	"SELECT count(*) FROM ins";
 
 char *writer_sql_merge(const char *table, bool apply_credits)
 {
@@ -208,9 +210,23 @@ char *writer_sql_check(const char *table, bool pass_id_dead_letter)
 	return writer_sql_take(b);
 }
 
-const char writer_sql_stub_customers[] =
-	"INSERT INTO mega_customers AS c (mg_pass_id, mg_credits, mg_source_system, mg_last_active) "
-	"SELECT mg_pass_id, 0, 'megaingest', max(COALESCE(mg_created_at, now())) "
+/* The batch's pass ids with the newest event time of each, in sorted key
+ * order: rows are inserted or locked in that order, so two writers never
+ * deadlock on mega_customers. */
+#define WRITER_SQL_BATCH_CUSTOMERS \
+	"INSERT INTO mega_customers AS c (mg_pass_id, mg_credits, mg_source_system, mg_last_active) " \
+	"SELECT mg_pass_id, 0, 'megaingest', max(COALESCE(mg_created_at, now())) " \
 	"FROM mi_staging WHERE mg_pass_id IS NOT NULL GROUP BY mg_pass_id ORDER BY mg_pass_id "
+
+/* Before the merge: a stub for each new pass id (the foreign key needs it).
+ * DO NOTHING takes no lock on existing rows. */
+const char writer_sql_stub_customers[] =
+	WRITER_SQL_BATCH_CUSTOMERS "ON CONFLICT (mg_pass_id) DO NOTHING";
+
+/* Last statement before COMMIT: raise mg_last_active (never lower it). The
+ * row locks this takes are what a second writer waits for, so they are
+ * taken as late as possible. */
+const char writer_sql_last_active[] =
+	WRITER_SQL_BATCH_CUSTOMERS
 	"ON CONFLICT (mg_pass_id) DO UPDATE SET mg_last_active = EXCLUDED.mg_last_active "
 	"WHERE c.mg_last_active IS NULL OR c.mg_last_active < EXCLUDED.mg_last_active";

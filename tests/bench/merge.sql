@@ -1,18 +1,20 @@
 -- merge.sql: what the ceiling run (a) does after each COPY of a batch into
--- mi_staging, the same two statements megaingestd's writer issues
--- (src/writer.c): stub customers for the batch's pass ids in sorted key order
--- (last_active only ever raised), then one INSERT ... SELECT ... ON CONFLICT
--- (mg_id) DO UPDATE with the daemon's merge rules (COALESCE per column, meta
--- merged with ||, a terminal status never turned back into pending,
--- credit_transaction rows immutable, no new row version for a no-op replay).
--- The daemon's extra per-batch SELECT (mg_id owned by another record type) and
--- its per-pass numbering are left out: the ceiling is the least work these
--- semantics need. tests/bench/run wraps it: BEGIN; COPY ...; <this>; COMMIT.
+-- mi_staging, the same three statements megaingestd's writer issues
+-- (src/writer_sql.c): stub customers for the batch's new pass ids in sorted
+-- key order (DO NOTHING: no lock on existing rows), one INSERT ... SELECT ...
+-- ON CONFLICT (mg_id) DO UPDATE with the daemon's merge rules (COALESCE per
+-- column, meta merged with ||, a terminal status never turned back into
+-- pending, credit_transaction rows immutable, no new row version for a no-op
+-- replay), then mg_last_active raised in sorted key order, last, so that a
+-- second session waits for those row locks only until this one commits.
+-- The daemon's per-pass numbering and its check for rows it did not merge
+-- (run only when a pass merged fewer rows than it staged) are left out: the
+-- ceiling is the least work these semantics need. tests/bench/run wraps it:
+-- BEGIN; COPY ...; <this>; COMMIT.
 INSERT INTO mega_customers AS c (mg_pass_id, mg_credits, mg_source_system, mg_last_active)
 SELECT mg_pass_id, 0, 'megaingest', max(COALESCE(mg_created_at, now()))
 FROM mi_staging WHERE mg_pass_id IS NOT NULL GROUP BY mg_pass_id ORDER BY mg_pass_id
-ON CONFLICT (mg_pass_id) DO UPDATE SET mg_last_active = EXCLUDED.mg_last_active
-WHERE c.mg_last_active IS NULL OR c.mg_last_active < EXCLUDED.mg_last_active;
+ON CONFLICT (mg_pass_id) DO NOTHING;
 INSERT INTO mega_generations AS t (
 	mg_id,
 	mg_record_type,
@@ -205,3 +207,8 @@ WHERE t.mg_record_type = EXCLUDED.mg_record_type
 		t.mg_meta,
 		t.mg_source_system,
 		t.mg_deleted_at);
+INSERT INTO mega_customers AS c (mg_pass_id, mg_credits, mg_source_system, mg_last_active)
+SELECT mg_pass_id, 0, 'megaingest', max(COALESCE(mg_created_at, now()))
+FROM mi_staging WHERE mg_pass_id IS NOT NULL GROUP BY mg_pass_id ORDER BY mg_pass_id
+ON CONFLICT (mg_pass_id) DO UPDATE SET mg_last_active = EXCLUDED.mg_last_active
+WHERE c.mg_last_active IS NULL OR c.mg_last_active < EXCLUDED.mg_last_active;

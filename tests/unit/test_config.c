@@ -118,7 +118,7 @@ static void check_defaults(const struct config *c)
 	CHECK(c->queue_max_bytes == 268435456);
 	CHECK(c->writer_connections == 1);
 	CHECK(c->writer_batch_max_events == 10000);
-	CHECK(c->writer_flush_interval_ms == 100);
+	CHECK(c->writer_flush_interval_ms == 0);
 	CHECK(c->writer_retry_initial_ms == 100);
 	CHECK(c->writer_retry_max_ms == 30000);
 	CHECK(c->writer_drain_timeout_s == 30);
