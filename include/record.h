@@ -168,4 +168,8 @@ int record_parse_rfc3339(const char *s, size_t len, int64_t *ns_out);
 /* Format NS as "YYYY-MM-DD HH:MM:SS.ffffff+00" into BUF (>= 40 bytes). */
 void record_format_time(int64_t ns, char *buf, size_t buflen);
 
+/* A TIMESTAMPTZ column's text (the form above) as microseconds since
+ * 2000-01-01 UTC, PostgreSQL's binary form; 0, or -1 if not that form. */
+int record_time_pg_usec(const char *s, size_t len, int64_t *usec);
+
 #endif

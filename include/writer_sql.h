@@ -12,7 +12,7 @@ struct evbuffer;
 
 /* CREATE TEMP TABLE IF NOT EXISTS mi_staging (mi_idx, mi_pass, every column). */
 char *writer_sql_staging(void);
-/* COPY mi_staging (...) FROM STDIN. */
+/* COPY mi_staging (...) FROM STDIN (FORMAT binary). */
 char *writer_sql_copy(void);
 /* The per-pass merge into TABLE ($1 = pass); with APPLY_CREDITS the balance update too. */
 char *writer_sql_merge(const char *table, bool apply_credits);

@@ -76,7 +76,7 @@ char *writer_sql_copy(void)
 	evbuffer_add_printf(b, "COPY mi_staging (mi_idx, mi_pass");
 	for (int i = 0; i < RECORD_COL_COUNT; i++)
 		evbuffer_add_printf(b, ", %s", record_columns[i].name);
-	evbuffer_add_printf(b, ") FROM STDIN");
+	evbuffer_add_printf(b, ") FROM STDIN (FORMAT binary)");
 	return writer_sql_take(b);
 }
 
@@ -130,7 +130,7 @@ char *writer_sql_merge(const char *table, bool apply_credits)
 		else
 			evbuffer_add_printf(b, "%s, ", c);
 	}
-	evbuffer_add_printf(b, "now() FROM mi_staging WHERE mi_pass = $1 ORDER BY mi_idx "
+	evbuffer_add_printf(b, "now() FROM mi_staging WHERE mi_pass = $1 "
 			    "ON CONFLICT (mg_id) DO UPDATE SET ");
 	for (int i = 0; i < RECORD_COL_COUNT; i++) {
 		if (!writer_mergeable(i))
