@@ -86,6 +86,23 @@ def test_full_events_over_forward_modes(daemon, pg):
         check_full_row(pg.row(ev["mg_id"]), ev)
 
 
+def test_rows_larger_than_the_copy_buffer(daemon, pg):
+    """The writer streams binary COPY data through a 256 KiB buffer; a row
+    larger than that is written field by field (its slow path). Such rows
+    and the small ones around them in the same batch land intact."""
+    big = dict(full_event("generation"), mg_id="big-row")
+    big["mg_prompt"] = "ü" * 150_000 + "\t\n\\ end"   # 300 KB of UTF-8
+    big["mg_meta"] = {"blob": "x" * 100_000, "n": 1}
+    huge_meta = dict(full_event("feedback"), mg_id="big-meta")
+    huge_meta["mg_meta"] = {"k%d" % i: "v" * 100 for i in range(3000)}   # ~330 KB of JSON
+    small = [dict(full_event("session"), mg_id=f"small-{i}") for i in range(3)]
+    events = [small[0], big, small[1], huge_meta, small[2]]
+    daemon.forward_chunk("mega.any", [[1700000000, e] for e in events], "c-big")
+    for ev in events:
+        check_full_row(pg.row(ev["mg_id"]), ev)
+    assert daemon.dead_letters() == []
+
+
 def test_unknown_keys_land_in_meta(daemon, pg):
     ev = {"mg_id": "unknown-keys", "mg_record_type": "generation",
           "mg_meta": {"a": 1, "keep": "me"},

@@ -1,7 +1,8 @@
 /*
  * test_queue: the ring between loop and writer: FIFO order, limits and
  * queue_full, wrap-around and growth past the initial capacity, blocking
- * pops that time out or wake on close, the low-water wakeup, and a
+ * pops that time out or wake on close, the writer's optional linger
+ * (queue_wait), the low-water wakeup, and a
  * producer/consumer thread pair that must lose nothing.
  */
 #include <pthread.h>
@@ -109,8 +110,10 @@ static void test_pop_waits_then_times_out(void)
 	CHECK(queue_pop_batch(q, out, 4, 50) == 0);
 	CHECK(now_s() - t0 >= 0.045);
 	CHECK(queue_push(q, mk(1, 1)) == 0);
-	/* A partial batch is returned when the wait runs out. */
-	CHECK(queue_pop_batch(q, out, 4, 20) == 1);
+	/* Group commit: a partial batch is taken at once, not after the wait. */
+	t0 = now_s();
+	CHECK(queue_pop_batch(q, out, 4, 5000) == 1);
+	CHECK(now_s() - t0 < 1.0);
 	free(out[0]);
 	queue_close(q);
 	t0 = now_s();
@@ -118,6 +121,54 @@ static void test_pop_waits_then_times_out(void)
 	CHECK(now_s() - t0 < 1.0);
 	CHECK(queue_closed_and_empty(q));
 	CHECK(queue_is_closed(q));
+	queue_free(q);
+}
+
+struct linger_arg {
+	struct queue *q;
+	int n;
+};
+
+static void *linger_producer(void *arg)
+{
+	struct linger_arg *a = arg;
+
+	for (int i = 0; i < a->n; i++) {
+		struct timespec ts = { 0, 5 * 1000000L };
+
+		nanosleep(&ts, NULL);
+		CHECK(queue_push(a->q, mk((uint32_t)i, 1)) == 0);
+	}
+	return NULL;
+}
+
+/* queue_wait (writer.flush_interval_ms > 0): wakes once WANT records are
+ * queued, returns early on close, and times out with what there is. */
+static void test_wait_for_a_fuller_batch(void)
+{
+	struct queue *q = queue_new(100, 1000, NULL);
+	struct linger_arg a = { q, 4 };
+	struct record *out[8];
+	pthread_t t;
+	double t0 = now_s();
+
+	CHECK(pthread_create(&t, NULL, linger_producer, &a) == 0);
+	CHECK(queue_wait(q, 4, 5000) == 4);
+	CHECK(now_s() - t0 < 4.0);
+	pthread_join(t, NULL);
+	t0 = now_s();
+	CHECK(queue_wait(q, 8, 30) == 4);          /* timed out: the 4 it has */
+	CHECK(now_s() - t0 >= 0.025);
+	CHECK(queue_wait(q, 2, 5000) == 4);        /* already enough: no wait */
+	queue_close(q);
+	t0 = now_s();
+	CHECK(queue_wait(q, 8, 5000) == 4);        /* closed: no wait */
+	CHECK(now_s() - t0 < 1.0);
+	CHECK(queue_pop_batch(q, out, 8, 0) == 4);
+	for (int i = 0; i < 4; i++) {
+		CHECK(out[i]->id_hash == (uint32_t)i);
+		free(out[i]);
+	}
 	queue_free(q);
 }
 
@@ -195,6 +246,7 @@ int main(void)
 	test_growth_keeps_order();
 	test_limits();
 	test_pop_waits_then_times_out();
+	test_wait_for_a_fuller_batch();
 	test_low_water_wakes_loop();
 	test_threads_lose_nothing();
 	return unit_done("test_queue");
