@@ -23,6 +23,11 @@
  *                                          row locks only until our COMMIT
  *   COMMIT
  *
+ * With postgres.apply_credits the mg_last_active upsert comes first instead
+ * of the stubs: the merge then moves balances of customer rows this
+ * transaction has already locked in sorted order, so two writers cannot
+ * deadlock (they take turns on shared customers instead).
+ *
  * With unknown_pass_id: dead_letter neither customer statement runs, and the
  * check runs before each merge and removes rows with an unknown pass id
  * from staging.
@@ -361,11 +366,12 @@ enum write_verdict writer_transaction(struct writer *w, struct record **recs, si
 	if (v == WRITE_OK)
 		v = writer_copy(w, recs, n, e);
 	if (v == WRITE_OK && !w->pass_id_dead_letter)
-		v = writer_run(w, writer_sql_stub_customers, 0, NULL, e, NULL);
+		v = writer_run(w, w->apply_credits ? writer_sql_last_active :
+			       writer_sql_stub_customers, 0, NULL, e, NULL);
 	if (v == WRITE_OK)
 		v = writer_merge(w, maxpass, e);
 	/* Last, so the customer row locks it takes are held only until COMMIT. */
-	if (v == WRITE_OK && !w->pass_id_dead_letter)
+	if (v == WRITE_OK && !w->pass_id_dead_letter && !w->apply_credits)
 		v = writer_run(w, writer_sql_last_active, 0, NULL, e, NULL);
 	if (v == WRITE_OK)
 		v = writer_run(w, "COMMIT", 0, NULL, e, NULL);

@@ -207,7 +207,11 @@ static size_t writer_write(struct writer *w, struct record **recs, size_t n,
 	*stop = WRITER_STOP_NONE;
 	v = writer_transaction(w, recs, n, &e);
 	if (v == WRITE_OK) {
-		stats_observe_ns(STAT_batch_commit_seconds, writer_now_ns(CLOCK_MONOTONIC) - t0);
+		int64_t took = writer_now_ns(CLOCK_MONOTONIC) - t0;
+
+		log_debug("writer", "writer=%d: %zu events committed in %.1f ms (%zu queued)", w->id,
+			  n, (double)took / 1e6, queue_events(w->q));
+		stats_observe_ns(STAT_batch_commit_seconds, took);
 		writer_committed(w, recs, n);
 		return n;
 	}
