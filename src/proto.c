@@ -2,12 +2,13 @@
  * proto.c: a connection's byte stream -> events (plain maps and the Fluentd
  * Forward protocol v1), and the {"ack": chunk} replies.
  *
- * Bytes go through two readers. A small scanner (struct proto_scan) walks
- * every byte as it arrives, knowing only msgpack's headers: where each value
- * ends, how deep it nests and how many bytes it must at least take. It
- * closes the connection on a byte that is not msgpack, a value over
- * listen.max_event_bytes, or nesting msgpack-c cannot decode, and it hands the
- * msgpack_unpacker only the bytes in front of such a header. That matters:
+ * Bytes go through two readers. A small scanner (proto_scan.c) walks every
+ * header as it arrives, jumping over str, bin and ext bodies, and knows only
+ * msgpack's headers: where each value ends, how deep it nests and how many
+ * bytes it must at least take. It closes the connection on a byte that is
+ * not msgpack, a value over listen.max_event_bytes, or nesting msgpack-c
+ * cannot decode, and it hands the msgpack_unpacker only the bytes in front
+ * of such a header. That matters:
  * msgpack-c allocates an array's or map's elements as soon as it reads the
  * count, so a 5-byte header announcing 2^32 elements would otherwise cost
  * 96 GiB before a byte of them arrived. The unpacker then decodes the
@@ -50,6 +51,7 @@
 #include "json.h"
 #include "log.h"
 #include "proto.h"
+#include "proto_scan.h"
 #include "queue.h"
 #include "record.h"
 #include "spool.h"
@@ -57,197 +59,9 @@
 
 #define PROTO_UNPACKER_INITIAL (4 * 1024)  /* decoder buffer at connect; grows with use */
 #define PROTO_FILL_STEP (1024 * 1024)      /* bytes moved into the decoder per evbuffer_remove */
-#define PROTO_MAX_DEPTH 32                 /* msgpack-c's MSGPACK_EMBED_STACK_SIZE */
 #define PROTO_GZIP_FACTOR 16               /* inflated bytes allowed per max_event_bytes */
 #define PROTO_NS 1000000000LL
 #define PROTO_MAX_SEC 9223372035LL         /* sec * 1e9 + nsec still fits int64_t */
-
-/* ---- scanner ------------------------------------------------------------ */
-
-/* What a msgpack lead byte announces. */
-enum proto_head_kind {
-	PROTO_HEAD_FIXED = 0, /* EXTRA more bytes, nothing nested (ints, floats, fixstr...) */
-	PROTO_HEAD_BLOB,      /* a LENBYTES length, then EXTRA + length bytes (str, bin, ext) */
-	PROTO_HEAD_ARRAY,     /* a LENBYTES count (or the low nibble), then that many values */
-	PROTO_HEAD_MAP,       /* the same, then twice that many values */
-	PROTO_HEAD_BAD,       /* 0xc1: never used */
-	PROTO_HEAD_KIND_COUNT /* number of kinds; not a kind */
-};
-
-struct proto_head {
-	uint8_t kind;         /* enum proto_head_kind */
-	uint8_t lenbytes;     /* big-endian length or count bytes after the lead byte */
-	uint8_t extra;        /* FIXED: payload bytes; BLOB: bytes besides the length (ext type) */
-};
-
-/* Lead bytes 0xc0..0xdf; the rest are fixed-size or carry their size in the byte. */
-static const struct proto_head proto_heads_c0[32] = {
-	{ PROTO_HEAD_FIXED, 0, 0 }, { PROTO_HEAD_BAD, 0, 0 },    /* nil, (never used) */
-	{ PROTO_HEAD_FIXED, 0, 0 }, { PROTO_HEAD_FIXED, 0, 0 },  /* false, true */
-	{ PROTO_HEAD_BLOB, 1, 0 }, { PROTO_HEAD_BLOB, 2, 0 },    /* bin 8, bin 16 */
-	{ PROTO_HEAD_BLOB, 4, 0 }, { PROTO_HEAD_BLOB, 1, 1 },    /* bin 32, ext 8 */
-	{ PROTO_HEAD_BLOB, 2, 1 }, { PROTO_HEAD_BLOB, 4, 1 },    /* ext 16, ext 32 */
-	{ PROTO_HEAD_FIXED, 0, 4 }, { PROTO_HEAD_FIXED, 0, 8 },  /* float 32, float 64 */
-	{ PROTO_HEAD_FIXED, 0, 1 }, { PROTO_HEAD_FIXED, 0, 2 },  /* uint 8, uint 16 */
-	{ PROTO_HEAD_FIXED, 0, 4 }, { PROTO_HEAD_FIXED, 0, 8 },  /* uint 32, uint 64 */
-	{ PROTO_HEAD_FIXED, 0, 1 }, { PROTO_HEAD_FIXED, 0, 2 },  /* int 8, int 16 */
-	{ PROTO_HEAD_FIXED, 0, 4 }, { PROTO_HEAD_FIXED, 0, 8 },  /* int 32, int 64 */
-	{ PROTO_HEAD_FIXED, 0, 2 }, { PROTO_HEAD_FIXED, 0, 3 },  /* fixext 1, fixext 2 */
-	{ PROTO_HEAD_FIXED, 0, 5 }, { PROTO_HEAD_FIXED, 0, 9 },  /* fixext 4, fixext 8 */
-	{ PROTO_HEAD_FIXED, 0, 17 }, { PROTO_HEAD_BLOB, 1, 0 },  /* fixext 16, str 8 */
-	{ PROTO_HEAD_BLOB, 2, 0 }, { PROTO_HEAD_BLOB, 4, 0 },    /* str 16, str 32 */
-	{ PROTO_HEAD_ARRAY, 2, 0 }, { PROTO_HEAD_ARRAY, 4, 0 },  /* array 16, array 32 */
-	{ PROTO_HEAD_MAP, 2, 0 }, { PROTO_HEAD_MAP, 4, 0 },      /* map 16, map 32 */
-};
-
-static struct proto_head proto_head_of(uint8_t b)
-{
-	if (b <= 0x7f || b >= 0xe0)
-		return (struct proto_head){ PROTO_HEAD_FIXED, 0, 0 };
-	if (b <= 0x8f)
-		return (struct proto_head){ PROTO_HEAD_MAP, 0, 0 };
-	if (b <= 0x9f)
-		return (struct proto_head){ PROTO_HEAD_ARRAY, 0, 0 };
-	if (b <= 0xbf)
-		return (struct proto_head){ PROTO_HEAD_FIXED, 0, (uint8_t)(b & 0x1f) };
-	return proto_heads_c0[b - 0xc0];
-}
-
-enum proto_scan_error {
-	PROTO_SCAN_OK = 0,
-	PROTO_SCAN_NOT_MSGPACK,  /* a byte no msgpack value starts with */
-	PROTO_SCAN_TOO_BIG,      /* the value takes more than the limit */
-	PROTO_SCAN_TOO_DEEP,     /* containers nested deeper than msgpack-c decodes */
-	PROTO_SCAN_ERROR_COUNT   /* number of errors; not an error */
-};
-
-/* Header-level walk over a byte stream, resumable at any byte. */
-struct proto_scan {
-	uint64_t offset;         /* bytes scanned so far */
-	uint64_t value_start;    /* offset of the current top-level value */
-	uint64_t head_start;     /* offset of the current header's lead byte */
-	uint64_t items;          /* values the current top-level value still owes; 0 between */
-	uint64_t skip;           /* payload bytes still to pass over */
-	uint64_t open[PROTO_MAX_DEPTH]; /* values each open container still owes */
-	int depth;               /* open containers */
-	uint8_t head[5];         /* lead byte and length field, possibly split across feeds */
-	uint8_t head_len;
-	uint8_t head_need;
-	enum proto_scan_error error;
-	uint64_t error_size;     /* TOO_BIG: the value's size, exact or a lower bound */
-	bool error_exact;        /* TOO_BIG: error_size is the whole value */
-};
-
-static uint64_t proto_be(const uint8_t *p, int n)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < n; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
-/* Account for a container of N values; -1 (error set) when too deep. */
-static int proto_scan_open(struct proto_scan *s, uint64_t n)
-{
-	if (s->depth >= PROTO_MAX_DEPTH) {
-		s->error = PROTO_SCAN_TOO_DEEP;
-		return -1;
-	}
-	s->items += n;
-	if (n > 0)
-		s->open[s->depth++] = n;
-	return 0;
-}
-
-/* A header is complete: count it as one value of its parent and apply it. */
-static int proto_scan_head_done(struct proto_scan *s, uint64_t limit)
-{
-	struct proto_head h = proto_head_of(s->head[0]);
-	uint64_t n = h.lenbytes ? proto_be(s->head + 1, h.lenbytes) : s->head[0] & 0x0f;
-	uint64_t least;
-
-	s->head_len = 0;
-	s->items--;
-	if (s->depth > 0)
-		s->open[s->depth - 1]--;
-	if (h.kind == PROTO_HEAD_FIXED)
-		s->skip = h.extra;
-	else if (h.kind == PROTO_HEAD_BLOB)
-		s->skip = n + h.extra;
-	else if (proto_scan_open(s, h.kind == PROTO_HEAD_MAP ? 2 * n : n) < 0)
-		return -1;
-	while (s->depth > 0 && s->open[s->depth - 1] == 0)
-		s->depth--;
-	/* Every value still owed takes at least one byte. */
-	least = s->offset - s->value_start + s->skip + s->items;
-	if (least > limit) {
-		s->error = PROTO_SCAN_TOO_BIG;
-		s->error_size = least;
-		s->error_exact = s->items == 0;
-		return -1;
-	}
-	return 0;
-}
-
-/* Take one header byte; 0, or -1 with s->error set. */
-static int proto_scan_byte(struct proto_scan *s, uint8_t b, uint64_t limit)
-{
-	if (s->head_len == 0) {
-		struct proto_head h = proto_head_of(b);
-
-		if (s->items == 0) {
-			s->items = 1;
-			s->value_start = s->offset;
-		}
-		s->head_start = s->offset;
-		if (h.kind == PROTO_HEAD_BAD) {
-			s->error = PROTO_SCAN_NOT_MSGPACK;
-			return -1;
-		}
-		s->head_need = (uint8_t)(1 + h.lenbytes);
-	}
-	s->head[s->head_len++] = b;
-	s->offset++;
-	if (s->head_len < s->head_need)
-		return 0;
-	return proto_scan_head_done(s, limit);
-}
-
-/*
- * Scan the next N bytes of the stream, no value taking more than LIMIT
- * bytes. Returns how many of them a decoder may see: all N, or on an error
- * (s->error set, scanning stops for good) the bytes before the offending
- * header's lead byte.
- */
-static size_t proto_scan_feed(struct proto_scan *s, const uint8_t *p, size_t n, uint64_t limit)
-{
-	uint64_t base = s->offset;
-	size_t i = 0;
-
-	while (i < n && s->error == PROTO_SCAN_OK) {
-		if (s->skip > 0) {
-			size_t take = s->skip < n - i ? (size_t)s->skip : n - i;
-
-			s->skip -= take;
-			s->offset += take;
-			i += take;
-			continue;
-		}
-		if (proto_scan_byte(s, p[i], limit) < 0)
-			break;
-		i++;
-	}
-	if (s->error == PROTO_SCAN_OK)
-		return n;
-	return s->head_start > base ? (size_t)(s->head_start - base) : 0;
-}
-
-/* True between top-level values. */
-static bool proto_scan_idle(const struct proto_scan *s)
-{
-	return s->items == 0 && s->skip == 0 && s->head_len == 0;
-}
 
 /* ---- connection --------------------------------------------------------- */
 
@@ -258,7 +72,7 @@ struct proto_conn {
 	uint64_t id;              /* connection id for log lines */
 	msgpack_unpacker up;      /* bytes the scanner passed, not yet decoded */
 	msgpack_unpacked val;     /* the value being handled */
-	struct proto_scan scan;   /* runs ahead of UP over every byte received */
+	struct proto_scan scan;   /* runs ahead of UP over every header received */
 	uint64_t decoded;         /* stream bytes of the complete values so far */
 	uint64_t values;          /* complete values so far */
 	uint64_t acks;            /* acks created so far */
@@ -425,10 +239,9 @@ static void proto_take(struct proto_msg *m, const msgpack_object *map,
 		.recv_ns = m->recv_ns,
 	};
 	struct record *r = NULL;
-	struct record_error err;
+	struct record_error err; /* filled by record_from_map on -1, read only then */
 
 	stats_add(STAT_events_received_total, 1);
-	memset(&err, 0, sizeof(err));
 	if (record_from_map(map, &ctx, &r, &err) < 0) {
 		proto_dead_letter(m, map, t, err.reason, err.field, err.message);
 		return;
@@ -564,20 +377,33 @@ static int proto_time_parse(const msgpack_object *o, struct proto_time *t, char 
 
 /* ---- entries and modes -------------------------------------------------- */
 
-/* One [time, record] pair, entry INDEX of a message (LABEL: "forward entry 3"). */
+/* The words that name an entry in messages: "forward entry 3" for KIND
+ * "forward", "message" for a Message's one event (KIND NULL). Built only
+ * on the paths that write a message, never per event. */
+static const char *proto_label(char *buf, size_t len, const char *kind, uint32_t index)
+{
+	if (!kind)
+		return "message";
+	snprintf(buf, len, "%s entry %u", kind, index);
+	return buf;
+}
+
+/* One [time, record] pair, entry INDEX of a message (KIND as for proto_label). */
 static void proto_event(struct proto_msg *m, const msgpack_object *time,
-			const msgpack_object *rec, uint32_t index, const char *label)
+			const msgpack_object *rec, uint32_t index, const char *kind)
 {
 	struct proto_time t;
-	char why[160], msg[256];
+	char why[160], msg[256], label[48];
 	int rc = proto_time_parse(time, &t, why, sizeof(why));
 
 	if (rc > 0) {
-		proto_log(m->pc, LOG_LEVEL_DEBUG, "%s: Fluent Bit group marker skipped", label);
+		proto_log(m->pc, LOG_LEVEL_DEBUG, "%s: Fluent Bit group marker skipped",
+			  proto_label(label, sizeof(label), kind, index));
 		return;
 	}
 	if (rc < 0) {
-		snprintf(msg, sizeof(msg), "%s: time: %s", label, why);
+		snprintf(msg, sizeof(msg), "%s: time: %s",
+			 proto_label(label, sizeof(label), kind, index), why);
 		stats_add(STAT_events_received_total, 1);
 		proto_dead_letter(m, rec, NULL, RECORD_REASON_BAD_TIMESTAMP, NULL, msg);
 		return;
@@ -591,11 +417,11 @@ static void proto_entry(struct proto_msg *m, const msgpack_object *e, uint32_t i
 {
 	char label[48], msg[256];
 
-	snprintf(label, sizeof(label), "%s entry %u", kind, index);
 	if (e->type == MSGPACK_OBJECT_ARRAY && e->via.array.size == 2) {
-		proto_event(m, &e->via.array.ptr[0], &e->via.array.ptr[1], index, label);
+		proto_event(m, &e->via.array.ptr[0], &e->via.array.ptr[1], index, kind);
 		return;
 	}
+	proto_label(label, sizeof(label), kind, index);
 	if (e->type == MSGPACK_OBJECT_ARRAY)
 		snprintf(msg, sizeof(msg), "%s: expected [time, record], got array of %u elements",
 			 label, e->via.array.size);
@@ -943,7 +769,7 @@ static enum proto_status proto_mode_run(struct proto_msg *m, const msgpack_objec
 
 	switch (mode) {
 	case PROTO_MODE_MESSAGE:
-		proto_event(m, o, &a->via.array.ptr[2], 0, "message");
+		proto_event(m, o, &a->via.array.ptr[2], 0, NULL);
 		return PROTO_OK;
 	case PROTO_MODE_FORWARD:
 		proto_forward(m, o);

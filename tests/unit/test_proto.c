@@ -27,6 +27,7 @@
 #include "spool.h"
 #include "stats.h"
 #include "unit.h"
+#include "../../src/proto_scan.h"
 
 #define T_SEC 1700000000u /* 2023-11-14 22:13:20 UTC */
 #define T_MAXREC 512
@@ -1096,6 +1097,283 @@ static void test_dead_letter_fails(void)
 	fx_close(&f);
 }
 
+/* ---- the header scanner against a reference ----------------------------- */
+
+/*
+ * The scanner as first written: byte by byte, every header through one
+ * path. proto_scan.c's fast path must agree with it on every stream, cut
+ * anywhere, at every limit: the bytes a decoder may see, the error and
+ * its offsets and sizes, and the state between reads.
+ */
+struct ref_scan {
+	uint64_t offset, value_start, head_start, items, skip, open[PROTO_MAX_DEPTH];
+	int depth;
+	uint8_t head[5], head_len, head_need;
+	enum proto_scan_error error;
+	uint64_t error_size;
+	bool error_exact;
+};
+
+/* Lead byte B: 'f' fixed (EXTRA bytes follow), 'b' blob (LENBYTES length,
+ * then EXTRA + length), 'a' array, 'm' map (count in LENBYTES or B), 'x' bad. */
+static char ref_head(uint8_t b, int *lenbytes, int *extra)
+{
+	static const char kind[33] = "fxffbbbbbb" "fffffffffffffff" "bbbaamm";
+	static const signed char lb[32] = { 0, 0, 0, 0, 1, 2, 4, 1, 2, 4, 0, 0, 0, 0, 0, 0,
+					    0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 4, 2, 4, 2, 4 };
+	static const signed char ex[32] = { 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 4, 8, 1, 2, 4, 8,
+					    1, 2, 4, 8, 2, 3, 5, 9, 17, 0, 0, 0, 0, 0, 0, 0 };
+
+	*lenbytes = 0;
+	*extra = 0;
+	if (b <= 0x7f || b >= 0xe0)
+		return 'f';
+	if (b <= 0x8f)
+		return 'm';
+	if (b <= 0x9f)
+		return 'a';
+	if (b <= 0xbf) {
+		*extra = b & 0x1f;
+		return 'f';
+	}
+	*lenbytes = lb[b - 0xc0];
+	*extra = ex[b - 0xc0];
+	return kind[b - 0xc0];
+}
+
+static int ref_head_done(struct ref_scan *s, uint64_t limit)
+{
+	int lenbytes, extra;
+	char k = ref_head(s->head[0], &lenbytes, &extra);
+	uint64_t n = s->head[0] & 0x0f, least;
+
+	if (lenbytes > 0)
+		n = 0;
+	for (int i = 0; i < lenbytes; i++)
+		n = n << 8 | s->head[1 + i];
+	s->head_len = 0;
+	s->items--;
+	if (s->depth > 0)
+		s->open[s->depth - 1]--;
+	if (k == 'f' || k == 'b') {
+		s->skip = (k == 'b' ? n : 0) + (uint64_t)extra;
+	} else {
+		if (s->depth >= PROTO_MAX_DEPTH) {
+			s->error = PROTO_SCAN_TOO_DEEP;
+			return -1;
+		}
+		n *= k == 'm' ? 2 : 1;
+		s->items += n;
+		if (n > 0)
+			s->open[s->depth++] = n;
+	}
+	while (s->depth > 0 && s->open[s->depth - 1] == 0)
+		s->depth--;
+	least = s->offset - s->value_start + s->skip + s->items;
+	if (least > limit) {
+		s->error = PROTO_SCAN_TOO_BIG;
+		s->error_size = least;
+		s->error_exact = s->items == 0;
+		return -1;
+	}
+	return 0;
+}
+
+static size_t ref_feed(struct ref_scan *s, const uint8_t *p, size_t n, uint64_t limit)
+{
+	uint64_t base = s->offset;
+	size_t i = 0;
+
+	while (i < n && s->error == PROTO_SCAN_OK) {
+		int lenbytes, extra;
+
+		if (s->skip > 0) {
+			size_t take = s->skip < n - i ? (size_t)s->skip : n - i;
+
+			s->skip -= take;
+			s->offset += take;
+			i += take;
+			continue;
+		}
+		if (s->head_len == 0) {
+			if (s->items == 0) {
+				s->items = 1;
+				s->value_start = s->offset;
+			}
+			s->head_start = s->offset;
+			if (ref_head(p[i], &lenbytes, &extra) == 'x') {
+				s->error = PROTO_SCAN_NOT_MSGPACK;
+				break;
+			}
+			s->head_need = (uint8_t)(1 + lenbytes);
+		}
+		s->head[s->head_len++] = p[i++];
+		s->offset++;
+		if (s->head_len == s->head_need && ref_head_done(s, limit) < 0)
+			break;
+	}
+	if (s->error == PROTO_SCAN_OK)
+		return n;
+	return s->head_start > base ? (size_t)(s->head_start - base) : 0;
+}
+
+static uint64_t rnd_state = 0x9e3779b97f4a7c15u;
+
+static uint32_t rnd(void)
+{
+	rnd_state ^= rnd_state << 13;
+	rnd_state ^= rnd_state >> 7;
+	rnd_state ^= rnd_state << 17;
+	return (uint32_t)rnd_state;
+}
+
+struct gen {
+	uint8_t buf[16384];
+	size_t len;
+};
+
+static void gen_put(struct gen *g, uint64_t v, int bytes)
+{
+	for (int i = bytes - 1; i >= 0 && g->len < sizeof(g->buf); i--)
+		g->buf[g->len++] = (uint8_t)(v >> (8 * i));
+}
+
+static void gen_body(struct gen *g, uint32_t n)
+{
+	for (uint32_t i = 0; i < n && i < 300; i++)
+		gen_put(g, rnd(), 1);
+}
+
+/* A length: mostly small, sometimes far past any limit. */
+static uint32_t gen_len(void)
+{
+	uint32_t r = rnd() % 8;
+
+	return r == 0 ? rnd() : r == 1 ? rnd() % 70000 : r == 2 ? rnd() % 300 : rnd() % 40;
+}
+
+/* One random value, mostly well formed: every header kind, huge announced
+ * sizes, stray bytes and 0xc1. */
+static void gen_value(struct gen *g, int depth)
+{
+	static const uint8_t blob[9] = { 0xd9, 0xda, 0xdb, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9 };
+	uint32_t r = rnd() % 100, n, k;
+
+	if (g->len > sizeof(g->buf) - 64)
+		return;
+	if (r < 4) {
+		gen_put(g, r < 2 ? 0xc1 : rnd(), 1);
+	} else if (r < 25) {
+		gen_put(g, r < 20 ? rnd() % 0x80 : 0xe0 | rnd() % 32, 1);
+	} else if (r < 40) {
+		n = rnd() % 32;
+		gen_put(g, 0xa0 | n, 1);
+		gen_body(g, n);
+	} else if (r < 50) {
+		k = rnd() % 9;
+		n = gen_len() & (k % 3 == 0 ? 0xff : k % 3 == 1 ? 0xffff : 0xffffffff);
+		gen_put(g, blob[k], 1);
+		gen_put(g, n, k % 3 == 2 ? 4 : (int)(k % 3) + 1);
+		gen_body(g, n + (k >= 6));
+	} else if (r < 64) {
+		gen_put(g, 0xc0 + rnd() % 0x18, 1); /* nil, bool, floats, ints, fixext */
+		gen_body(g, rnd() % 20);
+	} else {
+		bool map = rnd() & 1;
+		int w = depth > 40 ? 0 : (int)(rnd() % 3);
+
+		n = w == 0 ? rnd() % 16 : rnd() % 10 ? rnd() % 20 : rnd();
+		if (w == 0)
+			gen_put(g, (map ? 0x80 : 0x90) | n, 1);
+		else
+			gen_put(g, (map ? 0xde : 0xdc) + (w == 2), 1);
+		if (w)
+			gen_put(g, w == 1 ? n & 0xffff : n, w == 1 ? 2 : 4);
+		for (k = 0; k < (n < 20 ? n : 20) * (map ? 2 : 1); k++)
+			gen_value(g, depth + 1);
+	}
+}
+
+/* A stream of a few values, sometimes nested past PROTO_MAX_DEPTH, sometimes cut short. */
+static void gen_stream(struct gen *g)
+{
+	g->len = 0;
+	for (uint32_t v = 1 + rnd() % 6; v > 0; v--) {
+		for (uint32_t d = rnd() % 8 ? 0 : 25 + rnd() % 12; d > 0; d--) {
+			if (rnd() % 3)
+				gen_put(g, 0x82a178a0, 4); /* {"x": "", <next level>: ...} */
+			else
+				gen_put(g, 0x91, 1);       /* [<next level>] */
+		}
+		gen_value(g, 0);
+	}
+	if (rnd() % 4 == 0 && g->len > 0)
+		g->len = rnd() % g->len;
+}
+
+/* Count the ways S and R disagree after a read. */
+static int scan_diff(const struct proto_scan *s, const struct ref_scan *r)
+{
+	int bad = s->error != r->error;
+
+	if (r->error != PROTO_SCAN_OK)
+		return bad + (s->head_start != r->head_start) + (s->value_start != r->value_start) +
+		       (r->error == PROTO_SCAN_TOO_BIG && (s->error_size != r->error_size ||
+							    s->error_exact != r->error_exact));
+	bad += s->offset != r->offset || s->items != r->items || s->skip != r->skip;
+	bad += s->depth != r->depth || s->value_start != r->value_start;
+	bad += s->head_len != r->head_len;
+	for (int d = 0; d < r->depth && d < s->depth; d++)
+		bad += s->open[d] != r->open[d];
+	return bad;
+}
+
+/* One stream through both scanners, fed whole, in small cuts or byte by byte. */
+static int scan_compare(const struct gen *g, uint64_t limit, int cuts)
+{
+	struct proto_scan s;
+	struct ref_scan r;
+	int bad = 0;
+
+	memset(&s, 0, sizeof(s));
+	memset(&r, 0, sizeof(r));
+	for (size_t pos = 0, n; pos < g->len && !bad; pos += n) {
+		n = cuts == 0 ? g->len - pos : cuts == 1 ? 1 : 1 + rnd() % 200;
+		if (n > g->len - pos)
+			n = g->len - pos;
+		bad += proto_scan_feed(&s, g->buf + pos, n, limit) != ref_feed(&r, g->buf + pos, n, limit);
+		bad += scan_diff(&s, &r);
+		if (r.error != PROTO_SCAN_OK)
+			break;
+		bad += proto_scan_idle(&s) != (r.items == 0 && r.skip == 0 && r.head_len == 0);
+	}
+	return bad;
+}
+
+static void test_scan_reference(void)
+{
+	static struct gen g;
+	int bad = 0, errors[PROTO_SCAN_ERROR_COUNT] = { 0 };
+
+	for (int i = 0; i < 30000 && bad == 0; i++) {
+		uint64_t limits[4] = { rnd() % 64, rnd() % 1000, 0, 1 << 20 };
+		struct ref_scan r;
+
+		gen_stream(&g);
+		limits[2] = g.len;
+		bad += scan_compare(&g, limits[i % 4], i / 4 % 3);
+		memset(&r, 0, sizeof(r));
+		(void)ref_feed(&r, g.buf, g.len, limits[i % 4]);
+		errors[r.error]++;
+		if (bad)
+			fprintf(stderr, "scanner and reference disagree on stream %d\n", i);
+	}
+	CHECK(bad == 0);
+	/* The streams reached every error, so every path was compared. */
+	CHECK(errors[PROTO_SCAN_OK] > 1000 && errors[PROTO_SCAN_NOT_MSGPACK] > 1000);
+	CHECK(errors[PROTO_SCAN_TOO_BIG] > 1000 && errors[PROTO_SCAN_TOO_DEEP] > 100);
+}
+
 int main(void)
 {
 	msgpack_sbuffer_init(&sb);
@@ -1120,6 +1398,7 @@ int main(void)
 	test_all_invalid_acked();
 	test_deterministic_id();
 	test_dead_letter_fails();
+	test_scan_reference();
 	msgpack_sbuffer_destroy(&sb);
 	return unit_done("test_proto");
 }
