@@ -12,10 +12,12 @@
  * it lies: TEXT values stay pointers into the msgpack zone, INT and
  * TIMESTAMPTZ values are formatted into a stack buffer. Only when the event
  * has something for mg_meta (its meta map, keys that are no column, Fluent
- * Bit metadata) is JSON built, into a per-thread scratch evbuffer. Then the
- * sizes are known and the record is one malloc: header plus every value,
- * NUL-terminated, copied once. The only other allocation is libevent's
- * buffer chain for mg_meta, and only for events that have one.
+ * Bit metadata) is JSON built, into a per-thread text buffer: simple
+ * entries (plain text keys; nil, bool, integer and plain text values) are
+ * written there directly, anything else through json.c. Then the sizes
+ * are known and the record is one malloc: header plus every value,
+ * NUL-terminated, copied once. The per-thread buffers grow to the largest
+ * mg_meta seen and are reused, so a steady stream allocates nothing else.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -108,7 +110,6 @@ struct rec_build {
 	uint32_t len[RECORD_SLOT_COUNT];
 	const msgpack_object *meta;               /* the event's mg_meta map, or NULL */
 	uint32_t unknown;                         /* keys that name no column */
-	size_t meta_len;                          /* JSON bytes in the scratch buffer */
 	char num[RECORD_COL_COUNT][REC_NUM_MAX];  /* INT and TIMESTAMPTZ text */
 	char id[RECORD_ID_LEN + 1];               /* a generated mg_id */
 };
@@ -144,8 +145,19 @@ struct rec_slot {
 };
 static struct rec_slot rec_slots[REC_HASH_SLOTS];
 
-/* Per-thread scratch for mg_meta JSON: reused, never freed (lives as long
- * as the thread, which for the loop is the process). */
+/* A growable text; see rec_meta. */
+struct rec_text {
+	char *p;
+	size_t len;
+	size_t cap;
+};
+
+/* Per-thread mg_meta JSON being built, and a scratch evbuffer for the
+ * values json.c writes: reused, never freed (they live as long as the
+ * thread, which for the loop is the process). Plain memory rather than
+ * an evbuffer, because nearly every entry is a few bytes written here
+ * directly, where each evbuffer_add would cost more than the entry. */
+static __thread struct rec_text rec_meta;
 static __thread struct evbuffer *rec_scratch;
 
 const char *record_reason_label(enum record_reason reason)
@@ -158,6 +170,31 @@ const char *record_reason_label(enum record_reason reason)
 void record_free(struct record *r)
 {
 	free(r);
+}
+
+/* memcpy for the short values most columns hold, without a call: two
+ * overlapping loads and stores (never reading past SRC + N). */
+static inline void rec_copy(char *dst, const char *src, size_t n)
+{
+	uint64_t a, b;
+	uint32_t c, d;
+
+	if (n > 16) {
+		memcpy(dst, src, n);
+	} else if (n >= 8) {
+		memcpy(&a, src, 8);
+		memcpy(&b, src + n - 8, 8);
+		memcpy(dst, &a, 8);
+		memcpy(dst + n - 8, &b, 8);
+	} else if (n >= 4) {
+		memcpy(&c, src, 4);
+		memcpy(&d, src + n - 4, 4);
+		memcpy(dst, &c, 4);
+		memcpy(dst + n - 4, &d, 4);
+	} else {
+		for (size_t i = 0; i < n; i++)
+			dst[i] = src[i];
+	}
 }
 
 /* ---- column lookup ---------------------------------------------------- */
@@ -574,59 +611,183 @@ static int rec_meta_fail(struct rec_build *b, const msgpack_object *key,
 			RECORD_REASON_BAD_META, field, "%s", msg);
 }
 
-/* True when KEY can be written between quotes as it is: printable ASCII
- * without '"' or '\\' (nearly every key), so no escaping pass is needed. */
-static bool rec_key_plain(const char *s, size_t n)
+/* High bit set in every byte of the 8 in V that JSON must escape or that
+ * is not ASCII: below 0x20, 0x80 and up, '"' and '\\' (json.c's test). */
+static inline uint64_t rec_json_flags(uint64_t v)
 {
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
+	const uint64_t ones = UINT64_C(0x0101010101010101);
+	uint64_t q = v ^ (ones * '"'), bs = v ^ (ones * '\\');
 
-		if (c < 0x20 || c > 0x7e || c == '"' || c == '\\')
-			return false;
+	return v | ((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((bs - ones) & ~bs);
+}
+
+/* True when S can be written between quotes as it is: ASCII from 0x20
+ * on, without '"' or '\\' (nearly every key and short value), so it
+ * needs no escaping pass and is exactly what json.c would write. Eight
+ * bytes at a time, the last eight overlapping. */
+static bool rec_json_plain(const char *s, size_t n)
+{
+	uint64_t v, acc = 0;
+
+	if (n < 8) {
+		for (size_t i = 0; i < n; i++) {
+			unsigned char c = (unsigned char)s[i];
+
+			if (c < 0x20 || c > 0x7f || c == '"' || c == '\\')
+				return false;
+		}
+		return true;
 	}
+	for (size_t i = 0; i + 8 <= n; i += 8) {
+		memcpy(&v, s + i, 8);
+		acc |= rec_json_flags(v);
+	}
+	memcpy(&v, s + n - 8, 8);
+	acc |= rec_json_flags(v);
+	return !(acc & UINT64_C(0x8080808080808080));
+}
+
+/* Make room for MORE bytes after the text's end; -1 when it cannot grow. */
+static int rec_text_grow(struct rec_text *t, size_t more)
+{
+	size_t cap = t->cap ? t->cap : 256;
+	char *p;
+
+	if (more > SIZE_MAX / 4 - t->len)
+		return -1;
+	while (cap < t->len + more)
+		cap *= 2;
+	p = realloc(t->p, cap);
+	if (!p)
+		return -1;
+	t->p = p;
+	t->cap = cap;
+	return 0;
+}
+
+/* Room for MORE bytes after the text's end; -1 when it cannot grow. */
+static inline int rec_text_reserve(struct rec_text *t, size_t more)
+{
+	return more <= t->cap - t->len ? 0 : rec_text_grow(t, more);
+}
+
+/* Append N bytes at S, which the caller has made room for (S may be
+ * msgpack-c's NULL for an empty str: rec_copy reads nothing then). */
+static inline void rec_text_put(struct rec_text *t, const char *s, size_t n)
+{
+	rec_copy(t->p + t->len, s, n);
+	t->len += n;
+}
+
+/* "S" when S is plain (see rec_json_plain); false, with nothing written,
+ * otherwise. */
+static bool rec_text_quoted(struct rec_text *t, const char *s, size_t n)
+{
+	if (!rec_json_plain(s, n) || rec_text_reserve(t, n + 2) != 0)
+		return false;
+	t->p[t->len++] = '"';
+	rec_text_put(t, s, n);
+	t->p[t->len++] = '"';
 	return true;
 }
 
 /*
- * Append one entry to OUT: '{' before the first, ',' before the others,
- * then "key":value. PREFIX names where the entry lives in messages
- * ("mg_meta", or NULL for a top-level key); FIELD is err->field on
- * failure (NULL: the key itself).
+ * O as JSON when it is one of the common simple values (nil, bool, an
+ * integer, plain text), written as json_append_msgpack would write it;
+ * false, with nothing written, for anything else (which json.c then
+ * writes, checks and, if need be, refuses).
  */
-static int rec_meta_entry(struct rec_build *b, struct evbuffer *out, size_t *count,
-			  const msgpack_object *key, const msgpack_object *val,
-			  const char *prefix, const char *field)
+static bool rec_meta_simple(struct rec_text *t, const msgpack_object *o)
 {
-	const char *k = key->via.str.ptr;
-	size_t kn = key->via.str.size;
-	char head[136], msg[sizeof(b->err->message)];
-	int rc;
+	char num[24], *p = num + sizeof(num);
+	uint64_t v;
 
-	head[0] = (*count)++ ? ',' : '{';
-	msg[0] = '\0';
-	if (kn <= sizeof(head) - 4 && rec_key_plain(k, kn)) {
-		head[1] = '"';
-		if (kn > 0) /* msgpack-c gives the empty key "" a NULL ptr */
-			memcpy(head + 2, k, kn);
-		head[kn + 2] = '"';
-		head[kn + 3] = ':';
-		rc = evbuffer_add(out, head, kn + 4);
-	} else {
-		rc = evbuffer_add(out, head, 1);
-		if (rc == 0)
-			rc = json_append_msgpack(out, key, JSON_STRICT, NULL, msg, sizeof(msg));
-		if (rc == 0)
-			rc = evbuffer_add(out, ":", 1);
+	switch (o->type) {
+	case MSGPACK_OBJECT_STR:
+	case MSGPACK_OBJECT_BIN: /* as for keys, via.str reads both */
+		return rec_text_quoted(t, o->via.str.ptr, o->via.str.size);
+	case MSGPACK_OBJECT_NIL:
+		p -= 4;
+		memcpy(p, "null", 4);
+		break;
+	case MSGPACK_OBJECT_BOOLEAN:
+		p -= o->via.boolean ? 4 : 5;
+		memcpy(p, o->via.boolean ? "true" : "false", (size_t)(num + sizeof(num) - p));
+		break;
+	case MSGPACK_OBJECT_POSITIVE_INTEGER:
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+		v = o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER && o->via.i64 < 0 ?
+		    (uint64_t)0 - (uint64_t)o->via.i64 : o->via.u64;
+		do {
+			*--p = (char)('0' + v % 10);
+			v /= 10;
+		} while (v);
+		if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER && o->via.i64 < 0)
+			*--p = '-';
+		break;
+	default:
+		return false;
 	}
+	if (rec_text_reserve(t, (size_t)(num + sizeof(num) - p)) != 0)
+		return false;
+	rec_text_put(t, p, (size_t)(num + sizeof(num) - p));
+	return true;
+}
+
+/* O as JSON through json.c (STRICT), appended to T by way of the scratch
+ * evbuffer. 0, or -1 with json.c's message (or none: out of memory) in MSG. */
+static int rec_meta_json(struct rec_text *t, const msgpack_object *o, char *msg, size_t len)
+{
+	struct evbuffer *out = rec_scratch;
+	size_t n, left;
+
+	if (!out && !(out = rec_scratch = evbuffer_new()))
+		return -1;
+	left = evbuffer_get_length(out); /* what a refused value left behind */
+	if (left && evbuffer_drain(out, left) != 0)
+		return -1;
+	if (json_append_msgpack(out, o, JSON_STRICT, NULL, msg, len) != 0)
+		return -1;
+	n = evbuffer_get_length(out);
+	if (rec_text_reserve(t, n) != 0 || evbuffer_remove(out, t->p + t->len, n) != (int)n)
+		return -1;
+	t->len += n;
+	return 0;
+}
+
+/*
+ * Append one entry to the thread's mg_meta text: '{' before the first, ','
+ * before the others, then "key":value. PREFIX names where the entry lives
+ * in messages ("mg_meta", or NULL for a top-level key); FIELD is
+ * err->field on failure (NULL: the key itself).
+ */
+static int rec_meta_entry(struct rec_build *b, size_t *count, const msgpack_object *key,
+			  const msgpack_object *val, const char *prefix, const char *field)
+{
+	struct rec_text *t = &rec_meta;
+	char msg[sizeof(b->err->message)];
+	int rc = 0;
+
+	msg[0] = '\0';
+	if (rec_text_reserve(t, 1) != 0)
+		return rec_oom(b->err);
+	t->p[t->len++] = (*count)++ ? ',' : '{';
+	if (!rec_text_quoted(t, key->via.str.ptr, key->via.str.size))
+		rc = rec_meta_json(t, key, msg, sizeof(msg));
 	if (rc == 0)
-		rc = json_append_msgpack(out, val, JSON_STRICT, NULL, msg, sizeof(msg));
+		rc = rec_text_reserve(t, 1);
+	if (rc == 0) {
+		t->p[t->len++] = ':';
+		if (!rec_meta_simple(t, val))
+			rc = rec_meta_json(t, val, msg, sizeof(msg));
+	}
 	if (rc != 0)
 		return rec_meta_fail(b, key, val, prefix, field, msg[0] ? msg : "out of memory");
 	return 0;
 }
 
 /* The event's own mg_meta map, entry by entry; its keys must be text. */
-static int rec_meta_map(struct rec_build *b, struct evbuffer *out, size_t *count)
+static int rec_meta_map(struct rec_build *b, size_t *count)
 {
 	const msgpack_object_map *m = &b->meta->via.map;
 
@@ -637,7 +798,7 @@ static int rec_meta_map(struct rec_build *b, struct evbuffer *out, size_t *count
 			return rec_fail(b->err, RECORD_REASON_BAD_META, "mg_meta",
 					"mg_meta: key #%" PRIu32 ": expected string, got %s",
 					i + 1, json_type_name(k));
-		if (rec_meta_entry(b, out, count, k, &m->ptr[i].val, "mg_meta", "mg_meta") != 0)
+		if (rec_meta_entry(b, count, k, &m->ptr[i].val, "mg_meta", "mg_meta") != 0)
 			return -1;
 	}
 	return 0;
@@ -645,22 +806,21 @@ static int rec_meta_map(struct rec_build *b, struct evbuffer *out, size_t *count
 
 /* Top-level keys that name no column, in order; they win over mg_meta's
  * own entries of the same name (jsonb keeps the last duplicate). */
-static int rec_meta_unknown(struct rec_build *b, const msgpack_object_map *m,
-			    struct evbuffer *out, size_t *count)
+static int rec_meta_unknown(struct rec_build *b, const msgpack_object_map *m, size_t *count)
 {
 	for (uint32_t i = 0; i < m->size; i++) {
 		const msgpack_object *k = &m->ptr[i].key;
 
 		if (rec_column_lookup(k->via.str.ptr, k->via.str.size) >= 0)
 			continue;
-		if (rec_meta_entry(b, out, count, k, &m->ptr[i].val, NULL, NULL) != 0)
+		if (rec_meta_entry(b, count, k, &m->ptr[i].val, NULL, NULL) != 0)
 			return -1;
 	}
 	return 0;
 }
 
 /*
- * Build mg_meta in the thread's scratch buffer: the event's meta map, then
+ * Build mg_meta in the thread's text buffer: the event's meta map, then
  * unknown keys, then "fluent_metadata". No entry at all leaves the column
  * absent (the stored value, or the '{}' default, stays).
  */
@@ -670,28 +830,23 @@ static int rec_meta_build(struct rec_build *b, const msgpack_object_map *m)
 		.type = MSGPACK_OBJECT_STR,
 		.via.str = { .size = 15, .ptr = "fluent_metadata" },
 	};
-	struct evbuffer *out = rec_scratch;
-	size_t count = 0, left;
+	size_t count = 0;
 
-	if (!out && !(out = rec_scratch = evbuffer_new()))
-		return rec_oom(b->err);
-	left = evbuffer_get_length(out); /* what a failed build left behind */
-	if (left && evbuffer_drain(out, left) != 0)
-		return rec_oom(b->err);
-	if (b->meta && rec_meta_map(b, out, &count) != 0)
+	rec_meta.len = 0;
+	if (b->meta && rec_meta_map(b, &count) != 0)
 		return -1;
-	if (b->unknown && rec_meta_unknown(b, m, out, &count) != 0)
+	if (b->unknown && rec_meta_unknown(b, m, &count) != 0)
 		return -1;
-	if (b->ctx->fluent_meta && rec_meta_entry(b, out, &count, &fluent_key,
-						  b->ctx->fluent_meta, NULL,
-						  "fluent_metadata") != 0)
+	if (b->ctx->fluent_meta && rec_meta_entry(b, &count, &fluent_key, b->ctx->fluent_meta,
+						  NULL, "fluent_metadata") != 0)
 		return -1;
 	if (count == 0)
 		return 0;
-	if (evbuffer_add(out, "}", 1) != 0)
+	if (rec_text_reserve(&rec_meta, 1) != 0)
 		return rec_oom(b->err);
-	b->meta_len = evbuffer_get_length(out);
-	rec_set(b, RECORD_COL_META, NULL, b->meta_len); /* bytes stay in the scratch */
+	rec_meta.p[rec_meta.len++] = '}';
+	/* Set last: the text may have moved while it grew. */
+	rec_set(b, RECORD_COL_META, rec_meta.p, rec_meta.len);
 	return 0;
 }
 
@@ -786,31 +941,6 @@ static void rec_slots_fill(struct rec_build *b)
 		rec_set(b, RECORD_SLOT_PEER, ctx->peer, strlen(ctx->peer));
 }
 
-/* memcpy for the short values most columns hold, without a call: two
- * overlapping loads and stores (never reading past SRC + N). */
-static inline void rec_copy(char *dst, const char *src, size_t n)
-{
-	uint64_t a, b;
-	uint32_t c, d;
-
-	if (n > 16) {
-		memcpy(dst, src, n);
-	} else if (n >= 8) {
-		memcpy(&a, src, 8);
-		memcpy(&b, src + n - 8, 8);
-		memcpy(dst, &a, 8);
-		memcpy(dst + n - 8, &b, 8);
-	} else if (n >= 4) {
-		memcpy(&c, src, 4);
-		memcpy(&d, src + n - 4, 4);
-		memcpy(dst, &c, 4);
-		memcpy(dst + n - 4, &d, 4);
-	} else {
-		for (size_t i = 0; i < n; i++)
-			dst[i] = src[i];
-	}
-}
-
 /* One malloc: header, then every present value NUL-terminated. */
 static int rec_assemble(struct rec_build *b, struct record **out)
 {
@@ -830,10 +960,7 @@ static int rec_assemble(struct rec_build *b, struct record **out)
 
 		r->off[i] = (uint32_t)pos;
 		r->len[i] = b->len[i];
-		if (i != RECORD_COL_META)
-			rec_copy(r->data + pos, b->val[i], b->len[i]);
-		else if (evbuffer_remove(rec_scratch, r->data + pos, b->len[i]) != (int)b->len[i])
-			goto fail;
+		rec_copy(r->data + pos, b->val[i], b->len[i]);
 		r->data[pos + b->len[i]] = '\0';
 		pos += (size_t)b->len[i] + 1;
 	}
@@ -843,9 +970,6 @@ static int rec_assemble(struct rec_build *b, struct record **out)
 	r->id_hash = record_id_hash(b->val[RECORD_COL_ID], b->len[RECORD_COL_ID]);
 	*out = r;
 	return 0;
-fail:
-	free(r);
-	return rec_oom(b->err);
 }
 
 /*
@@ -874,7 +998,6 @@ int record_from_map(const msgpack_object *map, const struct record_ctx *ctx,
 	b.bytes = 0;
 	b.meta = NULL;
 	b.unknown = 0;
-	b.meta_len = 0;
 	if (rec_scan_keys(&b, &map->via.map) != 0 || rec_resolve_type(&b) != 0 ||
 	    rec_resolve_id(&b) != 0)
 		return -1;

@@ -9,8 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
 #include <msgpack.h>
 
+#include "json.h"
 #include "record.h"
 #include "unit.h"
 
@@ -694,6 +696,111 @@ static void test_empty_key_with_null_ptr(void)
 	CHECK_STR(col(RECORD_COL_META), "{\"\":5}");
 }
 
+/*
+ * record.c writes simple mg_meta entries itself and leaves the rest to
+ * json.c: random meta maps of keys and values made of the bytes where the
+ * two could differ must come out exactly as json.c writes the whole map,
+ * or be refused exactly when json.c refuses it.
+ */
+static uint64_t meta_rnd_state = 0x2545f4914f6cdd1du;
+
+static uint32_t meta_rnd(void)
+{
+	meta_rnd_state ^= meta_rnd_state << 13;
+	meta_rnd_state ^= meta_rnd_state >> 7;
+	meta_rnd_state ^= meta_rnd_state << 17;
+	return (uint32_t)meta_rnd_state;
+}
+
+/* Up to 20 bytes, mostly plain, some from the edges of what JSON passes. */
+static size_t meta_rnd_text(char *buf)
+{
+	static const char edge[] = { 0x00, 0x1f, 0x20, '"', '\\', 0x7e, 0x7f, (char)0x80,
+				     (char)0xc3, (char)0xa9, (char)0xff, 'a', 'Z', '0' };
+	size_t n = meta_rnd() % 21;
+
+	for (size_t i = 0; i < n; i++)
+		buf[i] = meta_rnd() % 4 ? (char)('a' + meta_rnd() % 26) :
+			 edge[meta_rnd() % sizeof(edge)];
+	return n;
+}
+
+static void meta_rnd_value(void)
+{
+	static const int64_t ints[] = { INT64_MIN, INT32_MIN, -1, 0, 1, 127, 128, INT64_MAX };
+	char buf[24];
+	size_t n;
+
+	switch (meta_rnd() % 6) {
+	case 0:
+		msgpack_pack_nil(&E.pk);
+		break;
+	case 1:
+		if (meta_rnd() & 1)
+			msgpack_pack_true(&E.pk);
+		else
+			msgpack_pack_false(&E.pk);
+		break;
+	case 2:
+		if (meta_rnd() & 1)
+			msgpack_pack_int64(&E.pk, ints[meta_rnd() % 8]);
+		else
+			msgpack_pack_uint64(&E.pk, meta_rnd() % 2 ? UINT64_MAX : meta_rnd());
+		break;
+	case 3:
+		n = meta_rnd_text(buf);
+		p_bin(buf, n);
+		break;
+	default:
+		n = meta_rnd_text(buf);
+		p_strn(buf, n);
+		break;
+	}
+}
+
+static void test_meta_simple_like_json(void)
+{
+	int mismatches = 0, refused = 0;
+
+	for (int i = 0; i < 3000; i++) {
+		struct evbuffer *want = evbuffer_new();
+		uint32_t entries = 1 + meta_rnd() % 4;
+		char key[24], msg[256];
+		msgpack_unpacked up;
+		int jrc, rrc;
+
+		ctx_reset();
+		ev_map(2);
+		kv_str("mg_record_type", "generation");
+		p_str("mg_meta");
+		msgpack_pack_map(&E.pk, entries);
+		for (uint32_t k = 0; k < entries; k++) {
+			p_strn(key, meta_rnd_text(key));
+			meta_rnd_value();
+		}
+		/* What json.c makes of the same map (the event's second value). */
+		msgpack_unpacked_init(&up);
+		if (!want || msgpack_unpack_next(&up, E.sb.data, E.sb.size, NULL) !=
+		    MSGPACK_UNPACK_SUCCESS)
+			abort();
+		jrc = json_append_msgpack(want, &up.data.via.map.ptr[1].val, JSON_STRICT, NULL,
+					  msg, sizeof(msg));
+		msgpack_unpacked_destroy(&up);
+		rrc = ev_run();
+		refused += rrc != 0;
+		if (jrc != rrc)
+			mismatches++;
+		else if (jrc == 0 && (!col(RECORD_COL_META) ||
+				      rec->len[RECORD_COL_META] != evbuffer_get_length(want) ||
+				      memcmp(col(RECORD_COL_META), evbuffer_pullup(want, -1),
+					     evbuffer_get_length(want)) != 0))
+			mismatches++;
+		evbuffer_free(want);
+	}
+	CHECK(mismatches == 0);
+	CHECK(refused > 100 && refused < 2900); /* both outcomes were compared */
+}
+
 static void test_meta_rejections(void)
 {
 	ctx_reset();
@@ -1011,6 +1118,7 @@ int main(void)
 	test_meta_merge();
 	test_empty_key_with_null_ptr();
 	test_meta_rejections();
+	test_meta_simple_like_json();
 	test_fluent_meta();
 	test_bin_text();
 	test_text_edges();
