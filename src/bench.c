@@ -18,6 +18,11 @@
  * writes COPY text with --dump-copy, so the bench script can load the very
  * same kind of rows straight into PostgreSQL for the ceiling.
  *
+ * This file is the load loop: connections, chunks, acks, timers, the
+ * report, the options and main. The mix and its encoders are bench_gen.c,
+ * behind bench_private.h; the seam is the generator's state (struct
+ * bench_gen), so neither half needs the other's internals.
+ *
  * Output: one "name value" line per metric (stable, for scripts), or one
  * JSON object with --json. Exit 0 when every chunk was acked, 1 when a
  * chunk was not acked within --timeout or a connection failed, 2 on usage.
@@ -31,7 +36,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -48,78 +52,13 @@
 #include <event2/event.h>
 #include <msgpack.h>
 
+#include "bench_private.h"
 #include "log.h"
 
 #define BENCH_TAG "mega.bench"
-#define BENCH_PASS_IDS 1000
-#define BENCH_PROMPTS 512
 #define BENCH_CHUNK_ID_LEN 24        /* 8 hex run salt + 16 hex sequence */
 #define BENCH_TICK_US 1000           /* pacing timer period */
 #define BENCH_WATCH_US 200000        /* timeout / duration check period */
-
-/* The columns the generator can fill; also the --dump-copy column order. */
-enum bench_col {
-	BENCH_COL_ID = 0,
-	BENCH_COL_RECORD_TYPE,
-	BENCH_COL_PASS_ID,
-	BENCH_COL_SESSION_ID,
-	BENCH_COL_GENERATION_ID,
-	BENCH_COL_PLATFORM,
-	BENCH_COL_TYPE,
-	BENCH_COL_PROMPT,
-	BENCH_COL_OUTPUT_URL,
-	BENCH_COL_PROVIDER,
-	BENCH_COL_MODEL,
-	BENCH_COL_LATENCY_MS,
-	BENCH_COL_INPUT_CHARS,
-	BENCH_COL_OUTPUT_CHARS,
-	BENCH_COL_INPUT_TOKENS,
-	BENCH_COL_OUTPUT_TOKENS,
-	BENCH_COL_CONTENT_TYPE,
-	BENCH_COL_STATUS,
-	BENCH_COL_ERROR,
-	BENCH_COL_RESULT_TYPE,
-	BENCH_COL_COMMENT,
-	BENCH_COL_IMAGE_URL,
-	BENCH_COL_DELTA,
-	BENCH_COL_REASON,
-	BENCH_COL_SOURCE,
-	BENCH_COL_REF_TYPE,
-	BENCH_COL_REF_ID,
-	BENCH_COL_CLIENT_VERSION,
-	BENCH_COL_OS,
-	BENCH_COL_BROWSER,
-	BENCH_COL_DEVICE,
-	BENCH_COL_COUNT /* number of generated columns; not a column */
-};
-
-static const char *const bench_col_names[BENCH_COL_COUNT] = {
-	"mg_id", "mg_record_type", "mg_pass_id", "mg_session_id", "mg_generation_id",
-	"mg_platform", "mg_type", "mg_prompt", "mg_output_url", "mg_provider", "mg_model",
-	"mg_latency_ms", "mg_input_chars", "mg_output_chars", "mg_input_tokens",
-	"mg_output_tokens", "mg_content_type", "mg_status", "mg_error", "mg_result_type",
-	"mg_comment", "mg_image_url", "mg_delta", "mg_reason", "mg_source", "mg_ref_type",
-	"mg_ref_id", "mg_client_version", "mg_os", "mg_browser", "mg_device",
-};
-
-/* One column value of a generated event; s == NULL and !is_int: absent. */
-struct bench_val {
-	const char *s;      /* text, not NUL-terminated necessarily; owner: event or static */
-	uint32_t len;
-	bool is_int;
-	int64_t i;
-};
-
-/* One generated event. Strings point into scratch or at static tables. */
-struct bench_event {
-	struct bench_val v[BENCH_COL_COUNT];
-	int64_t sec;        /* event time, Unix epoch */
-	uint32_t nsec;
-	uint64_t seq;       /* global event number: meta.seq */
-	char ab;            /* meta.ab */
-	size_t used;        /* bytes of scratch in use */
-	char scratch[384];
-};
 
 struct bench_opts {
 	const char *host;       /* -H host:port */
@@ -168,11 +107,8 @@ struct bench {
 	int next_fill;          /* round-robin start for paced sends */
 	bool started;
 	bool failed;
-	uint64_t rng;           /* xorshift64* state */
-	uint32_t salt_a;        /* mg_id bits that tell this run from others */
-	uint32_t salt_b;
-	uint32_t chunk_salt;
-	uint64_t event_seq;
+	struct bench_gen gen;   /* the event mix (bench_gen.c) */
+	uint32_t chunk_salt;    /* chunk id bits that tell this run from others */
 	uint64_t chunk_seq;
 	int64_t created_ns;     /* when the connections were opened */
 	int64_t start_ns;       /* when the last of them was up: the clock starts */
@@ -185,8 +121,6 @@ struct bench {
 	size_t nlat, lat_cap;
 	msgpack_sbuffer sbuf;   /* the chunk being encoded */
 	msgpack_packer pk;
-	char *prompts[BENCH_PROMPTS];
-	uint32_t prompt_len[BENCH_PROMPTS];
 };
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -197,350 +131,6 @@ static int64_t bench_now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-/* xorshift64*: fast, seedable, good enough for picking words. */
-static uint64_t bench_rand(struct bench *b)
-{
-	b->rng ^= b->rng >> 12;
-	b->rng ^= b->rng << 25;
-	b->rng ^= b->rng >> 27;
-	return b->rng * 0x2545F4914F6CDD1DULL;
-}
-
-/* Uniform-ish in [0, n) for small n. */
-static uint32_t bench_pick(struct bench *b, uint32_t n)
-{
-	return (uint32_t)((bench_rand(b) >> 32) % n);
-}
-
-#define BENCH_PICK(b, arr) ((arr)[bench_pick((b), sizeof(arr) / sizeof((arr)[0]))])
-
-/* Point column COL of EV at the static string S. */
-static void bench_set(struct bench_event *ev, enum bench_col col, const char *s)
-{
-	ev->v[col].s = s;
-	ev->v[col].len = (uint32_t)strlen(s);
-}
-
-static void bench_set_int(struct bench_event *ev, enum bench_col col, int64_t i)
-{
-	ev->v[col].is_int = true;
-	ev->v[col].i = i;
-}
-
-/* Format into EV's scratch space and point column COL at the result.
- * The scratch is sized for the longest event; overflow truncates. */
-__attribute__((format(printf, 3, 4)))
-static void bench_setf(struct bench_event *ev, enum bench_col col, const char *fmt, ...)
-{
-	size_t room = sizeof(ev->scratch) - ev->used;
-	char *dst = ev->scratch + ev->used;
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(dst, room, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		n = 0;
-	if ((size_t)n >= room)
-		n = room ? (int)room - 1 : 0;
-	ev->v[col].s = dst;
-	ev->v[col].len = (uint32_t)n;
-	ev->used += (size_t)n + 1;
-}
-
-static const char bench_hex[] = "0123456789abcdef";
-
-static void bench_hex_put(char *dst, uint64_t v, int digits)
-{
-	for (int i = digits - 1; i >= 0; i--) {
-		dst[i] = bench_hex[v & 15];
-		v >>= 4;
-	}
-}
-
-/* A UUIDv7 string for event SEQ at wall-clock MS: 48 bits of milliseconds,
- * version 7, 12 run-salt bits, variant 10, 30 run-salt bits, 32 bits of
- * sequence. Time-ordered, and unique within and across runs. */
-static void bench_uuid7(const struct bench *b, uint64_t ms, uint64_t seq, char out[37])
-{
-	uint64_t hi = (ms << 16) | 0x7000 | (b->salt_a & 0x0fff);
-	uint64_t lo = 0x8000000000000000ULL | ((uint64_t)(b->salt_b & 0x3fffffff) << 32) |
-		      (seq & 0xffffffffULL);
-
-	bench_hex_put(out, hi >> 32, 8);
-	out[8] = '-';
-	bench_hex_put(out + 9, (hi >> 16) & 0xffff, 4);
-	out[13] = '-';
-	bench_hex_put(out + 14, hi & 0xffff, 4);
-	out[18] = '-';
-	bench_hex_put(out + 19, lo >> 48, 4);
-	out[23] = '-';
-	bench_hex_put(out + 24, lo & 0xffffffffffffULL, 12);
-	out[36] = '\0';
-}
-
-/* ---- the event mix ------------------------------------------------------ */
-
-static const char *const bench_words[] = {
-	"cinematic", "portrait", "of", "a", "weathered", "lighthouse", "keeper", "standing",
-	"on", "wet", "basalt", "rocks", "at", "dusk", "volumetric", "fog", "rim", "light",
-	"shot", "35mm", "film", "grain", "muted", "teal", "and", "orange", "palette",
-	"highly", "detailed", "texture", "soft", "bokeh", "background", "golden", "hour",
-	"neon", "city", "street", "after", "rain", "reflections", "isometric", "cozy",
-	"cabin", "interior", "warm", "lamp", "watercolor", "style", "children's", "book",
-	"illustration", "fox", "reading", "under", "an", "oak", "tree", "product", "photo",
-	"minimalist", "studio", "lighting", "ultra", "sharp", "8k", "wide", "angle",
-};
-static const char *const bench_platforms[] = { "web", "web", "ios", "android", "api" };
-static const char *const bench_gen_types[] = { "image", "image", "image", "video", "upscale" };
-static const char *const bench_providers[] = { "openai", "stability", "runway", "fal" };
-static const char *const bench_models[] = { "flux-pro-1.1", "sdxl-1.0", "gen-3-alpha",
-					   "dall-e-3", "kling-1.6" };
-static const char *const bench_versions[] = { "4.12.0", "4.12.1", "4.13.0-beta.2" };
-static const char *const bench_oses[] = { "macOS 14.5", "Windows 11", "iOS 17.5",
-					 "Android 14", "Ubuntu 24.04" };
-static const char *const bench_browsers[] = { "Chrome 126", "Safari 17.5", "Firefox 127",
-					     "Edge 126" };
-static const char *const bench_devices[] = { "desktop", "desktop", "mobile", "tablet" };
-static const char *const bench_results[] = { "thumbs_up", "thumbs_up", "thumbs_down",
-					    "report" };
-static const char *const bench_comments[] = {
-	"love the lighting, exactly what I asked for",
-	"hands look wrong again, six fingers on the left one",
-	"colors are too saturated compared to the reference",
-	"great, but the text in the sign is garbled",
-};
-
-/* Fill the prompt pool: word salads of 150..250 characters (mean ~200). */
-static int bench_prompts_init(struct bench *b)
-{
-	for (int i = 0; i < BENCH_PROMPTS; i++) {
-		size_t target = 150 + bench_pick(b, 101), len = 0;
-		char *p = malloc(target + 32);
-
-		if (!p)
-			return -1;
-		while (len < target) {
-			const char *w = BENCH_PICK(b, bench_words);
-			int n = snprintf(p + len, target + 32 - len, "%s%s", len ? " " : "", w);
-
-			if (n < 0 || (size_t)n >= target + 32 - len)
-				break;
-			len += (size_t)n;
-		}
-		b->prompts[i] = p;
-		b->prompt_len[i] = (uint32_t)len;
-	}
-	return 0;
-}
-
-/* Columns every record type carries: id, type, pass, session, client. */
-static void bench_gen_common(struct bench *b, struct bench_event *ev, const char *type)
-{
-	uint32_t pass = bench_pick(b, BENCH_PASS_IDS);
-	char *id = ev->scratch + ev->used;
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ev->sec = ts.tv_sec;
-	ev->nsec = (uint32_t)ts.tv_nsec;
-	ev->seq = b->event_seq++;
-	ev->ab = (ev->seq & 1) ? 'a' : 'b';
-	bench_uuid7(b, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000, ev->seq, id);
-	ev->v[BENCH_COL_ID].s = id;
-	ev->v[BENCH_COL_ID].len = 36;
-	ev->used += 37;
-	bench_set(ev, BENCH_COL_RECORD_TYPE, type);
-	bench_setf(ev, BENCH_COL_PASS_ID, "pass_%06" PRIu32, pass);
-	bench_setf(ev, BENCH_COL_SESSION_ID, "sess_%06" PRIu32 "_%02" PRIu32, pass,
-		   bench_pick(b, 8));
-	bench_set(ev, BENCH_COL_PLATFORM, BENCH_PICK(b, bench_platforms));
-	bench_set(ev, BENCH_COL_CLIENT_VERSION, BENCH_PICK(b, bench_versions));
-}
-
-static void bench_gen_generation(struct bench *b, struct bench_event *ev)
-{
-	uint32_t pr = bench_pick(b, BENCH_PROMPTS), roll = bench_pick(b, 100);
-	uint64_t gen = ev->seq;
-
-	bench_setf(ev, BENCH_COL_GENERATION_ID, "gen_%010" PRIu64, gen);
-	bench_set(ev, BENCH_COL_TYPE, BENCH_PICK(b, bench_gen_types));
-	ev->v[BENCH_COL_PROMPT].s = b->prompts[pr];
-	ev->v[BENCH_COL_PROMPT].len = b->prompt_len[pr];
-	bench_set(ev, BENCH_COL_PROVIDER, BENCH_PICK(b, bench_providers));
-	bench_set(ev, BENCH_COL_MODEL, BENCH_PICK(b, bench_models));
-	bench_set_int(ev, BENCH_COL_LATENCY_MS, 800 + bench_pick(b, 20000));
-	bench_set_int(ev, BENCH_COL_INPUT_CHARS, b->prompt_len[pr]);
-	bench_set_int(ev, BENCH_COL_INPUT_TOKENS, b->prompt_len[pr] / 4);
-	bench_set_int(ev, BENCH_COL_OUTPUT_TOKENS, 1000 + bench_pick(b, 3000));
-	if (roll < 5) {
-		bench_set(ev, BENCH_COL_STATUS, "failed");
-		bench_set(ev, BENCH_COL_ERROR, "provider timeout after 30000 ms");
-		return;
-	}
-	bench_set(ev, BENCH_COL_STATUS, roll < 15 ? "pending" : "succeeded");
-	bench_setf(ev, BENCH_COL_OUTPUT_URL, "https://cdn.mega.example/o/gen_%010" PRIu64 ".png",
-		   gen);
-	bench_set(ev, BENCH_COL_CONTENT_TYPE, "image/png");
-	bench_set(ev, BENCH_COL_OS, BENCH_PICK(b, bench_oses));
-	bench_set(ev, BENCH_COL_BROWSER, BENCH_PICK(b, bench_browsers));
-	bench_set(ev, BENCH_COL_DEVICE, BENCH_PICK(b, bench_devices));
-}
-
-static void bench_gen_session(struct bench *b, struct bench_event *ev)
-{
-	bench_set(ev, BENCH_COL_STATUS, "active");
-	bench_set(ev, BENCH_COL_OS, BENCH_PICK(b, bench_oses));
-	bench_set(ev, BENCH_COL_BROWSER, BENCH_PICK(b, bench_browsers));
-	bench_set(ev, BENCH_COL_DEVICE, BENCH_PICK(b, bench_devices));
-}
-
-static void bench_gen_feedback(struct bench *b, struct bench_event *ev)
-{
-	uint64_t gen = ev->seq > 1000 ? ev->seq - 1 - bench_pick(b, 1000) : ev->seq;
-
-	bench_setf(ev, BENCH_COL_GENERATION_ID, "gen_%010" PRIu64, gen);
-	bench_set(ev, BENCH_COL_RESULT_TYPE, BENCH_PICK(b, bench_results));
-	bench_set(ev, BENCH_COL_COMMENT, BENCH_PICK(b, bench_comments));
-	bench_setf(ev, BENCH_COL_IMAGE_URL, "https://cdn.mega.example/o/gen_%010" PRIu64 ".png",
-		   gen);
-}
-
-static void bench_gen_credit(struct bench *b, struct bench_event *ev)
-{
-	bool topup = bench_pick(b, 10) == 0;
-
-	bench_set_int(ev, BENCH_COL_DELTA, topup ? 100 : -1 - (int64_t)bench_pick(b, 5));
-	bench_set(ev, BENCH_COL_REASON, topup ? "topup" : "generation");
-	bench_set(ev, BENCH_COL_SOURCE, topup ? "shopify" : "app");
-	bench_set(ev, BENCH_COL_REF_TYPE, topup ? "order" : "generation");
-	bench_setf(ev, BENCH_COL_REF_ID, topup ? "order_%010" PRIu64 : "gen_%010" PRIu64,
-		   ev->seq);
-}
-
-/* Generate the next event of the mix into EV (overwritten). */
-static void bench_event_next(struct bench *b, struct bench_event *ev)
-{
-	uint32_t roll = bench_pick(b, 100);
-
-	memset(ev->v, 0, sizeof(ev->v));
-	ev->used = 0;
-	if (roll < 70) {
-		bench_gen_common(b, ev, "generation");
-		bench_gen_generation(b, ev);
-	} else if (roll < 85) {
-		bench_gen_common(b, ev, "session");
-		bench_gen_session(b, ev);
-	} else if (roll < 95) {
-		bench_gen_common(b, ev, "feedback");
-		bench_gen_feedback(b, ev);
-	} else {
-		bench_gen_common(b, ev, "credit_transaction");
-		bench_gen_credit(b, ev);
-	}
-}
-
-/* ---- encoders: msgpack (wire) and COPY text (--dump-copy) --------------- */
-
-static int bench_pack_str(msgpack_packer *pk, const char *s, size_t len)
-{
-	return msgpack_pack_str(pk, len) | msgpack_pack_str_body(pk, s, len);
-}
-
-/* [EventTime, {columns..., "mg_meta": {...}}]; 0 or -1 (out of memory). */
-static int bench_pack_event(msgpack_packer *pk, const struct bench_event *ev)
-{
-	unsigned char t[8];
-	uint32_t sec = (uint32_t)ev->sec, n = 1;
-	int rc = 0;
-
-	for (int i = 0; i < BENCH_COL_COUNT; i++)
-		n += ev->v[i].s || ev->v[i].is_int;
-	for (int i = 0; i < 4; i++) {
-		t[i] = (unsigned char)(sec >> (24 - 8 * i));
-		t[4 + i] = (unsigned char)(ev->nsec >> (24 - 8 * i));
-	}
-	rc |= msgpack_pack_array(pk, 2);
-	rc |= msgpack_pack_ext(pk, 8, 0) | msgpack_pack_ext_body(pk, t, 8);
-	rc |= msgpack_pack_map(pk, n);
-	for (int i = 0; i < BENCH_COL_COUNT; i++) {
-		if (!ev->v[i].s && !ev->v[i].is_int)
-			continue;
-		rc |= bench_pack_str(pk, bench_col_names[i], strlen(bench_col_names[i]));
-		if (ev->v[i].is_int)
-			rc |= msgpack_pack_int64(pk, ev->v[i].i);
-		else
-			rc |= bench_pack_str(pk, ev->v[i].s, ev->v[i].len);
-	}
-	rc |= bench_pack_str(pk, "mg_meta", 7) | msgpack_pack_map(pk, 3);
-	rc |= bench_pack_str(pk, "app", 3) | bench_pack_str(pk, "megaingest-bench", 16);
-	rc |= bench_pack_str(pk, "ab", 2) | bench_pack_str(pk, &ev->ab, 1);
-	rc |= bench_pack_str(pk, "seq", 3) | msgpack_pack_uint64(pk, ev->seq);
-	return rc ? -1 : 0;
-}
-
-/* Write S in COPY text format (backslash, tab, newline, CR escaped). */
-static void bench_copy_text(FILE *f, const char *s, size_t len)
-{
-	for (size_t i = 0; i < len; i++) {
-		char c = s[i];
-
-		if (c == '\\' || c == '\t' || c == '\n' || c == '\r') {
-			putc('\\', f);
-			c = c == '\t' ? 't' : c == '\n' ? 'n' : c == '\r' ? 'r' : '\\';
-		}
-		putc(c, f);
-	}
-}
-
-/* One COPY text row: the BENCH_COL_* columns, then mg_meta, mg_created_at. */
-static void bench_copy_event(FILE *f, const struct bench_event *ev)
-{
-	struct tm tm;
-	time_t sec = (time_t)ev->sec;
-
-	for (int i = 0; i < BENCH_COL_COUNT; i++) {
-		if (ev->v[i].is_int)
-			fprintf(f, "%" PRId64, ev->v[i].i);
-		else if (ev->v[i].s)
-			bench_copy_text(f, ev->v[i].s, ev->v[i].len);
-		else
-			fputs("\\N", f);
-		putc('\t', f);
-	}
-	gmtime_r(&sec, &tm);
-	fprintf(f, "{\"app\": \"megaingest-bench\", \"ab\": \"%c\", \"seq\": %" PRIu64 "}\t"
-		"%04d-%02d-%02d %02d:%02d:%02d.%06u+00\n", ev->ab, ev->seq,
-		tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-		tm.tm_sec, ev->nsec / 1000);
-}
-
-/* --dump-copy: write opts.total rows to PATH and the column list to stdout. */
-static int bench_dump_copy(struct bench *b, const char *path)
-{
-	struct bench_event ev;
-	FILE *f = fopen(path, "w");
-
-	if (!f) {
-		log_error("bench", "cannot create %s: %s; nothing written", path, strerror(errno));
-		return -1;
-	}
-	for (int64_t i = 0; i < b->o.total; i++) {
-		bench_event_next(b, &ev);
-		bench_copy_event(f, &ev);
-	}
-	if (ferror(f) | (fclose(f) != 0)) {
-		log_error("bench", "writing %s failed: %s; the file is incomplete", path,
-			  strerror(errno));
-		return -1;
-	}
-	for (int i = 0; i < BENCH_COL_COUNT; i++)
-		printf("%s, ", bench_col_names[i]);
-	printf("mg_meta, mg_created_at\n");
-	return fflush(stdout) == 0 ? 0 : -1;
 }
 
 /* ---- sending ------------------------------------------------------------- */
@@ -593,7 +183,7 @@ static int bench_encode_chunk(struct bench *b, uint32_t n, uint64_t seq)
 	rc |= bench_pack_str(&b->pk, BENCH_TAG, strlen(BENCH_TAG));
 	rc |= msgpack_pack_array(&b->pk, n);
 	for (uint32_t i = 0; i < n && rc == 0; i++) {
-		bench_event_next(b, &ev);
+		bench_event_next(&b->gen, &ev);
 		rc |= bench_pack_event(&b->pk, &ev);
 	}
 	rc |= msgpack_pack_map(&b->pk, 1);
@@ -1142,20 +732,15 @@ static int bench_init(struct bench *b)
 {
 	uint32_t salt[3];
 
-	b->rng = b->o.seed * 0x9E3779B97F4A7C15ULL + 0x2545F4914F6CDD1DULL;
-	if (b->rng == 0)
-		b->rng = 1;
 	/* Ids must differ across runs whatever the seed; content must not. */
 	if (getrandom(salt, sizeof(salt), 0) != (ssize_t)sizeof(salt)) {
 		log_error("bench", "getrandom: %s; cannot make unique ids", strerror(errno));
 		return -1;
 	}
-	b->salt_a = salt[0];
-	b->salt_b = salt[1];
 	b->chunk_salt = salt[2];
 	msgpack_sbuffer_init(&b->sbuf);
 	msgpack_packer_init(&b->pk, &b->sbuf, msgpack_sbuffer_write);
-	if (bench_prompts_init(b) < 0) {
+	if (bench_gen_init(&b->gen, b->o.seed, salt[0], salt[1]) < 0) {
 		log_error("bench", "out of memory building prompts");
 		return -1;
 	}
@@ -1206,8 +791,7 @@ static void bench_free(struct bench *b)
 		event_free(b->watch_ev);
 	if (b->base)
 		event_base_free(b->base);
-	for (int i = 0; i < BENCH_PROMPTS; i++)
-		free(b->prompts[i]);
+	bench_gen_free(&b->gen);
 	free(b->lat_ns);
 	msgpack_sbuffer_destroy(&b->sbuf);
 }
@@ -1227,7 +811,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (b.o.dump_copy) {
-		rc = bench_dump_copy(&b, b.o.dump_copy);
+		rc = bench_dump_copy(&b.gen, b.o.dump_copy, b.o.total);
 		bench_free(&b);
 		return rc < 0 ? 1 : 0;
 	}
