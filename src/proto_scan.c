@@ -218,6 +218,21 @@ static int proto_scan_byte(struct proto_scan *s, uint8_t b, uint64_t limit)
 }
 
 /*
+ * LIMIT for the value that started at stream offset START, moved into the
+ * index space of a buffer starting at stream offset AT: a header ending
+ * the value at index END with ITEMS owed is too big exactly when
+ * END + ITEMS > the result (at + end - start + items > limit, with one
+ * addition a header instead of three). The value's bytes before AT are
+ * within LIMIT, or the scan would have stopped; the sum saturates.
+ */
+static inline uint64_t proto_budget(uint64_t limit, uint64_t start, uint64_t at)
+{
+	if (start < at)
+		return at - start <= limit ? limit - (at - start) : 0;
+	return limit + (start - at) >= limit ? limit + (start - at) : UINT64_MAX;
+}
+
+/*
  * Whole headers from P[I] on (no header or payload in progress), while one
  * fits in the N - I bytes left, each body jumped over. Returns the new I:
  * with fewer than PROTO_HEAD_MAX bytes left, inside a body that goes on
@@ -230,13 +245,18 @@ static size_t proto_scan_run(struct proto_scan *s, const uint8_t *p, size_t i, s
 {
 	uint64_t at = s->offset - i; /* stream offset of P[0] */
 	struct proto_walk w = proto_walk_load(s);
+	size_t last = n - PROTO_HEAD_MAX; /* the last index a whole header surely fits at */
+	uint64_t budget = proto_budget(limit, w.value_start, at);
 	uint64_t end;                /* where the current value ends, as an index into P */
 	int hl;
 
-	while (n - i >= PROTO_HEAD_MAX) {
+	while (i <= last) {
 		struct proto_head e = proto_heads[p[i]];
 
-		proto_walk_lead(&w, at + i);
+		if (w.items == 0) {
+			proto_walk_lead(&w, at + i);
+			budget = proto_budget(limit, w.value_start, at);
+		}
 		if (e.kind != PROTO_HEAD_LEAF) {
 			if ((hl = proto_walk_head(s, &w, p + i, at + i, limit)) < 0)
 				break;
@@ -248,7 +268,7 @@ static size_t proto_scan_run(struct proto_scan *s, const uint8_t *p, size_t i, s
 			w.items--;
 			if (w.depth > 0 && --s->open[w.depth - 1] == 0)
 				proto_walk_pop(s, &w);
-			if (at + end - w.value_start + w.items > limit) {
+			if (end + w.items > budget) {
 				s->error = PROTO_SCAN_TOO_BIG;
 				s->error_size = at + end - w.value_start + w.items;
 				s->error_exact = w.items == 0;
