@@ -35,6 +35,8 @@
 
 #define REC_NUM_MAX 40                     /* formatted INT/TIMESTAMPTZ text */
 #define REC_HASH_SLOTS 128                 /* column lookup table; > 3x the columns */
+#define REC_NAME_MAX 16                    /* longest bare column name ("client_version": 14);
+					      test_record finds every column by its name */
 
 const struct record_column record_columns[RECORD_COL_COUNT] = {
 	[RECORD_COL_ID]             = { "mg_id",             RECORD_TYPE_TEXT,        256 },
@@ -138,10 +140,13 @@ static inline void rec_set(struct rec_build *b, int i, const char *s, size_t n)
 	b->len[i] = (uint32_t)n;
 }
 
-/* Column lookup: bare names ("prompt") hashed into open-addressed slots. */
+/* Column lookup: bare names ("prompt") hashed into open-addressed slots,
+ * each holding the words rec_name_words makes of its name, so a lookup
+ * compares two words and never reads the column table. */
 struct rec_slot {
-	uint8_t col1;  /* column index + 1; 0 = empty slot */
-	uint8_t len;   /* length of the bare name */
+	uint64_t w0, w1; /* the bare name as rec_name_words loads it */
+	uint8_t col1;    /* column index + 1; 0 = empty slot */
+	uint8_t len;     /* length of the bare name; 0 for an empty slot */
 };
 static struct rec_slot rec_slots[REC_HASH_SLOTS];
 
@@ -199,11 +204,36 @@ static inline void rec_copy(char *dst, const char *src, size_t n)
 
 /* ---- column lookup ---------------------------------------------------- */
 
-/* Cheap hash of a bare column name; collision-free for today's columns in
- * 128 slots, but lookups probe, so a future column can only cost a probe. */
-static inline unsigned rec_hash(const unsigned char *s, size_t n)
+/*
+ * Name S of N (1..REC_NAME_MAX) bytes as two words that are equal for two
+ * names of the same length exactly when the names are: the first and last
+ * 8 bytes (overlapping), or 4 and 4, or for 1..3 bytes the bytes
+ * themselves. Loads within S only, as the key lies in the msgpack buffer.
+ */
+static inline void rec_name_words(const unsigned char *s, size_t n, uint64_t *w0, uint64_t *w1)
 {
-	return (s[0] * 6u + s[n - 1] * 8u + s[n / 2] + (unsigned)n * 5u) & (REC_HASH_SLOTS - 1);
+	uint32_t a, b;
+
+	if (n >= 8) {
+		memcpy(w0, s, 8);
+		memcpy(w1, s + n - 8, 8);
+	} else if (n >= 4) {
+		memcpy(&a, s, 4);
+		memcpy(&b, s + n - 4, 4);
+		*w0 = a;
+		*w1 = b;
+	} else {
+		*w0 = (uint64_t)s[0] | (uint64_t)s[n / 2] << 8 | (uint64_t)s[n - 1] << 16;
+		*w1 = 0;
+	}
+}
+
+/* Slot of a name's words: a multiplicative hash of both words and the
+ * length. Collisions only cost a probe. */
+static inline unsigned rec_hash(uint64_t w0, uint64_t w1, size_t n)
+{
+	return (unsigned)(((w0 ^ w1 * 31 ^ n) * UINT64_C(0x9e3779b97f4a7c15)) >> 57) &
+	       (REC_HASH_SLOTS - 1);
 }
 
 /* Fill rec_slots[] from record_columns[] before main() runs, so the table
@@ -212,40 +242,28 @@ __attribute__((constructor)) static void rec_slots_init(void)
 {
 	for (int i = 0; i < RECORD_COL_COUNT; i++) {
 		const char *bare = record_columns[i].name + 3;
-		unsigned h = rec_hash((const unsigned char *)bare, strlen(bare));
+		size_t n = strlen(bare);
+		uint64_t w0, w1;
+		unsigned h;
 
+		rec_name_words((const unsigned char *)bare, n, &w0, &w1);
+		h = rec_hash(w0, w1, n);
 		while (rec_slots[h].col1)
 			h = (h + 1) & (REC_HASH_SLOTS - 1);
-		rec_slots[h].col1 = (uint8_t)(i + 1);
-		rec_slots[h].len = (uint8_t)strlen(bare);
+		rec_slots[h] = (struct rec_slot){ w0, w1, (uint8_t)(i + 1), (uint8_t)n };
 	}
 }
 
-/* A and B equal over N bytes (both readable that far): two overlapping
- * word compares instead of a memcmp call, for names of 1..20 bytes. */
-static inline bool rec_name_eq(const unsigned char *a, const unsigned char *b, size_t n)
+/* True when S (N > 3 bytes) starts with "mg_": one masked 4-byte compare. */
+static inline bool rec_has_prefix(const unsigned char *s)
 {
-	uint64_t x0, x1, y0, y1;
-	uint32_t u0, u1, v0, v1;
+	static const unsigned char pfx[4] = { 'm', 'g', '_', 0 }, mask[4] = { 0xff, 0xff, 0xff, 0 };
+	uint32_t w, p, m;
 
-	if (n >= 8) {
-		memcpy(&x0, a, 8);
-		memcpy(&y0, b, 8);
-		memcpy(&x1, a + n - 8, 8);
-		memcpy(&y1, b + n - 8, 8);
-		return x0 == y0 && x1 == y1;
-	}
-	if (n >= 4) {
-		memcpy(&u0, a, 4);
-		memcpy(&v0, b, 4);
-		memcpy(&u1, a + n - 4, 4);
-		memcpy(&v1, b + n - 4, 4);
-		return u0 == v0 && u1 == v1;
-	}
-	for (size_t i = 0; i < n; i++)
-		if (a[i] != b[i])
-			return false;
-	return true;
+	memcpy(&w, s, 4);
+	memcpy(&p, pfx, 4); /* constants in the byte order of the load */
+	memcpy(&m, mask, 4);
+	return (w & m) == p;
 }
 
 /* Column index for NAME ("mg_prompt" or "prompt"), or -1: a hash and,
@@ -254,22 +272,25 @@ static inline __attribute__((always_inline))
 int rec_column_lookup(const char *name, size_t len)
 {
 	const unsigned char *s = (const unsigned char *)name;
+	uint64_t w0, w1;
 	unsigned h;
 
-	if (len > 3 && s[0] == 'm' && s[1] == 'g' && s[2] == '_') {
+	if (len > 3 && rec_has_prefix(s)) {
 		s += 3;
 		len -= 3;
 	}
-	if (len == 0 || len > 20)
+	if (len == 0 || len > REC_NAME_MAX)
 		return -1;
-	for (h = rec_hash(s, len); rec_slots[h].col1; h = (h + 1) & (REC_HASH_SLOTS - 1)) {
-		int col = rec_slots[h].col1 - 1;
+	rec_name_words(s, len, &w0, &w1);
+	for (h = rec_hash(w0, w1, len); ; h = (h + 1) & (REC_HASH_SLOTS - 1)) {
+		const struct rec_slot *sl = &rec_slots[h];
 
-		if (rec_slots[h].len == len &&
-		    rec_name_eq((const unsigned char *)record_columns[col].name + 3, s, len))
-			return col;
+		/* An empty slot has len 0, which no name here has. */
+		if (sl->len == len && sl->w0 == w0 && sl->w1 == w1)
+			return sl->col1 - 1;
+		if (!sl->col1)
+			return -1;
 	}
-	return -1;
 }
 
 int record_column_find(const char *name, size_t len)
@@ -863,7 +884,7 @@ static bool rec_type_known(const char *s, size_t n)
 	case 18: want = record_types[3]; break;
 	default: return false;
 	}
-	return rec_name_eq((const unsigned char *)want, (const unsigned char *)s, n);
+	return memcmp(want, s, n) == 0;
 }
 
 /* mg_record_type from the event, else the tag's last dot-separated part. */

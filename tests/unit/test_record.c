@@ -146,6 +146,15 @@ static void test_labels_and_lookup(void)
 		CHECK(strncmp(name, "mg_", 3) == 0);
 		CHECK(record_column_find(name, strlen(name)) == i);
 		CHECK(record_column_find(name + 3, strlen(name) - 3) == i);
+		/* Names are compared by words: any one byte changed is no match. */
+		for (size_t k = 0; k < strlen(name); k++) {
+			char near[32];
+
+			snprintf(near, sizeof(near), "%s", name);
+			near[k] ^= 0x20;
+			CHECK(record_column_find(near, strlen(near)) != i);
+			CHECK(k < 3 || record_column_find(near + 3, strlen(near) - 3) != i);
+		}
 	}
 	CHECK(record_column_find("prompt", 6) == RECORD_COL_PROMPT);
 	CHECK(record_column_find("meta", 4) == RECORD_COL_META);
