@@ -304,26 +304,20 @@ int record_time_from_msgpack(const msgpack_object *o, struct record_time *t)
 
 /* ---- PostgreSQL's binary form ------------------------------------------ */
 
-#define REC_PG_EPOCH_DAYS 10957 /* 1970-01-01 to 2000-01-01 */
+#define REC_PG_EPOCH_SEC INT64_C(946684800) /* 2000-01-01T00:00:00Z */
 
 int record_time_pg_usec(const char *s, size_t len, int64_t *usec)
 {
-	int y, mo, d, h, mi, se, us;
+	struct record_time t;
+	char utc[RECORD_TIME_LEN];
 
-	if (len != RECORD_TIME_LEN || s[4] != '-' || s[7] != '-' || s[10] != ' ' ||
-	    s[13] != ':' || s[16] != ':' || s[19] != '.' || memcmp(s + 26, "+00", 3) != 0)
+	/* Our "+00" is PostgreSQL's short offset; RFC 3339 spells it "Z". */
+	if (len != RECORD_TIME_LEN || memcmp(s + len - 3, "+00", 3) != 0)
 		return -1;
-	y = rec_num(s, 4);
-	mo = rec_num(s + 5, 2);
-	d = rec_num(s + 8, 2);
-	h = rec_num(s + 11, 2);
-	mi = rec_num(s + 14, 2);
-	se = rec_num(s + 17, 2);
-	us = rec_num(s + 20, 6);
-	if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 ||
-	    mi > 59 || se < 0 || se > 60 || us < 0)
+	memcpy(utc, s, len - 3);
+	utc[len - 3] = 'Z';
+	if (rec_parse_time(utc, len - 2, &t) != 0)
 		return -1;
-	*usec = ((rec_days_from_civil(y, (unsigned)mo, (unsigned)d) - REC_PG_EPOCH_DAYS) * 86400 +
-		 h * 3600 + mi * 60 + se) * INT64_C(1000000) + us;
+	*usec = (t.sec - REC_PG_EPOCH_SEC) * INT64_C(1000000) + t.nsec / 1000;
 	return 0;
 }
