@@ -424,6 +424,19 @@ static void test_int4_bounds(void)
 		CHECK(ev_run() == 0);
 		CHECK_STR(col(RECORD_COL_DELTA), ok[i].text);
 	}
+	/* 1, 9, 10, 99, ... 10^9: every digit count, both signs, against printf. */
+	for (int64_t m = 1, step = 0; step < 19; step++, m = step % 2 ? m * 10 - 1 : m + 1) {
+		for (int sign = -1; sign <= 1; sign += 2) {
+			char want[24];
+
+			snprintf(want, sizeof(want), "%" PRId64, sign * m);
+			ev_map(2);
+			kv_str("mg_record_type", "credit_transaction");
+			kv_int("mg_delta", sign * m);
+			CHECK(ev_run() == 0);
+			CHECK_STR(col(RECORD_COL_DELTA), want);
+		}
+	}
 	ev_map(2);
 	kv_str("mg_record_type", "generation");
 	kv_int("mg_latency_ms", 2147483648);
