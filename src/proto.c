@@ -164,8 +164,9 @@ struct proto_time {
 
 /*
  * Write EVENT (whose forward-protocol time is T, or NULL) to the dead-letter
- * file with MESSAGE and count it as rejected for REASON. On a failed write the message is marked failed (the caller
- * closes the connection, so no ack covers the event).
+ * file with MESSAGE and count it as rejected for REASON. On a failed write
+ * the message is marked failed (the caller closes the connection, so no ack
+ * covers the event).
  */
 static void proto_dead_letter(struct proto_msg *m, const msgpack_object *event,
 			      const struct proto_time *t, enum record_reason reason,
