@@ -39,6 +39,7 @@
 
 #define REC_NUM_MAX 40                     /* formatted INT/TIMESTAMPTZ text */
 #define REC_HASH_SLOTS 128                 /* column lookup table; > 3x the columns */
+#define REC_META_KEEP (64 * 1024)          /* mg_meta text kept between events */
 #define REC_NAME_MAX 16                    /* longest bare column name ("client_version": 14);
 					      test_record finds every column by its name */
 
@@ -724,6 +725,16 @@ static int rec_text_grow(struct rec_text *t, size_t more)
 	return 0;
 }
 
+/* Give back a text that an unusually large mg_meta grew past
+ * REC_META_KEEP, so one huge event does not pin its size for good. */
+static void rec_text_trim(struct rec_text *t)
+{
+	if (t->cap <= REC_META_KEEP)
+		return;
+	free(t->p);
+	*t = (struct rec_text){ NULL, 0, 0 };
+}
+
 /* Room for MORE bytes after the text's end; -1 when it cannot grow. */
 static inline int rec_text_reserve(struct rec_text *t, size_t more)
 {
@@ -1039,6 +1050,7 @@ int record_from_map(const msgpack_object *map, const struct record_ctx *ctx,
 	static const struct record_ctx no_ctx;
 	struct record_error spare;
 	struct rec_build b;
+	int rc;
 
 	if (!err)
 		err = &spare;
@@ -1057,8 +1069,16 @@ int record_from_map(const msgpack_object *map, const struct record_ctx *ctx,
 	if (rec_scan_keys(&b, &map->via.map) != 0 || rec_resolve_type(&b) != 0 ||
 	    rec_resolve_id(&b) != 0)
 		return -1;
-	if ((b.meta || b.unknown || b.ctx->fluent_meta) && rec_meta_build(&b, &map->via.map) != 0)
-		return -1;
+	if (b.meta || b.unknown || b.ctx->fluent_meta) {
+		rc = rec_meta_build(&b, &map->via.map);
+		if (rc == 0) {
+			rec_default_created(&b);
+			rec_slots_fill(&b);
+			rc = rec_assemble(&b, out);
+		}
+		rec_text_trim(&rec_meta);
+		return rc;
+	}
 	rec_default_created(&b);
 	rec_slots_fill(&b);
 	return rec_assemble(&b, out);

@@ -823,6 +823,27 @@ static void test_meta_simple_like_json(void)
 	CHECK(refused > 100 && refused < 2900); /* both outcomes were compared */
 }
 
+/* An mg_meta past the text buffer's kept size (64 KiB), then small ones:
+ * the buffer is given back and grown again, every value intact. */
+static void test_meta_large(void)
+{
+	static char big[100000];
+	char want[64];
+
+	memset(big, 'b', sizeof(big) - 1);
+	for (int round = 0; round < 3; round++) {
+		ctx_reset();
+		ev_map(2);
+		kv_str("mg_record_type", "generation");
+		kv_str("note", round == 1 ? "small" : big);
+		CHECK(ev_run() == 0);
+		CHECK(rec && rec->len[RECORD_COL_META] ==
+		      (round == 1 ? strlen("{\"note\":\"small\"}") : sizeof(big) - 1 + 11));
+		snprintf(want, sizeof(want), "{\"note\":\"%s", round == 1 ? "small\"}" : "bbbb");
+		CHECK(col(RECORD_COL_META) && strncmp(col(RECORD_COL_META), want, strlen(want)) == 0);
+	}
+}
+
 static void test_meta_rejections(void)
 {
 	ctx_reset();
@@ -1141,6 +1162,7 @@ int main(void)
 	test_empty_key_with_null_ptr();
 	test_meta_rejections();
 	test_meta_simple_like_json();
+	test_meta_large();
 	test_fluent_meta();
 	test_bin_text();
 	test_text_edges();
