@@ -235,11 +235,12 @@ static inline void rec_name_words(const unsigned char *s, size_t n, uint64_t *w0
 
 _Static_assert(REC_HASH_SLOTS == 128, "rec_hash keeps the top 7 bits of its product");
 
-/* Slot of a name's words: a multiplicative hash of both words and the
- * length. Collisions only cost a probe. */
-static inline unsigned rec_hash(uint64_t w0, uint64_t w1, size_t n)
+/* Slot of a name: a multiplicative hash of its first word and its length
+ * (which already tell today's names apart but for a probe or two; a
+ * collision only costs a probe). */
+static inline unsigned rec_hash(uint64_t w0, size_t n)
 {
-	return (unsigned)(((w0 ^ w1 * 31 ^ n) * UINT64_C(0x9e3779b97f4a7c15)) >> 57);
+	return (unsigned)(((w0 ^ n) * UINT64_C(0x9e3779b97f4a7c15)) >> 57);
 }
 
 /* Fill rec_slots[] from record_columns[] before main() runs, so the table
@@ -253,7 +254,7 @@ __attribute__((constructor)) static void rec_slots_init(void)
 		unsigned h;
 
 		rec_name_words((const unsigned char *)bare, n, &w0, &w1);
-		h = rec_hash(w0, w1, n);
+		h = rec_hash(w0, n);
 		while (rec_slots[h].col1)
 			h = (h + 1) & (REC_HASH_SLOTS - 1);
 		rec_slots[h] = (struct rec_slot){ w0, w1, (uint8_t)(i + 1), (uint8_t)n };
@@ -288,7 +289,7 @@ int rec_column_lookup(const char *name, size_t len)
 	if (len == 0 || len > REC_NAME_MAX)
 		return -1;
 	rec_name_words(s, len, &w0, &w1);
-	for (h = rec_hash(w0, w1, len); ; h = (h + 1) & (REC_HASH_SLOTS - 1)) {
+	for (h = rec_hash(w0, len); ; h = (h + 1) & (REC_HASH_SLOTS - 1)) {
 		const struct rec_slot *sl = &rec_slots[h];
 
 		/* An empty slot has len 0, which no name here has. */
