@@ -11,7 +11,9 @@
  *   COPY mi_staging FROM STDIN          -- the batch, text format, streamed
  *                                          while it is encoded (writer_copy.c)
  *   INSERT INTO mega_customers ...      -- stub rows for new pass ids, sorted,
- *        ON CONFLICT DO NOTHING            no lock on existing rows
+ *        ON CONFLICT DO NOTHING            no lock on existing rows; left out
+ *                                          when every pass id of the batch is
+ *                                          known to exist (writer_known.c)
  *   INSERT INTO <table> SELECT ... FROM mi_staging WHERE mi_pass = k
  *        ON CONFLICT (mg_id) DO UPDATE  -- once per pass k; the WHERE of the
  *                                          update skips rows of another type
@@ -354,9 +356,9 @@ static enum write_verdict writer_merge(struct writer *w, int maxpass, struct wri
 	return WRITE_OK;
 }
 
-/* Write RECS[0..N) in one transaction. */
-enum write_verdict writer_transaction(struct writer *w, struct record **recs, size_t n,
-				     struct writer_err *e)
+/* One attempt at the transaction; STUBS: run the stub statement. */
+static enum write_verdict writer_attempt(struct writer *w, struct record **recs, size_t n,
+					 bool stubs, struct writer_err *e)
 {
 	int maxpass = writer_number_passes(w, recs, n);
 	enum write_verdict v;
@@ -365,9 +367,10 @@ enum write_verdict writer_transaction(struct writer *w, struct record **recs, si
 	v = writer_run(w, "BEGIN", 0, NULL, e, NULL);
 	if (v == WRITE_OK)
 		v = writer_copy(w, recs, n, e);
-	if (v == WRITE_OK && !w->pass_id_dead_letter)
-		v = writer_run(w, w->apply_credits ? writer_sql_last_active :
-			       writer_sql_stub_customers, 0, NULL, e, NULL);
+	if (v == WRITE_OK && !w->pass_id_dead_letter && w->apply_credits)
+		v = writer_run(w, writer_sql_last_active, 0, NULL, e, NULL);
+	else if (v == WRITE_OK && stubs)
+		v = writer_run(w, writer_sql_stub_customers, 0, NULL, e, NULL);
 	if (v == WRITE_OK)
 		v = writer_merge(w, maxpass, e);
 	/* Last, so the customer row locks it takes are held only until COMMIT. */
@@ -380,6 +383,28 @@ enum write_verdict writer_transaction(struct writer *w, struct record **recs, si
 
 		PQclear(res);
 	}
+	return v;
+}
+
+/* Write RECS[0..N) in one transaction. The stub statement is left out
+ * when every pass id is known to exist (writer_known.c); if one was
+ * deleted meanwhile, the foreign key says so and the batch is written
+ * again with it. */
+enum write_verdict writer_transaction(struct writer *w, struct record **recs, size_t n,
+				     struct writer_err *e)
+{
+	bool customers = !w->pass_id_dead_letter && !w->apply_credits;
+	bool stubs = customers && !writer_known_all(w, recs, n);
+	enum write_verdict v = writer_attempt(w, recs, n, stubs, e);
+
+	if (v == WRITE_REJECT && customers && !stubs && strcmp(e->sqlstate, "23503") == 0) {
+		log_info("writer", "writer=%d: a known mg_pass_id is gone from mega_customers "
+			 "(%s); writing the batch again with stub customers", w->id, e->message);
+		writer_known_clear(&w->known);
+		v = writer_attempt(w, recs, n, true, e);
+	}
+	if (v == WRITE_OK && customers)
+		writer_known_add(w, n);
 	return v;
 }
 
@@ -484,6 +509,8 @@ static void writer_free(struct writer *w)
 	free(w->copy_buf);
 	free(w->pass);
 	free(w->pass_rows);
+	free(w->pass_hash);
+	writer_known_free(&w->known);
 	free(w->slots);
 	free(w->batch);
 	free(w->skips);
@@ -501,10 +528,12 @@ static int writer_alloc(struct writer *w, const struct config *cfg)
 	w->batch = calloc(w->cap, sizeof(*w->batch));
 	w->pass = calloc(w->cap, sizeof(*w->pass));
 	w->pass_rows = calloc(w->cap + 1, sizeof(*w->pass_rows));
+	w->pass_hash = calloc(w->cap, sizeof(*w->pass_hash));
 	w->slots = calloc(w->cap * 4, sizeof(*w->slots));
 	w->skips = calloc(w->cap, sizeof(*w->skips));
 	return w->conninfo && w->sql_copy && w->sql_check && w->sql_merge && w->copy_buf &&
-	       w->batch && w->pass && w->pass_rows && w->slots && w->skips ? 0 : -1;
+	       w->batch && w->pass && w->pass_rows && w->pass_hash && w->slots && w->skips &&
+	       writer_known_init(&w->known) == 0 ? 0 : -1;
 }
 
 struct writer *writer_start(int id, const struct config *cfg, struct queue *q,

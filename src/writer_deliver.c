@@ -330,6 +330,7 @@ static size_t writer_reserve(struct writer *w, size_t max)
 	struct record **b;
 	int *p, *sl;
 	long *pr;
+	uint64_t *ph;
 	struct writer_skip *sk;
 
 	if (max <= w->cap)
@@ -343,13 +344,16 @@ static size_t writer_reserve(struct writer *w, size_t max)
 	pr = realloc(w->pass_rows, (max + 1) * sizeof(*pr));
 	if (pr)
 		w->pass_rows = pr;
+	ph = realloc(w->pass_hash, max * sizeof(*ph));
+	if (ph)
+		w->pass_hash = ph;
 	sl = realloc(w->slots, max * 4 * sizeof(*sl));
 	if (sl)
 		w->slots = sl;
 	sk = realloc(w->skips, max * sizeof(*sk));
 	if (sk)
 		w->skips = sk;
-	if (!b || !p || !pr || !sl || !sk) {
+	if (!b || !p || !pr || !ph || !sl || !sk) {
 		log_warn("writer", "writer=%d: out of memory for batches of %zu; keeping %zu",
 			 w->id, max, w->cap);
 		return w->cap;

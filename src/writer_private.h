@@ -50,6 +50,15 @@ enum writer_state {
 	WRITER_STATE_COUNT /* number of states; not a state */
 };
 
+/* Pass ids known to exist in mega_customers, as hashes (writer_known.c). */
+struct writer_known {
+	uint64_t *slots;             /* WRITER_KNOWN_SLOTS; 0: free */
+	size_t count;
+};
+
+/* Slots of the known set: up to half of them used, 1 MiB. */
+#define WRITER_KNOWN_SLOTS ((size_t)1 << 17)
+
 struct writer_err {
 	char sqlstate[6];
 	char field[64];
@@ -83,6 +92,8 @@ struct writer {
 	bool copy_failed;            /* PQputCopyData failed during this batch */
 	int *pass;                   /* per batch position */
 	long *pass_rows;             /* rows per pass, [1..maxpass] */
+	uint64_t *pass_hash;         /* per batch position: hash of mg_pass_id, 0 if none */
+	struct writer_known known;   /* pass ids that need no stub */
 	int *slots;                  /* hash set for pass numbering */
 	size_t cap;                  /* capacity of pass/slots/batch */
 	struct record **batch;
@@ -120,6 +131,14 @@ enum write_verdict writer_classify(struct writer *w, PGresult *res, struct write
 /* writer_copy.c: COPY RECS[0..N) (numbered by w->pass) into mi_staging. */
 enum write_verdict writer_copy(struct writer *w, struct record **recs, size_t n,
 			       struct writer_err *e);
+/* writer_known.c: the set of pass ids known to exist. */
+int writer_known_init(struct writer_known *k);
+void writer_known_free(struct writer_known *k);
+void writer_known_clear(struct writer_known *k);
+/* Hash the pass ids of RECS[0..N) into w->pass_hash; true when all are known. */
+bool writer_known_all(struct writer *w, struct record **recs, size_t n);
+/* The pass ids hashed by the last writer_known_all() of N records exist now. */
+void writer_known_add(struct writer *w, size_t n);
 /* writer.c: write RECS[0..N) in one transaction; E says why when not OK. */
 enum write_verdict writer_transaction(struct writer *w, struct record **recs, size_t n,
 				      struct writer_err *e);

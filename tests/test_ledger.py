@@ -173,6 +173,24 @@ def test_stub_customer_and_last_active_only_rises(daemon, pg):
     assert real["mg_last_active"].timestamp() == T0 + 100
 
 
+def test_customer_deleted_behind_the_writers_back(daemon, pg):
+    """A writer leaves out the stub statement when every pass id of a batch
+    is one it has seen committed. Should such a customer be deleted
+    meanwhile, the foreign key refuses the batch and the writer writes it
+    again with stubs: the event lands, the customer is back as a stub,
+    nothing is dead-lettered."""
+    send(daemon, [gen("D1", pass_id="doomed"), gen("D2", pass_id="kept")])
+    pg.sql("DELETE FROM mega_generations WHERE mg_pass_id = 'doomed'")
+    pg.sql("DELETE FROM mega_customers WHERE mg_pass_id = 'doomed'")
+    send(daemon, [gen("D3", pass_id="doomed"), gen("D4", pass_id="kept")])
+    assert pg.row("D3")["mg_pass_id"] == "doomed"
+    assert pg.row("D4")["mg_pass_id"] == "kept"
+    assert pg.value("SELECT mg_source_system FROM mega_customers "
+                    "WHERE mg_pass_id = 'doomed'") == "megaingest"
+    assert daemon.dead_letters() == []
+    assert daemon.log_contains(r"known mg_pass_id is gone from mega_customers")
+
+
 def test_unknown_pass_id_dead_letter_mode(daemon_factory, pg):
     """unknown_pass_id: dead_letter leaves mega_customers alone and
     dead-letters events of unknown pass ids; known ones and events without a
