@@ -9,8 +9,11 @@
 -- second session waits for those row locks only until this one commits.
 -- The daemon's per-pass numbering and its check for rows it did not merge
 -- (run only when a pass merged fewer rows than it staged) are left out: the
--- ceiling is the least work these semantics need. tests/bench/run wraps it:
--- BEGIN; COPY ...; <this>; COMMIT.
+-- ceiling is the least work these semantics need from a stateless session.
+-- The daemon does less where it can know more: it skips the stub statement
+-- for batches whose pass ids it has seen committed (src/writer_known.c),
+-- and it COPYs in binary. tests/bench/run wraps this: BEGIN; COPY ...;
+-- <this>; COMMIT.
 INSERT INTO mega_customers AS c (mg_pass_id, mg_credits, mg_source_system, mg_last_active)
 SELECT mg_pass_id, 0, 'megaingest', max(COALESCE(mg_created_at, now()))
 FROM mi_staging WHERE mg_pass_id IS NOT NULL GROUP BY mg_pass_id ORDER BY mg_pass_id
