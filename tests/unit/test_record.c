@@ -626,6 +626,37 @@ static void test_format_time(void)
 	CHECK_STR(buf, "1970-01-01");
 }
 
+/* The binary COPY form of a TIMESTAMPTZ column: microseconds since
+ * 2000-01-01 UTC, from exactly the text record_format_time writes. */
+static void test_time_pg_usec(void)
+{
+	static const int64_t ns[] = { 0, -1, INT64_C(1795576098123456789),
+				      INT64_C(951782400000000000), INT64_C(-2208988800000000000) };
+	char buf[40];
+	int64_t us = 0;
+
+	CHECK(record_time_pg_usec("2000-01-01 00:00:00.000000+00", 29, &us) == 0 && us == 0);
+	CHECK(record_time_pg_usec("2026-11-25 03:08:18.123456+00", 29, &us) == 0 &&
+	      us == INT64_C(848891298123456));
+	CHECK(record_time_pg_usec("0001-01-01 00:00:00.000000+00", 29, &us) == 0 &&
+	      us == INT64_C(-63082281600000000));
+	CHECK(record_time_pg_usec("9999-12-31 23:59:59.999999+00", 29, &us) == 0 &&
+	      us == INT64_C(252455615999999999));
+	for (size_t i = 0; i < sizeof(ns) / sizeof(ns[0]); i++) {
+		int64_t want = ns[i] / 1000 - INT64_C(946684800000000);
+
+		if (ns[i] % 1000 < 0)
+			want--; /* floor: -1 ns is the microsecond before the epoch */
+		record_format_time(ns[i], buf, sizeof(buf));
+		CHECK(record_time_pg_usec(buf, strlen(buf), &us) == 0);
+		CHECK(us == want);
+	}
+	CHECK(record_time_pg_usec("2000-01-01 00:00:00+00", 22, &us) == -1);      /* short */
+	CHECK(record_time_pg_usec("2000-01-01 00:00:00.000000+01", 29, &us) == -1); /* offset */
+	CHECK(record_time_pg_usec("2000-02-30 00:00:00.000000+00", 29, &us) == -1); /* no day */
+	CHECK(record_time_pg_usec("2000-01-01 0x:00:00.000000+00", 29, &us) == -1);
+}
+
 static void test_meta_merge(void)
 {
 	ctx_reset();
@@ -1158,6 +1189,7 @@ int main(void)
 	test_rfc3339_table();
 	test_years_1_to_9999();
 	test_format_time();
+	test_time_pg_usec();
 	test_meta_merge();
 	test_empty_key_with_null_ptr();
 	test_meta_rejections();
