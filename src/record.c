@@ -2,22 +2,24 @@
  * record.c: one decoded event (a msgpack map) -> one mega_generations row.
  *
  * Owns the column table, the column lookup, every validation rule and its
- * message, mg_meta and the assembly of the record. Timestamps are
- * converted and formatted in record_time.c, generated ids and the id hash
- * come from record_id.c (record_int.h is all the three share): both are
- * leaf computations that say 0 or -1, so every rejection is worded here.
+ * message, which entries go into mg_meta in which order, and the assembly
+ * of the record. The other files of the module each own one leaf
+ * (record_int.h is all they share): record_meta.c writes mg_meta's JSON
+ * text and words why an entry cannot be stored there; record_time.c
+ * converts and formats timestamps and record_id.c makes ids and the id
+ * hash, both saying only 0 or -1, so their rejections are worded here.
  *
  * Shaped for the loop thread's hot path. One pass over the map's keys finds
  * each key's column through a small hash table and converts its value where
  * it lies: TEXT values stay pointers into the msgpack zone, INT and
- * TIMESTAMPTZ values are formatted into a stack buffer. Only when the event
- * has something for mg_meta (its meta map, keys that are no column, Fluent
- * Bit metadata) is JSON built, into a per-thread text buffer: simple
- * entries (plain text keys; nil, bool, integer and plain text values) are
- * written there directly, anything else through json.c. Then the sizes
- * are known and the record is one malloc: header plus every value,
- * NUL-terminated, copied once. The per-thread buffers grow to the largest
- * mg_meta seen and are reused, so a steady stream allocates nothing else.
+ * TIMESTAMPTZ values are formatted into a stack buffer; keys that name no
+ * column are only counted. Only when the event has something for mg_meta
+ * (its meta map, keys that are no column, Fluent Bit metadata) is JSON
+ * built, entry by entry, by record_meta.c in a per-thread text buffer.
+ * Then the sizes are known and the record is one malloc: header plus every
+ * value, NUL-terminated, copied once. The per-thread buffer grows to the
+ * largest mg_meta seen and is reused, so a steady stream allocates nothing
+ * else.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -30,7 +32,6 @@
 #include <emmintrin.h>
 #endif
 
-#include <event2/buffer.h>
 #include <msgpack.h>
 
 #include "json.h"
@@ -39,7 +40,6 @@
 
 #define REC_NUM_MAX 40                     /* formatted INT/TIMESTAMPTZ text */
 #define REC_HASH_SLOTS 128                 /* column lookup table; > 3x the columns */
-#define REC_META_KEEP (64 * 1024)          /* mg_meta text kept between events */
 #define REC_NAME_MAX 16                    /* longest bare column name ("client_version": 14);
 					      test_record finds every column by its name */
 
@@ -155,21 +155,6 @@ struct rec_slot {
 };
 static struct rec_slot rec_slots[REC_HASH_SLOTS];
 
-/* A growable text; see rec_meta. */
-struct rec_text {
-	char *p;
-	size_t len;
-	size_t cap;
-};
-
-/* Per-thread mg_meta JSON being built, and a scratch evbuffer for the
- * values json.c writes: reused, never freed (they live as long as the
- * thread, which for the loop is the process). Plain memory rather than
- * an evbuffer, because nearly every entry is a few bytes written here
- * directly, where each evbuffer_add would cost more than the entry. */
-static __thread struct rec_text rec_meta;
-static __thread struct evbuffer *rec_scratch;
-
 const char *record_reason_label(enum record_reason reason)
 {
 	if ((unsigned)reason >= RECORD_REASON_COUNT)
@@ -180,31 +165,6 @@ const char *record_reason_label(enum record_reason reason)
 void record_free(struct record *r)
 {
 	free(r);
-}
-
-/* memcpy for the short values most columns hold, without a call: two
- * overlapping loads and stores (never reading past SRC + N). */
-static inline void rec_copy(char *dst, const char *src, size_t n)
-{
-	uint64_t a, b;
-	uint32_t c, d;
-
-	if (n > 16) {
-		memcpy(dst, src, n);
-	} else if (n >= 8) {
-		memcpy(&a, src, 8);
-		memcpy(&b, src + n - 8, 8);
-		memcpy(dst, &a, 8);
-		memcpy(dst + n - 8, &b, 8);
-	} else if (n >= 4) {
-		memcpy(&c, src, 4);
-		memcpy(&d, src + n - 4, 4);
-		memcpy(dst, &c, 4);
-		memcpy(dst + n - 4, &d, 4);
-	} else {
-		for (size_t i = 0; i < n; i++)
-			dst[i] = src[i];
-	}
 }
 
 /* ---- column lookup ---------------------------------------------------- */
@@ -307,10 +267,8 @@ int record_column_find(const char *name, size_t len)
 
 /* ---- errors ----------------------------------------------------------- */
 
-/* Copy client bytes S into DST (>= 8 bytes) for a message: at most 48
- * bytes, never cutting a UTF-8 sequence, "..." when cut; control
- * characters (and every non-ASCII byte when S is not UTF-8) become '?'. */
-static void rec_clean(char *dst, size_t size, const char *s, size_t n)
+/* See record_int.h. */
+void record_clean(char *dst, size_t size, const char *s, size_t n)
 {
 	size_t keep = n < 48 ? n : 48, i;
 	bool utf8 = json_utf8_valid(s, n);
@@ -331,12 +289,9 @@ static void rec_clean(char *dst, size_t size, const char *s, size_t n)
 	dst[i] = '\0';
 }
 
-/* Fill ERR with REASON, FIELD and a formatted message; returns -1. */
-static int rec_fail(struct record_error *err, enum record_reason reason, const char *field,
-		    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static int rec_fail(struct record_error *err, enum record_reason reason, const char *field,
-		    const char *fmt, ...)
+/* See record_int.h. */
+int record_fail(struct record_error *err, enum record_reason reason, const char *field,
+		const char *fmt, ...)
 {
 	va_list ap;
 
@@ -346,11 +301,6 @@ static int rec_fail(struct record_error *err, enum record_reason reason, const c
 	vsnprintf(err->message, sizeof(err->message), fmt, ap);
 	va_end(ap);
 	return -1;
-}
-
-static int rec_oom(struct record_error *err)
-{
-	return rec_fail(err, RECORD_REASON_BAD_FRAME, "", "out of memory");
 }
 
 /* Offset of the first byte that starts no valid UTF-8 sequence in S. */
@@ -427,55 +377,29 @@ static int rec_take_text(struct rec_build *b, int col, const msgpack_object *o)
 	const void *nul;
 
 	if (o->type != MSGPACK_OBJECT_STR && o->type != MSGPACK_OBJECT_BIN)
-		return rec_fail(b->err, RECORD_REASON_BAD_TYPE, c->name,
-				"%s: expected string, got %s", c->name, json_type_name(o));
+		return record_fail(b->err, RECORD_REASON_BAD_TYPE, c->name,
+				   "%s: expected string, got %s", c->name, json_type_name(o));
 	s = o->type == MSGPACK_OBJECT_STR ? o->via.str.ptr : o->via.bin.ptr;
 	n = o->type == MSGPACK_OBJECT_STR ? o->via.str.size : o->via.bin.size;
 	if (c->max_bytes && n > c->max_bytes)
-		return rec_fail(b->err, RECORD_REASON_TOO_LONG, c->name,
-				"%s: %" PRIu32 " bytes, longer than the %" PRIu32 " allowed",
-				c->name, n, c->max_bytes);
+		return record_fail(b->err, RECORD_REASON_TOO_LONG, c->name,
+				   "%s: %" PRIu32 " bytes, longer than the %" PRIu32 " allowed",
+				   c->name, n, c->max_bytes);
 	if (rec_text_plain(s, n)) {
 		rec_set(b, col, s, n);
 		return 0;
 	}
 	if (!json_utf8_valid(s, n))
-		return rec_fail(b->err, RECORD_REASON_BAD_UTF8, c->name,
-				"%s: not valid UTF-8 (byte %zu)", c->name,
-				rec_utf8_bad_offset(s, n));
+		return record_fail(b->err, RECORD_REASON_BAD_UTF8, c->name,
+				   "%s: not valid UTF-8 (byte %zu)", c->name,
+				   rec_utf8_bad_offset(s, n));
 	nul = memchr(s, 0, n);
 	if (nul)
-		return rec_fail(b->err, RECORD_REASON_NUL_BYTE, c->name,
-				"%s: holds a NUL byte (byte %td), which PostgreSQL text cannot "
-				"store", c->name, (const char *)nul - s);
+		return record_fail(b->err, RECORD_REASON_NUL_BYTE, c->name,
+				   "%s: holds a NUL byte (byte %td), which PostgreSQL text cannot "
+				   "store", c->name, (const char *)nul - s);
 	rec_set(b, col, s, n);
 	return 0;
-}
-
-/* Decimal digits of V written backwards ending before END; returns the
- * first. Two digits a division, from a table: half the divisions. */
-static inline char *rec_decimal(char *end, uint64_t v)
-{
-	static const char pairs[201] =
-		"00010203040506070809101112131415161718192021222324252627282930313233343536373839"
-		"40414243444546474849505152535455565758596061626364656667686970717273747576777879"
-		"8081828384858687888990919293949596979899";
-	char *p = end;
-
-	while (v >= 100) {
-		unsigned d = (unsigned)(v % 100) * 2;
-
-		v /= 100;
-		*--p = pairs[d + 1];
-		*--p = pairs[d];
-	}
-	if (v >= 10) {
-		*--p = pairs[v * 2 + 1];
-		*--p = pairs[v * 2];
-	} else {
-		*--p = (char)('0' + v);
-	}
-	return p;
 }
 
 /* INT: a msgpack integer within int4. */
@@ -490,17 +414,17 @@ static int rec_take_int(struct rec_build *b, int col, const msgpack_object *o)
 	    (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER && !neg)) {
 		mag = o->via.u64;
 		if (mag > INT32_MAX)
-			return rec_fail(b->err, RECORD_REASON_OUT_OF_RANGE, name,
-					"%s: %" PRIu64 " is outside the int4 range", name, mag);
+			return record_fail(b->err, RECORD_REASON_OUT_OF_RANGE, name,
+					   "%s: %" PRIu64 " is outside the int4 range", name, mag);
 	} else if (neg) {
 		if (o->via.i64 < INT32_MIN)
-			return rec_fail(b->err, RECORD_REASON_OUT_OF_RANGE, name,
-					"%s: %" PRId64 " is outside the int4 range", name,
-					o->via.i64);
+			return record_fail(b->err, RECORD_REASON_OUT_OF_RANGE, name,
+					   "%s: %" PRId64 " is outside the int4 range", name,
+					   o->via.i64);
 		mag = (uint64_t)0 - (uint64_t)o->via.i64;
 	} else {
-		return rec_fail(b->err, RECORD_REASON_BAD_TYPE, name,
-				"%s: expected integer, got %s", name, json_type_name(o));
+		return record_fail(b->err, RECORD_REASON_BAD_TYPE, name,
+				   "%s: expected integer, got %s", name, json_type_name(o));
 	}
 	*--p = '\0';
 	p = rec_decimal(p, mag);
@@ -518,37 +442,37 @@ static int rec_time_fail(struct rec_build *b, const char *name, const msgpack_ob
 	switch (o->type) {
 	case MSGPACK_OBJECT_STR:
 	case MSGPACK_OBJECT_BIN:
-		rec_clean(text, sizeof(text), o->via.str.ptr, o->via.str.size);
-		return rec_fail(b->err, RECORD_REASON_BAD_TIMESTAMP, name,
-				"%s: \"%s\" is not an RFC 3339 timestamp within years 1..9999",
-				name, text);
+		record_clean(text, sizeof(text), o->via.str.ptr, o->via.str.size);
+		return record_fail(b->err, RECORD_REASON_BAD_TIMESTAMP, name,
+				   "%s: \"%s\" is not an RFC 3339 timestamp within years 1..9999",
+				   name, text);
 	case MSGPACK_OBJECT_POSITIVE_INTEGER:
-		return rec_fail(b->err, RECORD_REASON_BAD_TIMESTAMP, name,
-				"%s: %" PRIu64 " epoch seconds is outside years 1..9999",
-				name, o->via.u64);
+		return record_fail(b->err, RECORD_REASON_BAD_TIMESTAMP, name,
+				   "%s: %" PRIu64 " epoch seconds is outside years 1..9999",
+				   name, o->via.u64);
 	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-		return rec_fail(b->err, RECORD_REASON_BAD_TIMESTAMP, name,
-				"%s: %" PRId64 " epoch seconds is outside years 1..9999",
-				name, o->via.i64);
+		return record_fail(b->err, RECORD_REASON_BAD_TIMESTAMP, name,
+				   "%s: %" PRId64 " epoch seconds is outside years 1..9999",
+				   name, o->via.i64);
 	case MSGPACK_OBJECT_FLOAT32:
 	case MSGPACK_OBJECT_FLOAT64:
 		if (!isfinite(o->via.f64))
-			return rec_fail(b->err, RECORD_REASON_BAD_TIMESTAMP, name,
-					"%s: %g is not a time", name, o->via.f64);
-		return rec_fail(b->err, RECORD_REASON_BAD_TIMESTAMP, name,
-				"%s: %.17g epoch seconds is outside years 1..9999", name,
-				o->via.f64);
+			return record_fail(b->err, RECORD_REASON_BAD_TIMESTAMP, name,
+					   "%s: %g is not a time", name, o->via.f64);
+		return record_fail(b->err, RECORD_REASON_BAD_TIMESTAMP, name,
+				   "%s: %.17g epoch seconds is outside years 1..9999", name,
+				   o->via.f64);
 	case MSGPACK_OBJECT_EXT:
 		if (o->via.ext.type == -1 || o->via.ext.type == 0)
-			return rec_fail(b->err, RECORD_REASON_BAD_TIMESTAMP, name,
-					"%s: malformed or out-of-range %s (%" PRIu32 " bytes)",
-					name, o->via.ext.type ? "msgpack timestamp" : "EventTime",
-					o->via.ext.size);
-		return rec_fail(b->err, RECORD_REASON_BAD_TIMESTAMP, name,
-				"%s: ext type %d is not a timestamp", name, o->via.ext.type);
+			return record_fail(b->err, RECORD_REASON_BAD_TIMESTAMP, name,
+					   "%s: malformed or out-of-range %s (%" PRIu32 " bytes)",
+					   name, o->via.ext.type ? "msgpack timestamp" :
+					   "EventTime", o->via.ext.size);
+		return record_fail(b->err, RECORD_REASON_BAD_TIMESTAMP, name,
+				   "%s: ext type %d is not a timestamp", name, o->via.ext.type);
 	default:
-		return rec_fail(b->err, RECORD_REASON_BAD_TYPE, name,
-				"%s: expected timestamp, got %s", name, json_type_name(o));
+		return record_fail(b->err, RECORD_REASON_BAD_TYPE, name,
+				   "%s: expected timestamp, got %s", name, json_type_name(o));
 	}
 }
 
@@ -582,8 +506,8 @@ static int rec_take_column(struct rec_build *b, int col, const msgpack_object *o
 	if (record_columns[col].type == RECORD_TYPE_TIMESTAMPTZ)
 		return rec_take_time(b, col, o);
 	if (o->type != MSGPACK_OBJECT_MAP)
-		return rec_fail(b->err, RECORD_REASON_BAD_TYPE, "mg_meta",
-				"mg_meta: expected map, got %s", json_type_name(o));
+		return record_fail(b->err, RECORD_REASON_BAD_TYPE, "mg_meta",
+				   "mg_meta: expected map, got %s", json_type_name(o));
 	b->meta = o;
 	return 0;
 }
@@ -599,8 +523,8 @@ static int rec_key(struct rec_build *b, const msgpack_object *k, uint32_t i,
 		*n = k->via.str.size;
 		return 0;
 	}
-	return rec_fail(b->err, RECORD_REASON_BAD_KEY, "", "key #%" PRIu32 ": expected string, "
-			"got %s", i + 1, json_type_name(k));
+	return record_fail(b->err, RECORD_REASON_BAD_KEY, "", "key #%" PRIu32 ": expected string, "
+			   "got %s", i + 1, json_type_name(k));
 }
 
 /* First pass: every key named, every column value checked and converted. */
@@ -623,239 +547,15 @@ static int rec_scan_keys(struct rec_build *b, const msgpack_object_map *m)
 		/* Only a key bound for mg_meta needs the UTF-8 check: a column
 		 * name matched is ASCII. */
 		if (!json_utf8_valid(k, kn))
-			return rec_fail(b->err, RECORD_REASON_BAD_KEY, "",
-					"key #%" PRIu32 ": not valid UTF-8 (byte %zu)", i + 1,
-					rec_utf8_bad_offset(k, kn));
+			return record_fail(b->err, RECORD_REASON_BAD_KEY, "",
+					   "key #%" PRIu32 ": not valid UTF-8 (byte %zu)", i + 1,
+					   rec_utf8_bad_offset(k, kn));
 		b->unknown++;
 	}
 	return 0;
 }
 
-/* ---- mg_meta ---------------------------------------------------------- */
-
-/*
- * Why entry KEY: VAL cannot be stored, found by rendering it again with
- * its path (the fast path renders without one): sets ERR, returns -1.
- * PREFIX and FIELD as for rec_meta_entry.
- */
-static int rec_meta_fail(struct rec_build *b, const msgpack_object *key,
-			 const msgpack_object *val, const char *prefix, const char *field,
-			 const char *first_msg)
-{
-	char path[128], msg[sizeof(b->err->message)], keytext[sizeof(b->err->field)];
-	struct evbuffer *tmp;
-	size_t pl = 0;
-	int rc = 0;
-
-	if (strcmp(first_msg, "out of memory") == 0)
-		return rec_oom(b->err);
-	if (prefix) {
-		pl = strlen(prefix);
-		memcpy(path, prefix, pl);
-		path[pl++] = '.';
-	}
-	rec_clean(path + pl, sizeof(path) - pl, key->via.str.ptr, key->via.str.size);
-	snprintf(msg, sizeof(msg), "%s", first_msg);
-	tmp = evbuffer_new();
-	if (tmp) {
-		rc = json_append_msgpack(tmp, key, JSON_STRICT, path, msg, sizeof(msg));
-		if (rc == 0)
-			rc = json_append_msgpack(tmp, val, JSON_STRICT, path, msg, sizeof(msg));
-		evbuffer_free(tmp);
-	}
-	if (!field) {
-		rec_clean(keytext, sizeof(keytext), key->via.str.ptr, key->via.str.size);
-		field = keytext;
-	}
-	/* NUL gets its own reason, as it does for TEXT columns. */
-	return rec_fail(b->err, strstr(msg, "NUL byte") ? RECORD_REASON_NUL_BYTE :
-			RECORD_REASON_BAD_META, field, "%s", msg);
-}
-
-/* High bit set in every byte of the 8 in V that JSON must escape or that
- * is not ASCII: below 0x20, 0x80 and up, '"' and '\\' (json.c's test). */
-static inline uint64_t rec_json_flags(uint64_t v)
-{
-	const uint64_t ones = UINT64_C(0x0101010101010101);
-	uint64_t q = v ^ (ones * '"'), bs = v ^ (ones * '\\');
-
-	return v | ((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((bs - ones) & ~bs);
-}
-
-/* True when S can be written between quotes as it is: ASCII from 0x20
- * on, without '"' or '\\' (nearly every key and short value), so it
- * needs no escaping pass and is exactly what json.c would write. Eight
- * bytes at a time, the last eight overlapping. */
-static inline bool rec_json_plain(const char *s, size_t n)
-{
-	uint64_t v, acc = 0;
-
-	if (n < 8) {
-		for (size_t i = 0; i < n; i++) {
-			unsigned char c = (unsigned char)s[i];
-
-			if (c < 0x20 || c > 0x7f || c == '"' || c == '\\')
-				return false;
-		}
-		return true;
-	}
-	for (size_t i = 0; i + 8 <= n; i += 8) {
-		memcpy(&v, s + i, 8);
-		acc |= rec_json_flags(v);
-	}
-	memcpy(&v, s + n - 8, 8);
-	acc |= rec_json_flags(v);
-	return !(acc & UINT64_C(0x8080808080808080));
-}
-
-/* Make room for MORE bytes after the text's end; -1 when it cannot grow. */
-static int rec_text_grow(struct rec_text *t, size_t more)
-{
-	size_t cap = t->cap ? t->cap : 256;
-	char *p;
-
-	if (more > SIZE_MAX / 4 - t->len)
-		return -1;
-	while (cap < t->len + more)
-		cap *= 2;
-	p = realloc(t->p, cap);
-	if (!p)
-		return -1;
-	t->p = p;
-	t->cap = cap;
-	return 0;
-}
-
-/* Give back a text that an unusually large mg_meta grew past
- * REC_META_KEEP, so one huge event does not pin its size for good. */
-static void rec_text_trim(struct rec_text *t)
-{
-	if (t->cap <= REC_META_KEEP)
-		return;
-	free(t->p);
-	*t = (struct rec_text){ NULL, 0, 0 };
-}
-
-/* Room for MORE bytes after the text's end; -1 when it cannot grow. */
-static inline int rec_text_reserve(struct rec_text *t, size_t more)
-{
-	return more <= t->cap - t->len ? 0 : rec_text_grow(t, more);
-}
-
-/* Append N bytes at S, which the caller has made room for (S may be
- * msgpack-c's NULL for an empty str: rec_copy reads nothing then). */
-static inline void rec_text_put(struct rec_text *t, const char *s, size_t n)
-{
-	rec_copy(t->p + t->len, s, n);
-	t->len += n;
-}
-
-/* "S" when S is plain (see rec_json_plain); false, with nothing written,
- * otherwise. Inlined into its two callers: it runs for every key and most
- * values of mg_meta, which are a few bytes, less work than a call's
- * register saves. */
-static inline __attribute__((always_inline))
-bool rec_text_quoted(struct rec_text *t, const char *s, size_t n)
-{
-	if (!rec_json_plain(s, n) || rec_text_reserve(t, n + 2) != 0)
-		return false;
-	t->p[t->len++] = '"';
-	rec_text_put(t, s, n);
-	t->p[t->len++] = '"';
-	return true;
-}
-
-/*
- * O as JSON when it is one of the common simple values (nil, bool, an
- * integer, plain text), written as json_append_msgpack would write it;
- * false, with nothing written, for anything else (which json.c then
- * writes, checks and, if need be, refuses).
- */
-static bool rec_meta_simple(struct rec_text *t, const msgpack_object *o)
-{
-	char num[24], *p = num + sizeof(num);
-	uint64_t v;
-
-	switch (o->type) {
-	case MSGPACK_OBJECT_STR:
-	case MSGPACK_OBJECT_BIN: /* as for keys, via.str reads both */
-		return rec_text_quoted(t, o->via.str.ptr, o->via.str.size);
-	case MSGPACK_OBJECT_NIL:
-		p -= 4;
-		memcpy(p, "null", 4);
-		break;
-	case MSGPACK_OBJECT_BOOLEAN:
-		p -= o->via.boolean ? 4 : 5;
-		memcpy(p, o->via.boolean ? "true" : "false", (size_t)(num + sizeof(num) - p));
-		break;
-	case MSGPACK_OBJECT_POSITIVE_INTEGER:
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-		v = o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER && o->via.i64 < 0 ?
-		    (uint64_t)0 - (uint64_t)o->via.i64 : o->via.u64;
-		p = rec_decimal(p, v);
-		if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER && o->via.i64 < 0)
-			*--p = '-';
-		break;
-	default:
-		return false;
-	}
-	if (rec_text_reserve(t, (size_t)(num + sizeof(num) - p)) != 0)
-		return false;
-	rec_text_put(t, p, (size_t)(num + sizeof(num) - p));
-	return true;
-}
-
-/* O as JSON through json.c (STRICT), appended to T by way of the scratch
- * evbuffer. 0, or -1 with json.c's message (or none: out of memory) in MSG. */
-static int rec_meta_json(struct rec_text *t, const msgpack_object *o, char *msg, size_t len)
-{
-	struct evbuffer *out = rec_scratch;
-	size_t n, left;
-
-	if (!out && !(out = rec_scratch = evbuffer_new()))
-		return -1;
-	left = evbuffer_get_length(out); /* what a refused value left behind */
-	if (left && evbuffer_drain(out, left) != 0)
-		return -1;
-	if (json_append_msgpack(out, o, JSON_STRICT, NULL, msg, len) != 0)
-		return -1;
-	n = evbuffer_get_length(out);
-	if (rec_text_reserve(t, n) != 0 || evbuffer_remove(out, t->p + t->len, n) != (int)n)
-		return -1;
-	t->len += n;
-	return 0;
-}
-
-/*
- * Append one entry to the thread's mg_meta text: '{' before the first, ','
- * before the others, then "key":value. PREFIX names where the entry lives
- * in messages ("mg_meta", or NULL for a top-level key); FIELD is
- * err->field on failure (NULL: the key itself).
- */
-static int rec_meta_entry(struct rec_build *b, size_t *count, const msgpack_object *key,
-			  const msgpack_object *val, const char *prefix, const char *field)
-{
-	struct rec_text *t = &rec_meta;
-	char msg[sizeof(b->err->message)];
-	int rc = 0;
-
-	msg[0] = '\0';
-	if (rec_text_reserve(t, 1) != 0)
-		return rec_oom(b->err);
-	t->p[t->len++] = (*count)++ ? ',' : '{';
-	if (!rec_text_quoted(t, key->via.str.ptr, key->via.str.size))
-		rc = rec_meta_json(t, key, msg, sizeof(msg));
-	if (rc == 0)
-		rc = rec_text_reserve(t, 1);
-	if (rc == 0) {
-		t->p[t->len++] = ':';
-		if (!rec_meta_simple(t, val))
-			rc = rec_meta_json(t, val, msg, sizeof(msg));
-	}
-	if (rc != 0)
-		return rec_meta_fail(b, key, val, prefix, field, msg[0] ? msg : "out of memory");
-	return 0;
-}
+/* ---- mg_meta (its JSON is written in record_meta.c) ------------------- */
 
 /* The event's own mg_meta map, entry by entry; its keys must be text. */
 static int rec_meta_map(struct rec_build *b, size_t *count)
@@ -866,10 +566,10 @@ static int rec_meta_map(struct rec_build *b, size_t *count)
 		const msgpack_object *k = &m->ptr[i].key;
 
 		if (k->type != MSGPACK_OBJECT_STR && k->type != MSGPACK_OBJECT_BIN)
-			return rec_fail(b->err, RECORD_REASON_BAD_META, "mg_meta",
-					"mg_meta: key #%" PRIu32 ": expected string, got %s",
-					i + 1, json_type_name(k));
-		if (rec_meta_entry(b, count, k, &m->ptr[i].val, "mg_meta", "mg_meta") != 0)
+			return record_fail(b->err, RECORD_REASON_BAD_META, "mg_meta",
+					   "mg_meta: key #%" PRIu32 ": expected string, got %s",
+					   i + 1, json_type_name(k));
+		if (record_meta_entry(b->err, count, k, &m->ptr[i].val, "mg_meta", "mg_meta") != 0)
 			return -1;
 	}
 	return 0;
@@ -884,7 +584,7 @@ static int rec_meta_unknown(struct rec_build *b, const msgpack_object_map *m, si
 
 		if (rec_column_lookup(k->via.str.ptr, k->via.str.size) >= 0)
 			continue;
-		if (rec_meta_entry(b, count, k, &m->ptr[i].val, NULL, NULL) != 0)
+		if (record_meta_entry(b->err, count, k, &m->ptr[i].val, NULL, NULL) != 0)
 			return -1;
 	}
 	return 0;
@@ -893,7 +593,10 @@ static int rec_meta_unknown(struct rec_build *b, const msgpack_object_map *m, si
 /*
  * Build mg_meta in the thread's text buffer: the event's meta map, then
  * unknown keys, then "fluent_metadata". No entry at all leaves the column
- * absent (the stored value, or the '{}' default, stays).
+ * absent (the stored value, or the '{}' default, stays). Only fields of B
+ * go to record_meta.c, never B itself: handed to another file, B costs
+ * the column scan reloads, as the compiler must then assume that any call
+ * may change it.
  */
 static int rec_meta_build(struct rec_build *b, const msgpack_object_map *m)
 {
@@ -901,23 +604,23 @@ static int rec_meta_build(struct rec_build *b, const msgpack_object_map *m)
 		.type = MSGPACK_OBJECT_STR,
 		.via.str = { .size = 15, .ptr = "fluent_metadata" },
 	};
-	size_t count = 0;
+	size_t count = 0, len;
+	const char *text;
 
-	rec_meta.len = 0;
 	if (b->meta && rec_meta_map(b, &count) != 0)
 		return -1;
 	if (b->unknown && rec_meta_unknown(b, m, &count) != 0)
 		return -1;
-	if (b->ctx->fluent_meta && rec_meta_entry(b, &count, &fluent_key, b->ctx->fluent_meta,
-						  NULL, "fluent_metadata") != 0)
+	if (b->ctx->fluent_meta && record_meta_entry(b->err, &count, &fluent_key,
+						     b->ctx->fluent_meta, NULL,
+						     "fluent_metadata") != 0)
 		return -1;
 	if (count == 0)
 		return 0;
-	if (rec_text_reserve(&rec_meta, 1) != 0)
-		return rec_oom(b->err);
-	rec_meta.p[rec_meta.len++] = '}';
+	if (record_meta_end(b->err, &text, &len) != 0)
+		return -1;
 	/* Set last: the text may have moved while it grew. */
-	rec_set(b, RECORD_COL_META, rec_meta.p, rec_meta.len);
+	rec_set(b, RECORD_COL_META, text, len);
 	return 0;
 }
 
@@ -950,23 +653,24 @@ static int rec_resolve_type(struct rec_build *b)
 	if (s) {
 		if (rec_type_known(s, b->len[RECORD_COL_RECORD_TYPE]))
 			return 0;
-		rec_clean(text, sizeof(text), s, b->len[RECORD_COL_RECORD_TYPE]);
-		return rec_fail(b->err, RECORD_REASON_UNKNOWN_TYPE, "mg_record_type",
-				"mg_record_type: unknown record type \"%s\" (%s)", text, expected);
+		record_clean(text, sizeof(text), s, b->len[RECORD_COL_RECORD_TYPE]);
+		return record_fail(b->err, RECORD_REASON_UNKNOWN_TYPE, "mg_record_type",
+				   "mg_record_type: unknown record type \"%s\" (%s)", text,
+				   expected);
 	}
 	if (!ctx->tag || ctx->tag_len == 0)
-		return rec_fail(b->err, RECORD_REASON_MISSING_TYPE, "mg_record_type",
-				"mg_record_type: missing, and no tag to derive it from");
+		return record_fail(b->err, RECORD_REASON_MISSING_TYPE, "mg_record_type",
+				   "mg_record_type: missing, and no tag to derive it from");
 	tail = memrchr(ctx->tag, '.', ctx->tag_len);
 	tail = tail ? tail + 1 : ctx->tag;
 	rec_set(b, RECORD_COL_RECORD_TYPE, tail, (size_t)(ctx->tag + ctx->tag_len - tail));
 	if (rec_type_known(tail, b->len[RECORD_COL_RECORD_TYPE]))
 		return 0;
-	rec_clean(text, sizeof(text), tail, b->len[RECORD_COL_RECORD_TYPE]);
-	rec_clean(tag, sizeof(tag), ctx->tag, ctx->tag_len);
-	return rec_fail(b->err, RECORD_REASON_UNKNOWN_TYPE, "mg_record_type",
-			"mg_record_type: unknown record type \"%s\" from tag \"%s\" (%s)",
-			text, tag, expected);
+	record_clean(text, sizeof(text), tail, b->len[RECORD_COL_RECORD_TYPE]);
+	record_clean(tag, sizeof(tag), ctx->tag, ctx->tag_len);
+	return record_fail(b->err, RECORD_REASON_UNKNOWN_TYPE, "mg_record_type",
+			   "mg_record_type: unknown record type \"%s\" from tag \"%s\" (%s)",
+			   text, tag, expected);
 }
 
 /* mg_id: the event's (non-empty), else derived from the chunk, else v7. */
@@ -975,12 +679,12 @@ static int rec_resolve_id(struct rec_build *b)
 	if (rec_has(b, RECORD_COL_ID)) {
 		if (b->len[RECORD_COL_ID] > 0)
 			return 0;
-		return rec_fail(b->err, RECORD_REASON_BAD_ID, "mg_id", "mg_id: empty string");
+		return record_fail(b->err, RECORD_REASON_BAD_ID, "mg_id", "mg_id: empty string");
 	}
 	if (record_id_make(b->ctx, b->id) != 0)
-		return rec_fail(b->err, RECORD_REASON_BAD_FRAME, "mg_id",
-				"mg_id: cannot generate an id (%s)",
-				b->ctx->chunk ? "SHA-256 failed" : "no random bytes");
+		return record_fail(b->err, RECORD_REASON_BAD_FRAME, "mg_id",
+				   "mg_id: cannot generate an id (%s)",
+				   b->ctx->chunk ? "SHA-256 failed" : "no random bytes");
 	rec_set(b, RECORD_COL_ID, b->id, RECORD_ID_LEN);
 	return 0;
 }
@@ -1020,7 +724,8 @@ static int rec_assemble(struct rec_build *b, struct record **out)
 	uint64_t m;
 
 	if (total > UINT32_MAX)
-		return rec_fail(b->err, RECORD_REASON_TOO_LONG, "", "event too large for a record");
+		return record_fail(b->err, RECORD_REASON_TOO_LONG, "",
+				   "event too large for a record");
 	r = malloc(total);
 	if (!r)
 		return rec_oom(b->err);
@@ -1062,8 +767,8 @@ int record_from_map(const msgpack_object *map, const struct record_ctx *ctx,
 	err->field[0] = '\0';
 	err->message[0] = '\0';
 	if (map->type != MSGPACK_OBJECT_MAP)
-		return rec_fail(err, RECORD_REASON_NOT_A_MAP, "", "event is %s, not a map",
-				json_type_name(map));
+		return record_fail(err, RECORD_REASON_NOT_A_MAP, "", "event is %s, not a map",
+				   json_type_name(map));
 	b.ctx = ctx ? ctx : &no_ctx;
 	b.err = err;
 	b.present = 0;
@@ -1080,7 +785,7 @@ int record_from_map(const msgpack_object *map, const struct record_ctx *ctx,
 			rec_slots_fill(&b);
 			rc = rec_assemble(&b, out);
 		}
-		rec_text_trim(&rec_meta);
+		record_meta_trim();
 		return rc;
 	}
 	rec_default_created(&b);
