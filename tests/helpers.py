@@ -264,7 +264,11 @@ class Client:
         else:
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.settimeout(WAIT_TIMEOUT)
-        self.sock.connect(address)
+        try:
+            self.sock.connect(address)
+        except OSError:
+            self.sock.close()
+            raise
         self.unpacker = msgpack.Unpacker(raw=False)
 
     def close(self):
@@ -435,9 +439,13 @@ class Daemon:
         """The daemon's own pid (the child of the timeout(1) wrapper)."""
         wrapper = self.proc.pid
         path = f"/proc/{wrapper}/task/{wrapper}/children"
-        children = wait_for(lambda: open(path).read().split(), timeout=5,
-                            what="the daemon process under timeout(1)")
-        return int(children[0])
+
+        def children():
+            with open(path) as f:
+                return f.read().split()
+
+        found = wait_for(children, timeout=5, what="the daemon process under timeout(1)")
+        return int(found[0])
 
     def signal(self, sig):
         os.kill(self.pid, sig)

@@ -47,7 +47,11 @@ class Sender(threading.Thread):
         family = socket.AF_UNIX if isinstance(self.address, str) else socket.AF_INET
         s = socket.socket(family, socket.SOCK_STREAM)
         s.settimeout(1.0)
-        s.connect(self.address)
+        try:
+            s.connect(self.address)
+        except OSError:
+            s.close()
+            raise
         self.sock = s
         self.unpacker = msgpack.Unpacker(raw=False)
 

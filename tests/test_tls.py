@@ -131,6 +131,7 @@ def test_tls12_client(daemon_factory, pg, certs):
     assert pg.count("mg_id = %s", (mg_id,)) == 1
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")  # on purpose
 def test_tls11_is_refused(daemon_factory, pg, certs):
     d = daemon_factory(tls_conf(certs))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -189,7 +190,7 @@ def test_openssl_s_client(daemon_factory, pg, certs):
         assert got == {"ack": "s_client"}
     finally:
         p.kill()
-        p.wait()
+        p.communicate()     # reaps it and closes its pipes
     assert pg.count("mg_id = %s", (mg_id,)) == 1
 
 
