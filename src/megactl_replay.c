@@ -7,7 +7,8 @@
  * {"$base64": ...} (and ext values as {"$ext": type, "$base64": ...}). The
  * line is turned back into msgpack, bin and ext included, and its event sent
  * in Forward mode ([tag, [[time, event], ...], {"chunk": id}]) over the Unix
- * socket or TCP, exactly as a client would; the daemon validates and writes
+ * socket or TCP (with TLS and the shared-key handshake when the listener
+ * has them: megactl_conn.c), exactly as a client would; the daemon validates and writes
  * it like any other event, and dead-letters it again (into a new
  * dead-letter.jsonl) when it still fails. Each chunk waits for its ack, so
  * when megactl returns 0 every line is committed or dead-lettered again.
@@ -20,21 +21,17 @@
  */
 #include <errno.h>
 #include <getopt.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <sys/un.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <msgpack.h>
 #include <openssl/evp.h>
 
 #include "config.h"
 #include "megactl.h"
+#include "megactl_conn.h"
 #include "record.h"
 
 #define REPLAY_DEFAULT_UNIX "/run/megaingest/megaingest.sock"
@@ -496,7 +493,12 @@ struct replay {
 	const char *tcp;           /* "host:port", or NULL */
 	int chunk_lines;
 	int timeout_s;
-	int fd;
+	/* TCP only: the handshake and TLS (from the options, else the config) */
+	const char *key_file;      /* --shared-key-file */
+	const char *shared_key;    /* the key file's, else listen.shared_key */
+	bool tls, insecure;
+	const char *ca, *cert, *key;
+	struct megactl_conn *conn;
 	msgpack_unpacker unp;
 	/* the chunk being built */
 	char tag[REPLAY_TAG_MAX];
@@ -508,90 +510,28 @@ struct replay {
 	long lines, sent, skipped, chunks;
 };
 
-static int replay_connect_unix(const char *path)
-{
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	int fd;
-
-	if (strlen(path) >= sizeof(sun.sun_path)) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	strcpy(sun.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-		int e = errno;
-
-		close(fd);
-		errno = e;
-		return -1;
-	}
-	return fd;
-}
-
-static int replay_connect_tcp(const char *hostport)
-{
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res, *ai;
-	char host[256];
-	const char *colon = strrchr(hostport, ':');
-	int fd = -1;
-
-	if (!colon || (size_t)(colon - hostport) >= sizeof(host)) {
-		errno = EINVAL;
-		return -1;
-	}
-	snprintf(host, sizeof(host), "%.*s", (int)(colon - hostport), hostport);
-	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
-		memmove(host, host + 1, strlen(host));
-		host[strlen(host) - 1] = '\0';
-	}
-	if (getaddrinfo(host, colon + 1, &hints, &res) != 0) {
-		errno = EHOSTUNREACH;
-		return -1;
-	}
-	for (ai = res; ai && fd < 0; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-			close(fd);
-			fd = -1;
-		}
-	}
-	freeaddrinfo(res);
-	return fd;
-}
-
 static int replay_connect(struct replay *r)
 {
-	struct timeval tv = { .tv_sec = r->timeout_s };
-	const char *where = r->tcp ? r->tcp : r->unix_path;
+	struct megactl_conn_opts o = {
+		.who = "megactl replay", .unix_path = r->tcp ? NULL : r->unix_path,
+		.tcp = r->tcp, .shared_key = r->shared_key, .tls = r->tls,
+		.insecure = r->insecure, .ca_file = r->ca, .cert_file = r->cert,
+		.key_file = r->key, .timeout_s = r->timeout_s,
+	};
 
-	r->fd = r->tcp ? replay_connect_tcp(r->tcp) : replay_connect_unix(r->unix_path);
-	if (r->fd < 0) {
-		fprintf(stderr, "megactl replay: cannot connect to %s: %s\n", where,
-			strerror(errno));
-		return -1;
-	}
-	if (setsockopt(r->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
-	    setsockopt(r->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
-		fprintf(stderr, "megactl replay: %s: %s\n", where, strerror(errno));
-		return -1;
-	}
-	return 0;
+	r->conn = megactl_conn_open(&o);
+	return r->conn ? 0 : -1;
 }
 
-static int replay_send_all(int fd, const char *p, size_t len)
+/* A HELO: what a listener with listen.shared_key says first, to a client
+ * that was not told of the key (its events are refused, never acked). */
+static bool replay_is_helo(const msgpack_object *o)
 {
-	while (len > 0) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+	const msgpack_object *first = o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size > 0 ?
+				      &o->via.array.ptr[0] : NULL;
 
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
+	return first && first->type == MSGPACK_OBJECT_STR && first->via.str.size == 4 &&
+	       memcmp(first->via.str.ptr, "HELO", 4) == 0;
 }
 
 /* Read replies until {"ack": ID}. 0, or -1 (told why). */
@@ -614,18 +554,22 @@ static int replay_wait_ack(struct replay *r, const char *id)
 				rc = 0;
 				goto out;
 			}
+			if (replay_is_helo(&up.data)) {
+				fprintf(stderr, "megactl replay: %s: the listener wants the shared-key "
+					"handshake (listen.shared_key): give -c CONFIG or "
+					"--shared-key-file PATH\n", r->tcp ? r->tcp : r->unix_path);
+				goto out;
+			}
 		}
 		if (!msgpack_unpacker_reserve_buffer(&r->unp, 65536))
 			break;
-		n = recv(r->fd, msgpack_unpacker_buffer(&r->unp), 65536, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
+		n = megactl_conn_recv(r->conn, msgpack_unpacker_buffer(&r->unp), 65536);
 		if (n <= 0) {
 			fprintf(stderr, "megactl replay: %s: lines %ld-%ld: %s\n", r->file,
 				r->first_line, r->last_line, n == 0 ?
 				"the daemon closed the connection before acknowledging them" :
 				errno == EAGAIN ? "no ack within the timeout (is PostgreSQL away "
-				"and the spool full?)" : strerror(errno));
+				"and the spool full?)" : megactl_conn_error(r->conn));
 			break;
 		}
 		msgpack_unpacker_buffer_consumed(&r->unp, (size_t)n);
@@ -669,9 +613,9 @@ static int replay_flush(struct replay *r)
 	     msgpack_pack_map(&pk, 1) || msgpack_pack_str(&pk, 5) ||
 	     msgpack_pack_str_body(&pk, "chunk", 5) || msgpack_pack_str(&pk, strlen(id)) ||
 	     msgpack_pack_str_body(&pk, id, strlen(id)) ? -1 : 0;
-	if (rc == 0 && replay_send_all(r->fd, sb.data, sb.size) < 0) {
+	if (rc == 0 && megactl_conn_send(r->conn, sb.data, sb.size) < 0) {
 		fprintf(stderr, "megactl replay: %s: lines %ld-%ld: cannot send: %s\n", r->file,
-			r->first_line, r->last_line, strerror(errno));
+			r->first_line, r->last_line, megactl_conn_error(r->conn));
 		rc = -1;
 	}
 	msgpack_sbuffer_destroy(&sb);
@@ -773,20 +717,43 @@ static void replay_usage(FILE *out)
 {
 	fprintf(out,
 		"usage: megactl replay [-c CONFIG] [--unix PATH | --tcp HOST:PORT] [--chunk N]\n"
-		"                      [--timeout SECONDS] FILE\n\n"
+		"                      [--timeout SECONDS] [--shared-key-file PATH]\n"
+		"                      [--tls] [--ca FILE | --insecure] [--cert FILE [--key FILE]]\n"
+		"                      FILE\n\n"
 		"Send the events of a dead-letter file back through megaingestd, once what made\n"
 		"them fail is fixed. Move dead-letter.jsonl aside first; lines that fail again\n"
 		"land in a new dead-letter.jsonl. Exit 0 once every line was acknowledged.\n\n"
-		"  -c, --config FILE   take the Unix socket (else the first TCP address) from\n"
-		"                      the daemon's configuration\n"
+		"  -c, --config FILE   take the Unix socket (else the first TCP listener, with\n"
+		"                      its shared_key and TLS) from the daemon's configuration\n"
 		"      --unix PATH     the daemon's Unix socket (default %s)\n"
-		"      --tcp HOST:PORT a TCP listener (no shared_key or TLS)\n"
+		"      --tcp HOST:PORT a TCP listener\n"
 		"      --chunk N       lines per acknowledged chunk (default 500)\n"
-		"      --timeout S     how long to wait for each ack (default 60)\n",
+		"      --timeout S     how long to wait for each ack (default 60)\n"
+		"      --shared-key-file PATH\n"
+		"                      run the shared-key handshake with the key in PATH\n"
+		"                      (its first line; else listen.shared_key of -c)\n"
+		"      --tls           TLS to the listener (on by itself when -c's has tls.cert)\n"
+		"      --ca FILE       trust the CAs in FILE for the daemon's certificate\n"
+		"                      (else listen.tls.ca of -c, else the system store)\n"
+		"      --insecure      do not verify the daemon's certificate\n"
+		"      --cert FILE     client certificate (PEM), for a listener with tls.ca\n"
+		"      --key FILE      its key (default: in the --cert file)\n",
 		REPLAY_DEFAULT_UNIX);
 }
 
-/* Where to send, from the daemon's config. 0 or -1 (told why). */
+/* Take the handshake key and TLS of the config's listener where the
+ * command line said nothing about them. */
+static void replay_config_tcp(struct replay *r, const struct config *cfg)
+{
+	if (!r->key_file && cfg->listen_shared_key[0])
+		r->shared_key = cfg->listen_shared_key;
+	if (cfg->listen_tls_cert[0])
+		r->tls = true;
+	if (r->tls && !r->ca && !r->insecure && cfg->listen_tls_ca[0])
+		r->ca = cfg->listen_tls_ca;
+}
+
+/* Where to send and how, from the daemon's config. 0 or -1 (told why). */
 static int replay_from_config(struct replay *r, const char *path, struct config **cfg)
 {
 	*cfg = config_load(path, stderr);
@@ -794,17 +761,36 @@ static int replay_from_config(struct replay *r, const char *path, struct config 
 		fprintf(stderr, "megactl replay: %s: invalid configuration\n", path);
 		return -1;
 	}
-	if ((*cfg)->listen_unix[0])
-		r->unix_path = (*cfg)->listen_unix;
-	else if ((*cfg)->listen_tcp_count > 0 && !(*cfg)->listen_shared_key[0] &&
-		 !(*cfg)->listen_tls_cert[0])
-		r->tcp = (*cfg)->listen_tcp[0];
-	else {
-		fprintf(stderr, "megactl replay: %s has no Unix socket nor a plain TCP listener\n",
-			path);
-		return -1;
+	if (!r->unix_path && !r->tcp) {
+		/* The Unix socket first: it needs neither key nor TLS. */
+		if ((*cfg)->listen_unix[0])
+			r->unix_path = (*cfg)->listen_unix;
+		else if ((*cfg)->listen_tcp_count > 0)
+			r->tcp = (*cfg)->listen_tcp[0];
+		else {
+			fprintf(stderr, "megactl replay: %s has no listener\n", path);
+			return -1;
+		}
 	}
+	if (r->tcp)
+		replay_config_tcp(r, *cfg);
 	return 0;
+}
+
+/* The TCP-only options make sense together. 0, or -1 (told why). */
+static int replay_check_tcp_options(const struct replay *r)
+{
+	const char *why = NULL;
+
+	if (r->unix_path && (r->tls || r->key_file || r->ca || r->insecure || r->cert))
+		why = "--tls, --ca, --insecure, --cert and --shared-key-file are for --tcp";
+	else if (r->ca && r->insecure)
+		why = "--ca and --insecure contradict each other";
+	else if (r->key && !r->cert)
+		why = "--key needs --cert";
+	if (why)
+		fprintf(stderr, "megactl replay: %s\n", why);
+	return why ? -1 : 0;
 }
 
 static int replay_options(struct replay *r, int argc, char **argv, const char **config)
@@ -815,6 +801,12 @@ static int replay_options(struct replay *r, int argc, char **argv, const char **
 		{ "tcp", required_argument, NULL, 't' },
 		{ "chunk", required_argument, NULL, 'n' },
 		{ "timeout", required_argument, NULL, 'T' },
+		{ "shared-key-file", required_argument, NULL, 'k' },
+		{ "tls", no_argument, NULL, 's' },
+		{ "ca", required_argument, NULL, 'A' },
+		{ "insecure", no_argument, NULL, 'I' },
+		{ "cert", required_argument, NULL, 'C' },
+		{ "key", required_argument, NULL, 'K' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -827,12 +819,19 @@ static int replay_options(struct replay *r, int argc, char **argv, const char **
 		case 't': r->tcp = optarg; break;
 		case 'n': r->chunk_lines = atoi(optarg); break;
 		case 'T': r->timeout_s = atoi(optarg); break;
+		case 'k': r->key_file = optarg; break;
+		case 's': r->tls = true; break;
+		/* Naming whom to trust, or not to, only means something over TLS. */
+		case 'A': r->ca = optarg; r->tls = true; break;
+		case 'I': r->insecure = true; r->tls = true; break;
+		case 'C': r->cert = optarg; r->tls = true; break;
+		case 'K': r->key = optarg; break;
 		case 'h': replay_usage(stdout); return MEGACTL_OK;
 		default: replay_usage(stderr); return MEGACTL_USAGE;
 		}
 	}
 	if (optind != argc - 1 || r->chunk_lines < 1 || r->chunk_lines > 100000 ||
-	    r->timeout_s < 1 || (r->unix_path && r->tcp)) {
+	    r->timeout_s < 1 || (r->unix_path && r->tcp) || replay_check_tcp_options(r) < 0) {
 		replay_usage(stderr);
 		return MEGACTL_USAGE;
 	}
@@ -840,21 +839,36 @@ static int replay_options(struct replay *r, int argc, char **argv, const char **
 	return -1;
 }
 
+/* Settle where to send and with which key. 0, or -1 (told why). */
+static int replay_target(struct replay *r, const char *config, struct config **cfg,
+			 char **key)
+{
+	if (config && replay_from_config(r, config, cfg) < 0)
+		return -1;
+	if (!r->unix_path && !r->tcp)
+		r->unix_path = REPLAY_DEFAULT_UNIX;
+	if (r->tcp && r->key_file) {
+		if (megactl_conn_key_read("megactl replay", r->key_file, key) < 0)
+			return -1;
+		r->shared_key = *key;
+	}
+	return 0;
+}
+
 int megactl_replay(int argc, char **argv)
 {
-	struct replay r = { .chunk_lines = 500, .timeout_s = 60, .fd = -1 };
+	struct replay r = { .chunk_lines = 500, .timeout_s = 60 };
 	struct config *cfg = NULL;
 	const char *config = NULL;
+	char *key = NULL;
 	FILE *in = NULL;
 	int rc = replay_options(&r, argc, argv, &config);
 
 	if (rc >= 0)
 		return rc;
 	rc = MEGACTL_FAIL;
-	if (config && !r.unix_path && !r.tcp && replay_from_config(&r, config, &cfg) < 0)
+	if (replay_target(&r, config, &cfg, &key) < 0)
 		goto out;
-	if (!r.unix_path && !r.tcp)
-		r.unix_path = REPLAY_DEFAULT_UNIX;
 	in = fopen(r.file, "re");
 	if (!in) {
 		fprintf(stderr, "megactl replay: cannot open %s: %s\n", r.file, strerror(errno));
@@ -878,8 +892,8 @@ out_entries:
 out:
 	if (in)
 		fclose(in);
-	if (r.fd >= 0)
-		close(r.fd);
+	megactl_conn_close(r.conn);
+	megactl_conn_key_free(key);
 	config_free(cfg);
 	return rc;
 }
