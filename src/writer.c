@@ -263,6 +263,36 @@ static void writer_skip_set(struct writer_skip *sk, char kind)
 	}
 }
 
+/* Remove from staging the rows of skips [FIRST, nskips) that are to be
+ * dead-lettered (not the credit repeats, which are only reported). */
+static enum write_verdict writer_drop_skips(struct writer *w, size_t first,
+					    struct writer_err *e)
+{
+	struct evbuffer *ids = evbuffer_new();
+	const char *params[1];
+	enum write_verdict v = WRITE_OK;
+	char *list;
+	int n = 0;
+
+	if (ids && evbuffer_add(ids, "{", 1) == 0)
+		for (size_t i = first; i < w->nskips; i++)
+			if (w->skips[i].reason != RECORD_REASON_COUNT)
+				evbuffer_add_printf(ids, "%s%d", n++ ? "," : "", w->skips[i].idx);
+	if (ids)
+		evbuffer_add(ids, "}", 1);
+	list = ids ? writer_sql_take(ids) : NULL;
+	if (!list) {
+		snprintf(e->message, sizeof(e->message), "out of memory");
+		return WRITE_RETRY;
+	}
+	params[0] = list;
+	if (n > 0)
+		v = writer_run(w, "DELETE FROM mi_staging WHERE mi_idx = ANY ($1::int4[])",
+			       1, params, e, NULL);
+	free(list);
+	return v;
+}
+
 /* Remember the rows of pass PASS that must not be merged; with DROP, also
  * remove those to be dead-lettered from staging (before the merge). */
 static enum write_verdict writer_check(struct writer *w, const char *pass, bool drop,
@@ -271,43 +301,20 @@ static enum write_verdict writer_check(struct writer *w, const char *pass, bool 
 	const char *params[1] = { pass };
 	PGresult *res = NULL;
 	enum write_verdict v = writer_run(w, w->sql_check, 1, params, e, &res);
-	struct evbuffer *ids;
-	char *list;
-	int rows, ndrop = 0;
+	size_t first = w->nskips;
+	int rows;
 
 	if (v != WRITE_OK)
 		return v;
 	rows = PQntuples(res);
-	ids = evbuffer_new();
-	if (!ids || evbuffer_add(ids, "{", 1) < 0) {
-		PQclear(res);
-		if (ids)
-			evbuffer_free(ids);
-		snprintf(e->message, sizeof(e->message), "out of memory");
-		return WRITE_RETRY;
-	}
 	for (int i = 0; i < rows && w->nskips < w->cap; i++) {
 		struct writer_skip *sk = &w->skips[w->nskips++];
 
 		sk->idx = atoi(PQgetvalue(res, i, 0));
 		writer_skip_set(sk, PQgetvalue(res, i, 1)[0]);
-		if (sk->reason != RECORD_REASON_COUNT)
-			evbuffer_add_printf(ids, "%s%d", ndrop++ ? "," : "", sk->idx);
 	}
 	PQclear(res);
-	evbuffer_add(ids, "}", 1);
-	list = writer_sql_take(ids);
-	if (!list) {
-		snprintf(e->message, sizeof(e->message), "out of memory");
-		return WRITE_RETRY;
-	}
-	if (drop && ndrop > 0) {
-		params[0] = list;
-		v = writer_run(w, "DELETE FROM mi_staging WHERE mi_idx = ANY ($1::int4[])",
-			       1, params, e, NULL);
-	}
-	free(list);
-	return v;
+	return drop && w->nskips > first ? writer_drop_skips(w, first, e) : WRITE_OK;
 }
 
 /* Merge pass PASS; *MERGED is the number of rows it inserted or changed. */
