@@ -54,6 +54,7 @@ struct config {
 	int writer_flush_interval_ms;
 	int writer_retry_initial_ms;
 	int writer_retry_max_ms;
+	int writer_statement_timeout_ms;
 	int writer_drain_timeout_s;
 
 	/* spool */

@@ -16,6 +16,8 @@
  *              bucket and the sum are relaxed atomics, so an observation
  *              never takes a lock (count = the sum of the buckets)
  *   INFO       build_info{version="..."} 1
+ *   WRITERS    writer_state{writer="0",state="spooling"} 1: one-hot, one
+ *              series per writer and state, each writer storing its own
  *
  * Readers take a struct stats_snapshot (stats_snapshot) and work on that:
  * a histogram's buckets, sum and count always agree inside one snapshot.
@@ -41,7 +43,10 @@ struct evbuffer;
 	X(queue_bytes, GAUGE, "Bytes waiting in the writers' queues") \
 	X(spool_bytes, GAUGE, "Bytes held on disk in the spool directory") \
 	X(connections, GAUGE, "Open client connections") \
-	X(postgres_up, GAUGE, "1 while the writers are connected to PostgreSQL, else 0") \
+	X(postgres_up, GAUGE, \
+	  "1 while every writer is connected and its last statement succeeded, else 0") \
+	X(writer_state, WRITERS, \
+	  "1 for each writer's current state: writing, replaying, spooling, holding, stalled") \
 	X(postgres_reconnects_total, COUNTER, "PostgreSQL connections (re)established") \
 	X(connections_accepted_total, COUNTER, "Client connections accepted") \
 	X(connections_refused_total, COUNTER, "Client connections refused (max_connections)") \
@@ -59,16 +64,19 @@ enum stats_kind {
 	STATS_GAUGE,
 	STATS_HISTOGRAM,
 	STATS_INFO,
+	STATS_WRITERS,
 	STATS_KIND_COUNT /* number of kinds; not a kind */
 };
 
 /* STATS_K_<KIND>(c, r, g, h, i) picks the argument for that kind, so one
- * pass over STATS_METRICS can keep only the metrics of one kind. */
+ * pass over STATS_METRICS can keep only the metrics of one kind (WRITERS,
+ * like INFO, has no array of its own). */
 #define STATS_K_COUNTER(c, r, g, h, i) c
 #define STATS_K_REJECTS(c, r, g, h, i) r
 #define STATS_K_GAUGE(c, r, g, h, i) g
 #define STATS_K_HISTOGRAM(c, r, g, h, i) h
 #define STATS_K_INFO(c, r, g, h, i) i
+#define STATS_K_WRITERS(c, r, g, h, i) i
 #define STATS_NONE_(name)
 #define STATS_ENUM_(name) STAT_##name,
 
@@ -119,12 +127,28 @@ struct stats_hist_snap {
 	double sum;                         /* seconds */
 };
 
+/* What a writer does with batches, as operators see it; in rising order of
+ * trouble, so the worst of several writers is the highest. */
+enum stats_writer_state {
+	STATS_WRITER_WRITING = 0,   /* committing batches to PostgreSQL */
+	STATS_WRITER_REPLAYING,     /* PostgreSQL takes writes: the spool first */
+	STATS_WRITER_SPOOLING,      /* PostgreSQL is away or refuses writes */
+	STATS_WRITER_HOLDING,       /* the spool refuses too: batches held unacked */
+	STATS_WRITER_STALLED,       /* a statement past half writer.statement_timeout_ms */
+	STATS_WRITER_STATE_COUNT /* number of states; not a state */
+};
+
+/* Most writers the figures follow (writer.connections' upper bound). */
+#define STATS_MAX_WRITERS 64
+
 struct stats_snapshot {
 	uint64_t counter[STAT_COUNT];
 	uint64_t rejected[RECORD_REASON_COUNT];
 	int64_t gauge[STAT_GAUGE_COUNT];
 	struct stats_hist_snap hist[STAT_HIST_COUNT];
 	int64_t taken_ns;                   /* CLOCK_MONOTONIC when taken */
+	int writers;                        /* entries of writer_state[] */
+	uint8_t writer_state[STATS_MAX_WRITERS]; /* enum stats_writer_state */
 };
 
 /* ---- writing: any thread, never a lock -------------------------------- */
@@ -138,12 +162,14 @@ void stats_observe_ns(enum stats_hist h, int64_t ns);
 /* Store gauge G (for gauges without a provider). */
 void stats_set_gauge(enum stats_gauge g, int64_t v);
 
-/* Older names for two gauges, kept for their callers. */
+/* An older name for the connections gauge, kept for its callers. */
 void stats_set_connections(int64_t n);
-/* A writer connected (UP=1) or lost its connection (UP=0); call on changes only. */
-void stats_set_postgres_up(int up);
-/* How many writers there are (postgres_up needs all of them connected). */
-void stats_set_postgres_writers(int n);
+/* How many writers there are (postgres_up needs all of them up); each
+ * starts spooling and down until it publishes. */
+void stats_set_writers(int n);
+/* Writer ID's state, and UP: connected with its last statement a success.
+ * Only that writer calls it. */
+void stats_writer_publish(int id, enum stats_writer_state state, int up);
 
 /*
  * Make gauge G read FN(ARG) at snapshot time instead of its stored value
@@ -162,6 +188,10 @@ uint64_t stats_rejected(enum record_reason reason);
 int64_t stats_gauge(enum stats_gauge g);
 int64_t stats_connections(void);
 int stats_postgres_up(void);
+/* "writing", "spooling", ... (the label of the writer_state gauge). */
+const char *stats_writer_state_label(enum stats_writer_state s);
+/* The label's state, or -1. */
+int stats_writer_state_parse(const char *label);
 const char *stats_name(enum stats_counter c);
 
 /* Every figure at once into OUT. Any thread (providers run on it). */
@@ -185,6 +215,7 @@ struct stats_rates {
 	double rejected_per_s;
 	double p99_s;              /* receive -> commit, -1 when nothing committed */
 	int64_t queue_events, queue_bytes, spool_bytes, connections, postgres_up;
+	int writer_state;          /* the worst writer's enum stats_writer_state, -1: none */
 };
 
 /* Rates from PREV to CUR (CUR taken later). */

@@ -93,6 +93,39 @@ static void admin_healthz(struct admin *a, struct evhttp_request *req, struct ev
 	admin_reply(req, 200, "text/plain; charset=utf-8", body);
 }
 
+/* Why the writers cannot commit now, into WHY (the worst writer); 0: they can. */
+static int admin_writers_not_ready(char *why, size_t len)
+{
+	static const char *const reason[STATS_WRITER_STATE_COUNT] = {
+		[STATS_WRITER_SPOOLING] = "PostgreSQL is away or refuses writes: batches go "
+					  "to the spool (see the log)",
+		[STATS_WRITER_HOLDING] = "the spool refuses batches too: clients are not acked "
+					 "(see the log)",
+		[STATS_WRITER_STALLED] = "a statement has been running for more than half of "
+					 "writer.statement_timeout_ms (see the log)",
+	};
+	struct stats_snapshot s;
+	int worst = -1, who = 0;
+
+	stats_snapshot(&s);
+	for (int i = 0; i < s.writers; i++)
+		if (s.writer_state[i] > worst) {
+			worst = s.writer_state[i];
+			who = i;
+		}
+	if (worst >= 0 && reason[worst]) {
+		snprintf(why, len, "writer %d %s: %s", who, stats_writer_state_label(worst),
+			 reason[worst]);
+		return -1;
+	}
+	if (!s.gauge[STAT_postgres_up]) {
+		snprintf(why, len, "PostgreSQL is not connected, or its last statement failed "
+			 "(see the log)");
+		return -1;
+	}
+	return 0;
+}
+
 /* Why the daemon cannot take events right now, into WHY; 0 when it can. */
 static int admin_not_ready(const struct admin *a, char *why, size_t len)
 {
@@ -100,10 +133,8 @@ static int admin_not_ready(const struct admin *a, char *why, size_t len)
 		snprintf(why, len, "shutting down: draining the queues");
 		return -1;
 	}
-	if (!stats_postgres_up()) {
-		snprintf(why, len, "PostgreSQL is not connected (see the log)");
+	if (admin_writers_not_ready(why, len) < 0)
 		return -1;
-	}
 	/* Blocked, not only over the limit: reading stays paused until the
 	 * writer drains the queue below 3/4, and so does readiness. */
 	for (int i = 0; i < a->nqueues; i++)
@@ -118,7 +149,7 @@ static int admin_not_ready(const struct admin *a, char *why, size_t len)
 
 static void admin_readyz(struct admin *a, struct evhttp_request *req, struct evbuffer *body)
 {
-	char why[160];
+	char why[256];
 
 	if (admin_not_ready(a, why, sizeof(why)) < 0) {
 		evbuffer_add_printf(body, "not ready: %s\n", why);

@@ -235,15 +235,19 @@ static int main_arm_stats(struct daemon *d, int every_s)
  * Every half WatchdogSec: WATCHDOG=1, but only while each running writer
  * made progress recently. Running on the loop, the timer itself stops when
  * the loop is stuck. "Recently" allows the longest wait a healthy writer
- * makes (its queue wait, flush_interval_ms, or a reconnect backoff,
- * retry_max_ms) plus WatchdogSec, so a writer blocked for longer (a hung
- * libpq call, a lock that never comes) lets systemd restart the daemon.
+ * makes (its queue wait, flush_interval_ms, a backoff, retry_max_ms, or a
+ * statement, statement_timeout_ms) plus WatchdogSec, so a writer blocked for
+ * longer (a bug: every libpq wait has a deadline) lets systemd restart the
+ * daemon.
  */
 static void main_watchdog_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
 	int wait_ms = d->cfg->writer_retry_max_ms > d->cfg->writer_flush_interval_ms ?
 		      d->cfg->writer_retry_max_ms : d->cfg->writer_flush_interval_ms;
+
+	if (d->cfg->writer_statement_timeout_ms + 1000 > wait_ms)
+		wait_ms = d->cfg->writer_statement_timeout_ms + 1000;
 	double limit = (double)d->watchdog_usec / 1e6 + wait_ms / 1000.0;
 
 	(void)fd;
@@ -334,7 +338,7 @@ static int main_writers(struct daemon *d)
 	d->writers = calloc((size_t)n, sizeof(*d->writers));
 	if (!d->queues || !d->writers)
 		return -1;
-	stats_set_postgres_writers(n);
+	stats_set_writers(n);
 	for (int i = 0; i < n; i++) {
 		d->queues[i] = queue_new((size_t)d->cfg->queue_max_events,
 					 (size_t)d->cfg->queue_max_bytes, d->ackq);

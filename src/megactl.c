@@ -296,6 +296,14 @@ static void megactl_print_rejects(const struct stats_metric *m, const struct sta
 			       (unsigned long long)s->rejected[i]);
 }
 
+/* writer_state: one line per writer. */
+static void megactl_print_writers(const struct stats_metric *m, const struct stats_snapshot *s)
+{
+	printf("%-32s %14d  %s\n", m->name, s->writers, "writers; the state of each:");
+	for (int i = 0; i < s->writers; i++)
+		printf("    writer %-21d %14s\n", i, stats_writer_state_label(s->writer_state[i]));
+}
+
 /* Every figure once, in the order of stats_metrics[]. */
 static void megactl_print_once(const char *url, const struct stats_snapshot *s,
 			       const char *version)
@@ -321,6 +329,9 @@ static void megactl_print_once(const char *url, const struct stats_snapshot *s,
 			break;
 		case STATS_HISTOGRAM:
 			megactl_print_hist(m, &s->hist[m->index]);
+			break;
+		case STATS_WRITERS:
+			megactl_print_writers(m, s);
 			break;
 		default:
 			break;
@@ -360,8 +371,8 @@ static void megactl_short_bytes(int64_t v, char *buf, size_t len)
 
 static void megactl_header(void)
 {
-	printf("%8s %9s %9s %8s %8s %8s %8s %9s %6s %4s\n", "time", "in/s", "commit/s",
-	       "rej/s", "queue", "queue_B", "spool_B", "p99_ms", "conns", "pg");
+	printf("%8s %9s %9s %8s %8s %8s %8s %9s %6s %4s %-9s\n", "time", "in/s", "commit/s",
+	       "rej/s", "queue", "queue_B", "spool_B", "p99_ms", "conns", "pg", "writers");
 }
 
 static void megactl_line(const struct stats_rates *r)
@@ -377,9 +388,10 @@ static void megactl_line(const struct stats_rates *r)
 	else
 		snprintf(p99, sizeof(p99), "%.1f", r->p99_s * 1000);
 	strftime(now, sizeof(now), "%H:%M:%S", localtime_r(&t, &tm));
-	printf("%8s %9.0f %9.0f %8.0f %8lld %8s %8s %9s %6lld %4s\n", now, r->in_per_s,
+	printf("%8s %9.0f %9.0f %8.0f %8lld %8s %8s %9s %6lld %4s %-9s\n", now, r->in_per_s,
 	       r->committed_per_s, r->rejected_per_s, (long long)r->queue_events, qb, sb, p99,
-	       (long long)r->connections, r->postgres_up ? "up" : "down");
+	       (long long)r->connections, r->postgres_up ? "up" : "down",
+	       r->writer_state < 0 ? "-" : stats_writer_state_label(r->writer_state));
 	fflush(stdout);
 }
 

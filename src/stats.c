@@ -92,28 +92,65 @@ void stats_set_connections(int64_t n)
 	stats_set_gauge(STAT_connections, n);
 }
 
-/* postgres_up is 1 only while every writer holds a connection: one writer
- * reconnecting must not hide another that is still cut off. */
-static atomic_int stats_pg_writers;   /* writers started; set by main */
-static atomic_int stats_pg_connected; /* writers connected; +1/-1 by each writer */
+/*
+ * Each writer's state and health, one atomic per writer: the state in the
+ * low bits, STATS_WRITER_UP when it is connected and its last statement
+ * succeeded. Stored (relaxed) only by that writer, read by any thread;
+ * postgres_up and the writer_state gauge are derived from them when read,
+ * so two writers publishing at once can never leave a stale aggregate.
+ */
+#define STATS_WRITER_UP 0x100
+static atomic_int stats_writer_word[STATS_MAX_WRITERS];
+static atomic_int stats_writer_count; /* set once by main before the writers start */
 
-static void stats_postgres_publish(void)
+static const char *const stats_writer_labels[STATS_WRITER_STATE_COUNT] = {
+	[STATS_WRITER_WRITING] = "writing",
+	[STATS_WRITER_REPLAYING] = "replaying",
+	[STATS_WRITER_SPOOLING] = "spooling",
+	[STATS_WRITER_HOLDING] = "holding",
+	[STATS_WRITER_STALLED] = "stalled",
+};
+
+const char *stats_writer_state_label(enum stats_writer_state st)
 {
-	int n = atomic_load(&stats_pg_writers);
-
-	stats_set_gauge(STAT_postgres_up, n > 0 && atomic_load(&stats_pg_connected) >= n);
+	return st < STATS_WRITER_STATE_COUNT ? stats_writer_labels[st] : "?";
 }
 
-void stats_set_postgres_writers(int n)
+int stats_writer_state_parse(const char *label)
 {
-	atomic_store(&stats_pg_writers, n);
-	stats_postgres_publish();
+	for (int i = 0; i < STATS_WRITER_STATE_COUNT; i++)
+		if (strcmp(label, stats_writer_labels[i]) == 0)
+			return i;
+	return -1;
 }
 
-void stats_set_postgres_up(int up)
+void stats_set_writers(int n)
 {
-	atomic_fetch_add(&stats_pg_connected, up ? 1 : -1);
-	stats_postgres_publish();
+	if (n > STATS_MAX_WRITERS)
+		n = STATS_MAX_WRITERS;
+	for (int i = 0; i < n; i++)
+		atomic_store(&stats_writer_word[i], STATS_WRITER_SPOOLING);
+	atomic_store(&stats_writer_count, n);
+}
+
+void stats_writer_publish(int id, enum stats_writer_state state, int up)
+{
+	if (id >= 0 && id < STATS_MAX_WRITERS)
+		atomic_store_explicit(&stats_writer_word[id],
+				      (int)state | (up ? STATS_WRITER_UP : 0),
+				      memory_order_relaxed);
+}
+
+/* 1 while every writer is up (none started: 0). */
+static int64_t stats_writers_up(void)
+{
+	int n = atomic_load(&stats_writer_count);
+
+	for (int i = 0; i < n; i++)
+		if (!(atomic_load_explicit(&stats_writer_word[i], memory_order_relaxed) &
+		      STATS_WRITER_UP))
+			return 0;
+	return n > 0;
 }
 
 void stats_gauge_provider(enum stats_gauge g, int64_t (*fn)(void *arg), void *arg)
@@ -145,6 +182,8 @@ int64_t stats_gauge(enum stats_gauge g)
 
 	if (stats_providers[g].fn)
 		return stats_providers[g].fn(stats_providers[g].arg);
+	if (g == STAT_postgres_up)
+		return stats_writers_up();
 	if (g == STAT_uptime_seconds) {
 		start = atomic_load(&stats_start_ns);
 		return start ? (stats_now_ns() - start) / 1000000000LL : 0;
@@ -192,6 +231,10 @@ void stats_snapshot(struct stats_snapshot *out)
 		out->gauge[i] = stats_gauge(i);
 	for (int i = 0; i < STAT_HIST_COUNT; i++)
 		stats_hist_load(i, &out->hist[i]);
+	out->writers = atomic_load(&stats_writer_count);
+	for (int i = 0; i < out->writers; i++)
+		out->writer_state[i] = (uint8_t)(atomic_load_explicit(&stats_writer_word[i],
+								      memory_order_relaxed) & 0xff);
 }
 
 void stats_reset(void)
@@ -273,6 +316,10 @@ void stats_rates(const struct stats_snapshot *prev, const struct stats_snapshot 
 	out->spool_bytes = cur->gauge[STAT_spool_bytes];
 	out->connections = cur->gauge[STAT_connections];
 	out->postgres_up = cur->gauge[STAT_postgres_up];
+	out->writer_state = -1;
+	for (int i = 0; i < cur->writers; i++)
+		if (cur->writer_state[i] > out->writer_state)
+			out->writer_state = cur->writer_state[i];
 }
 
 void stats_format_bytes(double v, char *buf, size_t len)
@@ -308,9 +355,10 @@ void stats_format_rates(const struct stats_rates *r, char *buf, size_t len)
 	stats_format_bytes((double)r->spool_bytes, sb, sizeof(sb));
 	stats_format_seconds(r->p99_s, p99, sizeof(p99));
 	snprintf(buf, len, "in=%.0f/s committed=%.0f/s rejected=%.0f/s queue=%lld (%s) "
-		 "spool=%s p99=%s conns=%lld postgres=%s",
+		 "spool=%s p99=%s conns=%lld postgres=%s writers=%s",
 		 r->in_per_s, r->committed_per_s, r->rejected_per_s, (long long)r->queue_events, qb,
-		 sb, p99, (long long)r->connections, r->postgres_up ? "up" : "down");
+		 sb, p99, (long long)r->connections, r->postgres_up ? "up" : "down",
+		 r->writer_state < 0 ? "-" : stats_writer_state_label(r->writer_state));
 }
 
 void stats_summary(char *buf, size_t len)
@@ -332,8 +380,22 @@ void stats_summary(char *buf, size_t len)
 /* ---- Prometheus text ------------------------------------------------------ */
 
 static const char *const stats_prom_type[STATS_KIND_COUNT] = {
-	"counter", "counter", "gauge", "histogram", "gauge"
+	"counter", "counter", "gauge", "histogram", "gauge", "gauge"
 };
+
+/* writer_state: one series per writer and state, 1 for the current one. */
+static int stats_prom_writers(const struct stats_snapshot *s, const char *name,
+			      struct evbuffer *o)
+{
+	int rc = 0;
+
+	for (int w = 0; w < s->writers; w++)
+		for (int st = 0; st < STATS_WRITER_STATE_COUNT; st++)
+			rc |= evbuffer_add_printf(o, STATS_PREFIX "%s{writer=\"%d\",state=\"%s\"} %d\n",
+						  name, w, stats_writer_labels[st],
+						  s->writer_state[w] == st) < 0;
+	return rc ? -1 : 0;
+}
 
 static int stats_prom_hist(const struct stats_hist_snap *h, const char *name, struct evbuffer *o)
 {
@@ -374,6 +436,8 @@ static int stats_prom_samples(const struct stats_snapshot *s, const struct stats
 		return rc ? -1 : 0;
 	case STATS_HISTOGRAM:
 		return stats_prom_hist(&s->hist[m->index], m->name, o);
+	case STATS_WRITERS:
+		return stats_prom_writers(s, m->name, o);
 	case STATS_INFO:
 	case STATS_KIND_COUNT:
 		break;
@@ -432,6 +496,11 @@ static int stats_json_value(const struct stats_snapshot *s, const struct stats_m
 		return rc | (evbuffer_add(o, "}", 1) < 0);
 	case STATS_HISTOGRAM:
 		return stats_json_hist(&s->hist[m->index], o) < 0;
+	case STATS_WRITERS:
+		for (int i = 0; i < s->writers; i++)
+			rc |= evbuffer_add_printf(o, "%s\"%s\"", i ? "," : "[",
+						  stats_writer_state_label(s->writer_state[i])) < 0;
+		return rc | (evbuffer_add(o, s->writers ? "]" : "[]", s->writers ? 1 : 2) < 0);
 	case STATS_INFO:
 	case STATS_KIND_COUNT:
 		break;
@@ -455,16 +524,35 @@ int stats_format_json(const struct stats_snapshot *s, struct evbuffer *out)
 
 struct stats_sample {
 	char name[96];      /* without the prefix */
-	char label[64];     /* the one label's value, or "" */
+	char label[64];     /* the first label's value, or "" */
+	char label2[64];    /* the second label's value, or "" */
 	double value;
 };
 
-/* Split one sample line "megaingest_NAME{k="v"} VALUE". 1: a sample of ours,
- * 0: someone else's line, -1: malformed. */
+/* Copy the next quoted label value at or after *P (before END) into BUF;
+ * *P moves past it. 1: copied, 0: none left, -1: malformed or too long. */
+static int stats_split_label(const char **p, const char *end, char *buf, size_t len)
+{
+	const char *v = memchr(*p, '"', (size_t)(end - *p)), *q;
+	const char *close = memchr(*p, '}', (size_t)(end - *p));
+
+	if (!v || (close && close < v))
+		return 0;
+	q = memchr(v + 1, '"', (size_t)(end - v - 1));
+	if (!q || (size_t)(q - v - 1) >= len)
+		return -1;
+	memcpy(buf, v + 1, (size_t)(q - v - 1));
+	buf[q - v - 1] = '\0';
+	*p = q + 1;
+	return 1;
+}
+
+/* Split one sample line "megaingest_NAME{k="v",k2="v2"} VALUE". 1: a sample
+ * of ours, 0: someone else's line, -1: malformed. */
 static int stats_split_line(const char *line, size_t len, struct stats_sample *out)
 {
 	size_t plen = strlen(STATS_PREFIX), n = 0;
-	const char *p = line + plen, *end = line + len, *q;
+	const char *p = line + plen, *end = line + len;
 	char num[64], *stop;
 
 	if (len < plen || strncmp(line, STATS_PREFIX, plen) != 0)
@@ -472,16 +560,12 @@ static int stats_split_line(const char *line, size_t len, struct stats_sample *o
 	while (p < end && *p != '{' && *p != ' ' && n + 1 < sizeof(out->name))
 		out->name[n++] = *p++;
 	out->name[n] = '\0';
-	out->label[0] = '\0';
+	out->label[0] = out->label2[0] = '\0';
 	if (p < end && *p == '{') {
-		const char *v = memchr(p, '"', (size_t)(end - p));
-
-		q = v ? memchr(v + 1, '"', (size_t)(end - v - 1)) : NULL;
-		if (!q || (size_t)(q - v - 1) >= sizeof(out->label))
+		if (stats_split_label(&p, end, out->label, sizeof(out->label)) < 0 ||
+		    stats_split_label(&p, end, out->label2, sizeof(out->label2)) < 0)
 			return -1;
-		memcpy(out->label, v + 1, (size_t)(q - v - 1));
-		out->label[q - v - 1] = '\0';
-		p = memchr(q, '}', (size_t)(end - q));
+		p = memchr(p, '}', (size_t)(end - p));
 		if (!p)
 			return -1;
 		p++;
@@ -534,6 +618,22 @@ static int stats_take_rejected(struct stats_snapshot *out, const struct stats_sa
 	return 0; /* a reason this megactl does not know */
 }
 
+/* writer_state{writer="N",state="S"} 1: writer N is in state S. */
+static int stats_take_writer(struct stats_snapshot *out, const struct stats_sample *s)
+{
+	char *stop;
+	long w = strtol(s->label, &stop, 10);
+	int st = stats_writer_state_parse(s->label2);
+
+	if (stop == s->label || *stop || w < 0 || w >= STATS_MAX_WRITERS || st < 0)
+		return 0;
+	if (w >= out->writers)
+		out->writers = (int)w + 1;
+	if (s->value == 1)
+		out->writer_state[w] = (uint8_t)st;
+	return 1;
+}
+
 /* Store sample S into OUT. 1 when it is one of ours, else 0. */
 static int stats_take(struct stats_snapshot *out, const struct stats_sample *s)
 {
@@ -551,6 +651,7 @@ static int stats_take(struct stats_snapshot *out, const struct stats_sample *s)
 		case STATS_COUNTER: out->counter[m->index] = (uint64_t)s->value; return 1;
 		case STATS_GAUGE: out->gauge[m->index] = (int64_t)s->value; return 1;
 		case STATS_REJECTS: return stats_take_rejected(out, s);
+		case STATS_WRITERS: return stats_take_writer(out, s);
 		default: return 1;
 		}
 	}

@@ -76,25 +76,17 @@
 
 void writer_disconnect(struct writer *w)
 {
+	if (w->connecting) {
+		PQfinish(w->connecting);
+		w->connecting = NULL;
+	}
 	if (w->pg) {
 		PQfinish(w->pg);
 		w->pg = NULL;
-		stats_set_postgres_up(0);
 	}
-}
-
-/* Run SQL with no result rows expected; 0 or -1 (logged). */
-static int writer_exec(struct writer *w, const char *sql, const char *what)
-{
-	PGresult *res = PQexec(w->pg, sql);
-	int ok = res && (PQresultStatus(res) == PGRES_COMMAND_OK ||
-			 PQresultStatus(res) == PGRES_TUPLES_OK);
-
-	if (!ok)
-		log_error("writer", "writer=%d: %s failed: %s", w->id, what,
-			  PQerrorMessage(w->pg));
-	PQclear(res);
-	return ok ? 0 : -1;
+	w->up = false;
+	w->stalled = false;
+	writer_publish(w);
 }
 
 /* libpq notices (a server WARNING such as "terminating connection due to
@@ -112,23 +104,20 @@ static void writer_notice(void *arg, const char *message)
  * blackholed host, a network that drops packets): connecting, an idle
  * connection (TCP keepalives) and unacknowledged data (tcp_user_timeout).
  * They only apply to TCP, and postgres.conninfo (listed after them) or
- * PGCONNECT_TIMEOUT override them. Without them a stalled connection would
- * hold every batch for minutes instead of spooling it.
+ * PGCONNECT_TIMEOUT override them. Statements have their own deadline
+ * (writer_pq.c).
  */
 static const char *const writer_pg_keys[] = {
 	"connect_timeout", "keepalives_idle", "keepalives_interval", "keepalives_count",
 	"tcp_user_timeout", "dbname", "fallback_application_name", NULL
 };
 
-/* Connect and prepare the staging table (see writer_private.h). */
-int writer_connect(struct writer *w, bool loud)
+static int writer_connect_start(struct writer *w)
 {
 	const char *vals[] = { getenv("PGCONNECT_TIMEOUT") ? NULL : "10", "10", "5", "3",
 			       "30000", w->conninfo, "megaingestd", NULL };
 	const char *keys[sizeof(writer_pg_keys) / sizeof(writer_pg_keys[0])];
 	size_t k = 0;
-	char *staging;
-	int rc;
 
 	/* Skip a default that is NULL (PGCONNECT_TIMEOUT set): libpq stops at a NULL key. */
 	for (size_t i = 0; writer_pg_keys[i]; i++) {
@@ -139,50 +128,89 @@ int writer_connect(struct writer *w, bool loud)
 	}
 	keys[k] = NULL;
 	vals[k] = NULL;
-	w->pg = PQconnectdbParams(keys, vals, 1);
-	if (!w->pg || PQstatus(w->pg) != CONNECTION_OK) {
-		log_at_(loud ? LOG_LEVEL_WARN : LOG_LEVEL_DEBUG, "writer",
-			"writer=%d: cannot connect to PostgreSQL: %s; will retry with backoff",
-			w->id, w->pg ? PQerrorMessage(w->pg) : "out of memory");
+	return writer_pq_connect_start(w, keys, vals);
+}
+
+/* The attempt in w->connecting succeeded: it becomes the connection. No
+ * session state is set up: every transaction makes what it needs, so a
+ * transaction-mode pooler may hand each one another server connection. */
+static int writer_connected(struct writer *w)
+{
+	w->pg = w->connecting;
+	w->connecting = NULL;
+	if (PQsetnonblocking(w->pg, 1) != 0) {
+		log_warn("writer", "writer=%d: cannot make the connection nonblocking: %s", w->id,
+			 PQerrorMessage(w->pg));
 		writer_disconnect(w);
 		return -1;
 	}
 	PQsetNoticeProcessor(w->pg, writer_notice, w);
-	staging = writer_sql_staging();
-	rc = staging ? writer_exec(w, staging, "creating the staging table") : -1;
-	free(staging);
-	if (rc < 0) {
-		writer_disconnect(w);
-		return -1;
-	}
 	stats_add(STAT_postgres_reconnects_total, 1);
-	stats_set_postgres_up(1);
-	log_info("writer", "writer=%d: connected to PostgreSQL (server %d, pid %d)", w->id,
-		 PQserverVersion(w->pg), PQbackendPID(w->pg));
-	return 0;
+	w->up = true;
+	writer_publish(w);
+	log_at_(w->fault_ns ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO, "writer",
+		"writer=%d: connected to PostgreSQL (server %d, pid %d)", w->id,
+		PQserverVersion(w->pg), PQbackendPID(w->pg));
+	return 1;
 }
 
-/* Classify a failed statement: transient/connection vs row data. */
+int writer_connect(struct writer *w, int wait_ms, bool loud)
+{
+	int rc;
+
+	if (w->pg)
+		return 1;
+	rc = w->connecting ? 0 : writer_connect_start(w);
+	if (rc == 0)
+		rc = writer_pq_connect_step(w, wait_ms);
+	if (rc == 1)
+		return writer_connected(w);
+	if (rc < 0) {
+		log_at_(loud ? LOG_LEVEL_WARN : LOG_LEVEL_DEBUG, "writer",
+			"writer=%d: cannot connect to PostgreSQL: %s; will retry with backoff",
+			w->id, !w->connecting ? "out of memory" :
+			PQstatus(w->connecting) == CONNECTION_BAD ? PQerrorMessage(w->connecting) :
+			"connect_timeout passed");
+		writer_disconnect(w);
+	}
+	return rc;
+}
+
+/*
+ * Classify a failed statement. Only SQLSTATE classes 22 (data exception)
+ * and 23 (integrity constraint), and 54000 (a value too large for an
+ * index), are caused by a row: WRITE_REJECT, the batch is bisected.
+ * Everything else — the connection, a read-only database, a revoked
+ * privilege, a renamed column, a full disk, too many connections, a
+ * cancelled statement — is the database's trouble, not the events':
+ * WRITE_RETRY, the batch is spooled and written again later.
+ */
 enum write_verdict writer_classify(struct writer *w, PGresult *res, struct writer_err *e)
 {
 	const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 	const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
 	const char *col = res ? PQresultErrorField(res, PG_DIAG_COLUMN_NAME) : NULL;
 	const char *con = res ? PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME) : NULL;
+	size_t len;
 
 	snprintf(e->sqlstate, sizeof(e->sqlstate), "%s", st ? st : "");
-	snprintf(e->message, sizeof(e->message), "%s",
-		 msg ? msg : PQerrorMessage(w->pg));
+	snprintf(e->message, sizeof(e->message), "%s", msg ? msg : PQerrorMessage(w->pg));
+	len = strlen(e->message);
+	while (len > 0 && e->message[len - 1] == '\n')
+		e->message[--len] = '\0';
 	snprintf(e->field, sizeof(e->field), "%s", col ? col : con ? con : "");
+	w->up = false;
 	if (PQstatus(w->pg) != CONNECTION_OK || !st)
 		return WRITE_RETRY;
-	/* Class 22 (data exception) and 23 (integrity constraint) are caused by
-	 * a row; everything else (connection, shutdown, locks, a missing table)
-	 * is retried. */
-	if (strncmp(st, "22", 2) == 0 || strncmp(st, "23", 2) == 0)
+	if (strncmp(st, "22", 2) == 0 || strncmp(st, "23", 2) == 0 || strcmp(st, "54000") == 0) {
+		w->up = true; /* the database works; a row is at fault */
 		return WRITE_REJECT;
+	}
 	return WRITE_RETRY;
 }
+
+/* Immediate retries of a transaction that failed with SQLSTATE class 40. */
+#define WRITER_CLASS40_RETRIES 3
 
 /* ---- passes ---------------------------------------------------------- */
 
@@ -227,17 +255,7 @@ static enum write_verdict writer_run(struct writer *w, const char *sql, int npar
 				     const char *const *params, struct writer_err *e,
 				     PGresult **out)
 {
-	PGresult *res = PQexecParams(w->pg, sql, nparams, NULL, params, NULL, NULL, 0);
-	ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-	enum write_verdict v = WRITE_OK;
-
-	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-		v = writer_classify(w, res, e);
-	if (out && v == WRITE_OK)
-		*out = res;
-	else
-		PQclear(res);
-	return v;
+	return writer_pq_exec(w, sql, nparams, params, e, out);
 }
 
 static void writer_skip_set(struct writer_skip *sk, char kind)
@@ -287,8 +305,7 @@ static enum write_verdict writer_drop_skips(struct writer *w, size_t first,
 	}
 	params[0] = list;
 	if (n > 0)
-		v = writer_run(w, "DELETE FROM mi_staging WHERE mi_idx = ANY ($1::int4[])",
-			       1, params, e, NULL);
+		v = writer_run(w, w->sql_drop, 1, params, e, NULL);
 	free(list);
 	return v;
 }
@@ -363,6 +380,16 @@ static enum write_verdict writer_merge(struct writer *w, int maxpass, struct wri
 	return WRITE_OK;
 }
 
+/* The first round trip of a transaction: BEGIN, the server-side statement
+ * timeout, and the staging table, made here if this server session lacks
+ * it (a pooler may give each transaction another one). */
+static enum write_verdict writer_begin(struct writer *w, struct writer_err *e)
+{
+	snprintf(w->sql_begin_buf, w->sql_begin_cap, "%s%d", w->sql_begin,
+		 atomic_load(&w->statement_timeout_ms));
+	return writer_run(w, w->sql_begin_buf, -1, NULL, e, NULL);
+}
+
 /* One attempt at the transaction; STUBS: run the stub statement. */
 static enum write_verdict writer_attempt(struct writer *w, struct record **recs, size_t n,
 					 bool stubs, struct writer_err *e)
@@ -371,25 +398,29 @@ static enum write_verdict writer_attempt(struct writer *w, struct record **recs,
 	enum write_verdict v;
 
 	w->nskips = 0;
-	v = writer_run(w, "BEGIN", 0, NULL, e, NULL);
+	v = writer_begin(w, e);
 	if (v == WRITE_OK)
 		v = writer_copy(w, recs, n, e);
 	if (v == WRITE_OK && !w->pass_id_dead_letter && w->apply_credits)
-		v = writer_run(w, writer_sql_last_active, 0, NULL, e, NULL);
+		v = writer_run(w, w->sql_last_active, 0, NULL, e, NULL);
 	else if (v == WRITE_OK && stubs)
-		v = writer_run(w, writer_sql_stub_customers, 0, NULL, e, NULL);
+		v = writer_run(w, w->sql_stubs, 0, NULL, e, NULL);
 	if (v == WRITE_OK)
 		v = writer_merge(w, maxpass, e);
 	/* Last, so the customer row locks it takes are held only until COMMIT. */
 	if (v == WRITE_OK && !w->pass_id_dead_letter && !w->apply_credits)
-		v = writer_run(w, writer_sql_last_active, 0, NULL, e, NULL);
+		v = writer_run(w, w->sql_last_active, 0, NULL, e, NULL);
 	if (v == WRITE_OK)
 		v = writer_run(w, "COMMIT", 0, NULL, e, NULL);
-	if (v != WRITE_OK && PQstatus(w->pg) == CONNECTION_OK) {
-		PGresult *res = PQexec(w->pg, "ROLLBACK");
+	if (v != WRITE_OK && w->pg && PQstatus(w->pg) == CONNECTION_OK) {
+		struct writer_err ignored;
+		bool up = w->up;
 
-		PQclear(res);
+		if (writer_run(w, "ROLLBACK", -1, NULL, &ignored, NULL) == WRITE_OK)
+			w->up = up;
 	}
+	if (v == WRITE_OK)
+		w->up = true;
 	return v;
 }
 
@@ -404,6 +435,14 @@ enum write_verdict writer_transaction(struct writer *w, struct record **recs, si
 	bool stubs = customers && !writer_known_all(w, recs, n);
 	enum write_verdict v = writer_attempt(w, recs, n, stubs, e);
 
+	/* A deadlock or serialization failure (class 40) is another
+	 * transaction's timing, not a fault: try again at once, a few times. */
+	for (int i = 0; i < WRITER_CLASS40_RETRIES && v == WRITE_RETRY && w->pg &&
+	     strncmp(e->sqlstate, "40", 2) == 0; i++) {
+		log_debug("writer", "writer=%d: SQLSTATE %s (%s); writing the batch again",
+			  w->id, e->sqlstate, e->message);
+		v = writer_attempt(w, recs, n, stubs, e);
+	}
 	if (v == WRITE_REJECT && customers && !stubs && strcmp(e->sqlstate, "23503") == 0) {
 		log_info("writer", "writer=%d: a known mg_pass_id is gone from mega_customers "
 			 "(%s); writing the batch again with stub customers", w->id, e->message);
@@ -510,9 +549,14 @@ static void writer_free(struct writer *w)
 	if (!w)
 		return;
 	free(w->conninfo);
+	free(w->sql_begin);
+	free(w->sql_begin_buf);
 	free(w->sql_copy);
 	free(w->sql_check);
 	free(w->sql_merge);
+	free(w->sql_drop);
+	free(w->sql_stubs);
+	free(w->sql_last_active);
 	free(w->copy_buf);
 	free(w->pass);
 	free(w->pass_rows);
@@ -524,13 +568,30 @@ static void writer_free(struct writer *w)
 	free(w);
 }
 
+/* The SQL text, built once; NULL members on ENOMEM. */
+static int writer_alloc_sql(struct writer *w, const struct config *cfg)
+{
+	char staging[32];
+
+	if (writer_sql_staging_name(staging, sizeof(staging)) < 0)
+		return -1;
+	w->sql_begin = writer_sql_begin(staging);
+	w->sql_begin_cap = w->sql_begin ? strlen(w->sql_begin) + 16 : 0;
+	w->sql_begin_buf = malloc(w->sql_begin_cap);
+	w->sql_copy = writer_sql_copy(staging);
+	w->sql_check = writer_sql_check(cfg->pg_table, staging, w->pass_id_dead_letter);
+	w->sql_merge = writer_sql_merge(cfg->pg_table, staging, w->apply_credits);
+	w->sql_drop = writer_sql_drop(staging);
+	w->sql_stubs = writer_sql_stubs(staging);
+	w->sql_last_active = writer_sql_last_active(staging);
+	return w->sql_begin && w->sql_begin_buf && w->sql_copy && w->sql_check && w->sql_merge &&
+	       w->sql_drop && w->sql_stubs && w->sql_last_active ? 0 : -1;
+}
+
 static int writer_alloc(struct writer *w, const struct config *cfg)
 {
 	w->cap = (size_t)cfg->writer_batch_max_events;
 	w->conninfo = strdup(cfg->pg_conninfo);
-	w->sql_copy = writer_sql_copy();
-	w->sql_check = writer_sql_check(cfg->pg_table, w->pass_id_dead_letter);
-	w->sql_merge = writer_sql_merge(cfg->pg_table, w->apply_credits);
 	w->copy_buf = malloc(WRITER_COPY_CHUNK);
 	w->batch = calloc(w->cap, sizeof(*w->batch));
 	w->pass = calloc(w->cap, sizeof(*w->pass));
@@ -538,7 +599,7 @@ static int writer_alloc(struct writer *w, const struct config *cfg)
 	w->pass_hash = calloc(w->cap, sizeof(*w->pass_hash));
 	w->slots = calloc(w->cap * 4, sizeof(*w->slots));
 	w->skips = calloc(w->cap, sizeof(*w->skips));
-	return w->conninfo && w->sql_copy && w->sql_check && w->sql_merge && w->copy_buf &&
+	return w->conninfo && writer_alloc_sql(w, cfg) == 0 && w->copy_buf &&
 	       w->batch && w->pass && w->pass_rows && w->pass_hash && w->slots && w->skips &&
 	       writer_known_init(&w->known) == 0 ? 0 : -1;
 }
@@ -589,6 +650,7 @@ void writer_reconfigure(struct writer *w, const struct config *cfg)
 	atomic_store(&w->retry_initial_ms, cfg->writer_retry_initial_ms);
 	atomic_store(&w->retry_max_ms, cfg->writer_retry_max_ms);
 	atomic_store(&w->drain_timeout_s, cfg->writer_drain_timeout_s);
+	atomic_store(&w->statement_timeout_ms, cfg->writer_statement_timeout_ms);
 }
 
 void writer_join(struct writer *w)

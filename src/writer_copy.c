@@ -24,9 +24,10 @@
  * refuses as "incorrect binary data format" (22P03): a row error, so the
  * row is isolated and dead-lettered like any refused row.
  *
- * A failing PQputCopyData (the connection is gone) is remembered and the
- * rest of the batch is dropped; writer_copy() then reports the server's or
- * libpq's error like any other failed statement.
+ * A failing PQputCopyData (the connection is gone, or the server stopped
+ * reading past the statement's deadline) is remembered and the rest of the
+ * batch is dropped; writer_copy() then reports the server's or libpq's
+ * error like any other failed statement.
  */
 #include <endian.h>
 #include <stdbool.h>
@@ -69,11 +70,12 @@ static char *writer_copy_be64(char *p, uint64_t v)
 	return p + 8;
 }
 
-/* Hand the buffered bytes to libpq; a failure is sticky for the batch. */
+/* Hand the buffered bytes to libpq (which must send them within the
+ * statement's deadline); a failure is sticky for the batch. */
 static void writer_copy_flush(struct writer *w)
 {
 	if (w->copy_len > 0 && !w->copy_failed &&
-	    PQputCopyData(w->pg, w->copy_buf, (int)w->copy_len) != 1)
+	    writer_pq_put_copy(w, w->copy_buf, w->copy_len) < 0)
 		w->copy_failed = true;
 	w->copy_len = 0;
 }
@@ -210,15 +212,13 @@ static void writer_copy_row(struct writer *w, const struct record *r, uint32_t i
 enum write_verdict writer_copy(struct writer *w, struct record **recs, size_t n,
 			       struct writer_err *e)
 {
-	PGresult *res = PQexec(w->pg, w->sql_copy);
-	enum write_verdict v;
+	PGresult *res = NULL;
+	enum write_verdict v = writer_pq_exec(w, w->sql_copy, -1, NULL, e, &res);
 
-	if (!res || PQresultStatus(res) != PGRES_COPY_IN) {
-		v = writer_classify(w, res, e);
-		PQclear(res);
+	if (v != WRITE_OK)
 		return v;
-	}
 	PQclear(res);
+	writer_pq_copy_started(w);
 	w->copy_failed = false;
 	memcpy(w->copy_buf, writer_copy_header, sizeof(writer_copy_header));
 	w->copy_len = sizeof(writer_copy_header);
@@ -226,11 +226,6 @@ enum write_verdict writer_copy(struct writer *w, struct record **recs, size_t n,
 		writer_copy_row(w, recs[i], (uint32_t)i, (uint32_t)w->pass[i]);
 	writer_copy_put(w, "\377\377", 2); /* trailer: field count -1 */
 	writer_copy_flush(w);
-	PQputCopyEnd(w->pg, w->copy_failed ? "megaingestd: sending COPY data failed" : NULL);
-	res = PQgetResult(w->pg);
-	v = res && PQresultStatus(res) == PGRES_COMMAND_OK ? WRITE_OK : writer_classify(w, res, e);
-	PQclear(res);
-	while ((res = PQgetResult(w->pg)))
-		PQclear(res);
-	return v;
+	return writer_pq_end_copy(w, w->copy_failed ? "megaingestd: sending COPY data failed" :
+				  NULL, e);
 }

@@ -6,20 +6,23 @@
  * ------
  * A batch goes to PostgreSQL when the writer is connected and nothing older
  * waits in its spool; one attempt (writer.c's transaction, bisected around
- * rows PostgreSQL refuses) either commits it, or stops at a connection-level
- * failure (the socket is gone, SQLSTATE class 08, 57P01..57P03), or at a
- * transient refusal (serialization failure, a missing table). A
- * connection-level failure drops the connection and sends what is left of
- * the batch to the spool at once; a transient refusal keeps it held,
- * unacked, and retries it with backoff.
+ * rows PostgreSQL refuses) either commits it, or stops at a failure that is
+ * not the rows' fault: the connection is gone, the database refuses writes
+ * (read-only, a revoked privilege, a renamed column, a full disk, ...), or
+ * a statement ran past writer.statement_timeout_ms (writer_pq.c). Either
+ * way what is left of the batch goes to the spool at once and is acked
+ * from there: the events are fine, the database is not. A lost connection
+ * is dropped and made again; after a refusal the connection is kept and
+ * the spool's oldest frame is tried again after the backoff.
  *
  * The spool (spool.h) is this writer's own stream of fsync'ed segments.
  * While PostgreSQL is away every batch goes there and is acked once it is
- * durable, so acks keep flowing during an outage; reconnection attempts
- * follow a capped, jittered exponential backoff (writer.retry_initial_ms ..
- * retry_max_ms) and never hold up the spooling. Once connected, the writer
- * replays its stream frame by frame — before any newer batch, a held one
- * included — and the spool deletes each segment once its frames have
+ * durable, so acks keep flowing during an outage; attempts to reconnect or
+ * to write again follow a capped, jittered exponential backoff
+ * (writer.retry_initial_ms .. retry_max_ms) and never hold up the spooling
+ * (connecting is stepped between batches). Once PostgreSQL takes writes,
+ * the writer replays its stream frame by frame — before any newer batch, a
+ * held one included — and the spool deletes each segment once its frames have
  * committed; a start with segments left by an earlier run replays them the
  * same way. Events of one mg_id always reach this writer, so they reach the
  * table in arrival order. When the spool is full (spool.max_bytes) or its
@@ -51,6 +54,8 @@
 /* How long an idle writer sleeps on its empty queue before it looks at its
  * connection, its spool and the drain deadline again. */
 #define WRITER_IDLE_MS 100
+/* ... and how long at most while a connection attempt is in progress. */
+#define WRITER_CONNECTING_MS 10
 
 /* ---- delivery states -------------------------------------------------- */
 
@@ -60,8 +65,28 @@ static const char *const writer_state_names[WRITER_STATE_COUNT] = {
 	[WRITER_STATE_REPLAYING] = "replaying the spool",
 	[WRITER_STATE_HOLD_SPOOL_FULL] = "holding: spool full",
 	[WRITER_STATE_HOLD_SPOOL_ERROR] = "holding: spool write failed",
-	[WRITER_STATE_HOLD_POSTGRES] = "holding: PostgreSQL refuses the batch",
 };
+
+/* What operators see of each state (the writer_state gauge, /readyz). */
+static const enum stats_writer_state writer_state_public[WRITER_STATE_COUNT] = {
+	[WRITER_STATE_DIRECT] = STATS_WRITER_WRITING,
+	[WRITER_STATE_SPOOLING] = STATS_WRITER_SPOOLING,
+	[WRITER_STATE_REPLAYING] = STATS_WRITER_REPLAYING,
+	[WRITER_STATE_HOLD_SPOOL_FULL] = STATS_WRITER_HOLDING,
+	[WRITER_STATE_HOLD_SPOOL_ERROR] = STATS_WRITER_HOLDING,
+};
+
+void writer_publish(struct writer *w)
+{
+	enum stats_writer_state st = writer_state_public[w->state];
+
+	/* Not connected yet at start: batches would go to the spool. */
+	if (!w->pg && st == STATS_WRITER_WRITING)
+		st = STATS_WRITER_SPOOLING;
+	if (w->stalled)
+		st = STATS_WRITER_STALLED;
+	stats_writer_publish(w->id, st, w->pg && w->up);
+}
 
 /* Enter state S; log WHY at LVL only when that is a change. */
 static void writer_set_state(struct writer *w, enum writer_state s, enum log_level lvl,
@@ -74,6 +99,7 @@ static void writer_set_state(struct writer *w, enum writer_state s, enum log_lev
 			  writer_state_names[w->state], writer_state_names[s], why);
 	w->state = s;
 	w->hold_attempts = 0;
+	writer_publish(w);
 }
 
 static void writer_publish_spool(struct writer *w)
@@ -110,12 +136,19 @@ static long writer_backoff_ms(struct writer *w, unsigned attempt)
 	return ms / 2 + (ms / 2) * r / 65535;
 }
 
-/* Milliseconds until the next connection attempt is due (0: now). */
-static long writer_until_connect_ms(struct writer *w)
+/* Milliseconds until the next attempt to connect or write is due (0: now). */
+static long writer_until_try_ms(struct writer *w)
 {
-	int64_t left = w->next_connect_ns - writer_now_ns(CLOCK_MONOTONIC);
+	int64_t left = w->next_try_ns - writer_now_ns(CLOCK_MONOTONIC);
 
 	return left > 0 ? (long)(left / 1000000) + 1 : 0;
+}
+
+/* Another failed attempt: the next one after the backoff. */
+static void writer_failed_attempt(struct writer *w)
+{
+	w->next_try_ns = writer_now_ns(CLOCK_MONOTONIC) +
+		writer_backoff_ms(w, w->failures++) * 1000000LL;
 }
 
 /* Pause before retrying a held batch: the backoff for this hold, cut short
@@ -125,8 +158,8 @@ static void writer_hold_pause(struct writer *w)
 	long ms = writer_backoff_ms(w, w->hold_attempts++);
 	struct timespec ts;
 
-	if (!w->pg && writer_until_connect_ms(w) < ms)
-		ms = writer_until_connect_ms(w);
+	if (!w->pg && writer_until_try_ms(w) < ms)
+		ms = writer_until_try_ms(w);
 	if (w->drain_deadline_ns) {
 		int64_t left = (w->drain_deadline_ns - writer_now_ns(CLOCK_MONOTONIC)) / 1000000;
 
@@ -140,22 +173,27 @@ static void writer_hold_pause(struct writer *w)
 		;
 }
 
-/* Connect when disconnected and the backoff allows it; never after the
- * drain deadline (from then on everything goes to the spool). */
-static void writer_maybe_connect(struct writer *w)
+/* Connect when disconnected and the backoff allows it, or advance the
+ * attempt in progress by waiting up to WAIT_MS; never after the drain
+ * deadline (from then on everything goes to the spool). */
+static void writer_maybe_connect(struct writer *w, int wait_ms)
 {
-	if (w->pg || writer_until_connect_ms(w) > 0 || writer_draining_expired(w))
+	int rc;
+
+	if (w->pg || writer_draining_expired(w) || (!w->connecting && writer_until_try_ms(w) > 0))
 		return;
-	if (writer_connect(w, w->connect_failures == 0) == 0) {
-		if (w->connect_failures > 1)
-			log_info("writer", "writer=%d: reconnected after %u failed attempts", w->id,
-				 w->connect_failures);
-		w->connect_failures = 0;
-		w->next_connect_ns = 0;
+	rc = writer_connect(w, wait_ms, w->failures == 0);
+	if (rc == 1 && w->failures > 1)
+		log_debug("writer", "writer=%d: reconnected after %u failed attempts", w->id,
+			  w->failures);
+	if (rc >= 0)
 		return;
-	}
-	w->next_connect_ns = writer_now_ns(CLOCK_MONOTONIC) +
-		writer_backoff_ms(w, w->connect_failures++) * 1000000LL;
+	writer_failed_attempt(w);
+	if (!w->fault_ns)
+		w->fault_ns = writer_now_ns(CLOCK_MONOTONIC);
+	writer_set_state(w, WRITER_STATE_SPOOLING, LOG_LEVEL_WARN,
+			 "PostgreSQL is unreachable; batches go to the spool and are acked once "
+			 "fsync'ed, reconnecting with backoff");
 }
 
 /* A failure that means the connection is gone, not that the batch is bad:
@@ -163,30 +201,43 @@ static void writer_maybe_connect(struct writer *w)
  * shutting down or cannot take connections now (57P01..57P03). */
 static bool writer_connection_lost(struct writer *w, const struct writer_err *e)
 {
-	return PQstatus(w->pg) != CONNECTION_OK || strncmp(e->sqlstate, "08", 2) == 0 ||
+	return !w->pg || PQstatus(w->pg) != CONNECTION_OK || strncmp(e->sqlstate, "08", 2) == 0 ||
 	       strncmp(e->sqlstate, "57P", 3) == 0;
 }
 
-/* Drop the connection after E; reconnect after the first backoff step. */
+/* PostgreSQL failed us for a reason that is not the rows' (E): spool from
+ * now on; drop a lost connection; try again after the backoff. */
 static void writer_lost(struct writer *w, const struct writer_err *e)
 {
-	char why[700];
+	bool lost = writer_connection_lost(w, e);
+	char why[800];
 
-	writer_disconnect(w);
-	w->connect_failures = 1;
-	w->next_connect_ns = writer_now_ns(CLOCK_MONOTONIC) + writer_backoff_ms(w, 0) * 1000000LL;
-	snprintf(why, sizeof(why), "PostgreSQL connection lost (%s%s%.400s); batches go to the "
-		 "spool and are acked once fsync'ed, reconnecting with backoff", e->sqlstate,
-		 e->sqlstate[0] ? " " : "", e->message);
+	if (lost)
+		writer_disconnect(w);
+	writer_failed_attempt(w);
+	if (!w->fault_ns)
+		w->fault_ns = writer_now_ns(CLOCK_MONOTONIC);
+	snprintf(why, sizeof(why), "%s (%s%s%s%.400s); batches go to the spool and are acked "
+		 "once fsync'ed, %s with backoff", lost ? "PostgreSQL connection lost" :
+		 "PostgreSQL refuses writes", e->sqlstate[0] ? "SQLSTATE " : "", e->sqlstate,
+		 e->sqlstate[0] ? ": " : "", e->message,
+		 lost ? "reconnecting" : "trying again");
 	writer_set_state(w, WRITER_STATE_SPOOLING, LOG_LEVEL_WARN, why);
+}
+
+/* PostgreSQL took a write: the outage, if any, is over. */
+static void writer_recovered(struct writer *w)
+{
+	w->failures = 0;
+	w->next_try_ns = 0;
+	w->fault_ns = 0;
 }
 
 /* ---- writing a batch -------------------------------------------------- */
 
 enum writer_stop {
 	WRITER_STOP_NONE = 0,  /* everything done */
-	WRITER_STOP_LOST,      /* the connection is gone: spool the rest */
-	WRITER_STOP_AGAIN,     /* PostgreSQL refused for a transient reason: hold, retry */
+	WRITER_STOP_LOST,      /* PostgreSQL is away or refuses writes: spool the rest */
 	WRITER_STOP_COUNT /* number of reasons; not a reason */
 };
 
@@ -209,12 +260,15 @@ static size_t writer_write(struct writer *w, struct record **recs, size_t n,
 	if (v == WRITE_OK) {
 		int64_t took = writer_now_ns(CLOCK_MONOTONIC) - t0;
 
+		writer_recovered(w);
 		log_debug("writer", "writer=%d: %zu events committed in %.1f ms (%zu queued)", w->id,
 			  n, (double)took / 1e6, queue_events(w->q));
 		stats_observe_ns(STAT_batch_commit_seconds, took);
 		writer_committed(w, recs, n);
 		return n;
 	}
+	if (v == WRITE_REJECT)
+		writer_recovered(w);
 	if (v == WRITE_REJECT && n == 1) {
 		writer_dead_letter(w, recs[0], RECORD_REASON_REFUSED, e.message, e.field,
 				   e.sqlstate);
@@ -227,18 +281,8 @@ static size_t writer_write(struct writer *w, struct record **recs, size_t n,
 			return done;
 		return half + writer_write(w, recs + half, n - half, stop);
 	}
-	if (writer_connection_lost(w, &e)) {
-		writer_lost(w, &e);
-		*stop = WRITER_STOP_LOST;
-	} else {
-		char why[700];
-
-		snprintf(why, sizeof(why), "a batch of %zu was not written (SQLSTATE %s: %.400s); "
-			 "holding it unacked and retrying with backoff", n,
-			 e.sqlstate[0] ? e.sqlstate : "none", e.message);
-		writer_set_state(w, WRITER_STATE_HOLD_POSTGRES, LOG_LEVEL_ERROR, why);
-		*stop = WRITER_STOP_AGAIN;
-	}
+	writer_lost(w, &e);
+	*stop = WRITER_STOP_LOST;
 	return 0;
 }
 
@@ -265,7 +309,9 @@ static bool writer_spool(struct writer *w, struct record **recs, size_t n)
 		writer_publish_spool(w);
 		writer_set_state(w, WRITER_STATE_SPOOLING, LOG_LEVEL_INFO, was_held ?
 				 "the spool accepts batches again; acking resumes" :
-				 "drain deadline passed: the rest of the queue goes to the spool");
+				 writer_draining_expired(w) ?
+				 "drain deadline passed: the rest of the queue goes to the spool" :
+				 "PostgreSQL is not connected yet; batches go to the spool");
 		return true;
 	}
 	if (st == SPOOL_FULL) {
@@ -296,13 +342,14 @@ static void writer_deliver(struct writer *w)
 	size_t n = w->held, done = 0;
 	enum writer_stop stop = WRITER_STOP_LOST;
 
-	if (w->pg && !spool_stream_pending(w->stream) && !writer_draining_expired(w)) {
+	if (w->pg && !spool_stream_pending(w->stream) && !writer_draining_expired(w) &&
+	    (w->state == WRITER_STATE_DIRECT || writer_until_try_ms(w) == 0)) {
 		done = writer_write(w, recs, n, &stop);
 		writer_release(w, recs, done);
 		if (done == n)
 			writer_set_state(w, WRITER_STATE_DIRECT, LOG_LEVEL_INFO,
 					 "PostgreSQL takes batches again");
-		if (done == n || stop == WRITER_STOP_AGAIN)
+		if (done == n)
 			goto keep_rest;
 	}
 	if (writer_spool(w, recs + done, n - done)) {
@@ -396,18 +443,16 @@ static void writer_replay_one(struct writer *w)
 	}
 	if (rc == 0)
 		return;
+	if (w->state != WRITER_STATE_REPLAYING)
+		w->replayed = 0;
+	if (!writer_replay_frame(w, recs, n))
+		return; /* refused for now: the frame is read again after the backoff */
 	if (w->state != WRITER_STATE_REPLAYING) {
 		char why[160];
 
-		snprintf(why, sizeof(why), "PostgreSQL is reachable: replaying %llu spooled bytes "
+		snprintf(why, sizeof(why), "PostgreSQL takes writes: replaying %llu spooled bytes "
 			 "before newer events", (unsigned long long)spool_bytes(w->spool));
 		writer_set_state(w, WRITER_STATE_REPLAYING, LOG_LEVEL_INFO, why);
-		w->replayed = 0;
-	}
-	if (!writer_replay_frame(w, recs, n)) {
-		if (w->pg)
-			writer_hold_pause(w);   /* refused for now: the frame is read again */
-		return;
 	}
 	w->replayed += n;
 	if (spool_stream_commit(w->stream) < 0)
@@ -433,9 +478,12 @@ static void writer_take(struct writer *w)
 	long wait = WRITER_IDLE_MS;
 	int linger = atomic_load(&w->flush_ms);
 
-	/* While disconnected, wake up in time for the next connection attempt. */
-	if (!w->pg && writer_until_connect_ms(w) < wait)
-		wait = writer_until_connect_ms(w);
+	/* Wake up in time for the next attempt to connect or replay, and
+	 * often while a connection attempt is in progress. */
+	if ((!w->pg || spool_stream_pending(w->stream)) && writer_until_try_ms(w) < wait)
+		wait = writer_until_try_ms(w);
+	if (w->connecting && wait > WRITER_CONNECTING_MS)
+		wait = WRITER_CONNECTING_MS;
 	if (linger > 0) {
 		if (queue_wait(w->q, 1, (int)wait) == 0) {
 			w->held = 0;
@@ -457,19 +505,22 @@ void *writer_main(void *arg)
 	struct writer *w = arg;
 
 	writer_publish_spool(w);
+	writer_publish(w);
 	/* Connect up front so a bad conninfo shows at start; failures retry later. */
-	if (writer_connect(w, true) < 0) {
-		w->connect_failures = 1;
-		w->next_connect_ns = writer_now_ns(CLOCK_MONOTONIC) +
-			writer_backoff_ms(w, 0) * 1000000LL;
+	while (writer_connect(w, WRITER_IDLE_MS, true) == 0 && !queue_events(w->q))
+		atomic_store(&w->progress_ns, writer_now_ns(CLOCK_MONOTONIC));
+	if (!w->pg && !w->connecting) {
+		writer_failed_attempt(w);
+		w->fault_ns = writer_now_ns(CLOCK_MONOTONIC);
 		writer_set_state(w, WRITER_STATE_SPOOLING, LOG_LEVEL_WARN,
 				 "PostgreSQL is unreachable at start; batches go to the spool "
 				 "and are acked once fsync'ed, reconnecting with backoff");
 	}
 	for (;;) {
 		atomic_store(&w->progress_ns, writer_now_ns(CLOCK_MONOTONIC));
-		writer_maybe_connect(w);
-		if (w->pg && spool_stream_pending(w->stream) && !writer_draining_expired(w)) {
+		writer_maybe_connect(w, 0);
+		if (w->pg && spool_stream_pending(w->stream) && !writer_draining_expired(w) &&
+		    writer_until_try_ms(w) == 0) {
 			writer_replay_one(w);
 			continue;
 		}

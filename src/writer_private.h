@@ -26,7 +26,7 @@ struct ackq;
 
 enum write_verdict {
 	WRITE_OK = 0,     /* committed */
-	WRITE_RETRY,      /* connection-level or transient: same batch again */
+	WRITE_RETRY,      /* not the rows' fault (connection, refusal, deadline): spool, retry */
 	WRITE_REJECT,     /* a row's data was refused: isolate it */
 	WRITE_VERDICT_COUNT /* number of verdicts; not a verdict */
 };
@@ -42,11 +42,11 @@ struct writer_skip {
 /* What the writer does with batches; changes are logged once. */
 enum writer_state {
 	WRITER_STATE_DIRECT = 0,        /* committing them to PostgreSQL */
-	WRITER_STATE_SPOOLING,          /* PostgreSQL is away: into the spool, then acked */
-	WRITER_STATE_REPLAYING,         /* PostgreSQL is back: the spool first */
+	WRITER_STATE_SPOOLING,          /* PostgreSQL is away or refuses writes: into the
+					   spool, then acked */
+	WRITER_STATE_REPLAYING,         /* PostgreSQL takes writes again: the spool first */
 	WRITER_STATE_HOLD_SPOOL_FULL,   /* spool.max_bytes reached: holding one, unacked */
 	WRITER_STATE_HOLD_SPOOL_ERROR,  /* the spool write failed: holding one, unacked */
-	WRITER_STATE_HOLD_POSTGRES,     /* connected, but refused for a transient reason */
 	WRITER_STATE_COUNT /* number of states; not a state */
 };
 
@@ -79,14 +79,30 @@ struct writer {
 	atomic_int retry_initial_ms; /* live: idem */
 	atomic_int retry_max_ms;     /* live: idem */
 	atomic_int drain_timeout_s;  /* live: idem */
+	atomic_int statement_timeout_ms; /* live: idem */
 	atomic_bool done;            /* set by the writer when it exits */
 	atomic_llong progress_ns;    /* CLOCK_MONOTONIC of the last loop turn; writer writes */
 
 	/* Writer thread only. */
-	PGconn *pg;
+	PGconn *pg;                  /* connected, or NULL */
+	PGconn *connecting;          /* an attempt in progress (writer_pq.c), or NULL */
+	PostgresPollingStatusType connect_poll; /* what that attempt waits for */
+	int64_t connect_deadline_ns; /* CLOCK_MONOTONIC: the attempt is given up */
+	char stmt_what[48];          /* the statement in flight, its first words */
+	int64_t stmt_start_ns;       /* CLOCK_MONOTONIC: when it was sent */
+	int64_t stmt_half_ns;        /* ... when it counts as stalled */
+	int64_t stmt_deadline_ns;    /* ... and when it is given up */
+	bool stalled;                /* it runs past half of its timeout */
+	bool up;                     /* connected and the last statement succeeded */
+	char *sql_begin;             /* BEGIN, SET LOCAL ..., the staging table */
+	char *sql_begin_buf;         /* sql_begin with the statement timeout appended */
+	size_t sql_begin_cap;
 	char *sql_copy;
 	char *sql_check;
 	char *sql_merge;
+	char *sql_drop;
+	char *sql_stubs;
+	char *sql_last_active;
 	char *copy_buf;              /* WRITER_COPY_CHUNK bytes of COPY data (writer_copy.c) */
 	size_t copy_len;             /* bytes in copy_buf */
 	bool copy_failed;            /* PQputCopyData failed during this batch */
@@ -103,8 +119,9 @@ struct writer {
 	struct spool_stream *stream; /* this writer's spool segments */
 	enum writer_state state;     /* what the writer does with batches now */
 	size_t held;                 /* batch[0..held): taken from the queue, not yet durable */
-	unsigned connect_failures;   /* consecutive failed connection attempts */
-	int64_t next_connect_ns;     /* CLOCK_MONOTONIC: no connection attempt before */
+	unsigned failures;           /* consecutive failed attempts: connecting or writing */
+	int64_t next_try_ns;         /* CLOCK_MONOTONIC: no attempt (connect, replay) before */
+	int64_t fault_ns;            /* CLOCK_MONOTONIC: when the current outage began */
 	unsigned hold_attempts;      /* retries of the held batch in this state */
 	uint64_t replayed;           /* events replayed from the spool since replay began */
 };
@@ -117,18 +134,41 @@ static inline int64_t writer_now_ns(clockid_t clk)
 	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* writer.c: connect and prepare the staging table; 0 or -1. A failure is
- * logged at warn when LOUD (the first of a series), else at debug. */
-int writer_connect(struct writer *w, bool loud);
-/* writer.c: close the connection (if any); postgres_up goes to 0. */
+/* writer.c: start a connection attempt, or advance the one in progress
+ * by waiting up to WAIT_MS for its socket. 1: connected, 0: in progress,
+ * -1: failed (logged at warn when LOUD, the first of a series, else debug). */
+int writer_connect(struct writer *w, int wait_ms, bool loud);
+/* writer.c: close the connection (if any); the writer is down. */
 void writer_disconnect(struct writer *w);
+/* writer_deliver.c: publish the writer's state and health (stats.h). */
+void writer_publish(struct writer *w);
+
+/* writer_pq.c: run SQL (NPARAMS < 0: the simple protocol, several
+ * statements allowed) within writer.statement_timeout_ms; the result into
+ * *OUT when asked and OK (the caller clears it). Past the deadline the
+ * statement is cancelled, the connection dropped, and WRITE_RETRY
+ * returned with E saying so. */
+enum write_verdict writer_pq_exec(struct writer *w, const char *sql, int nparams,
+				  const char *const *params, struct writer_err *e,
+				  PGresult **out);
+/* writer_pq.c: COPY data, after COPY ... FROM STDIN answered COPY IN;
+ * each piece within the deadline armed by writer_pq_copy_started. */
+void writer_pq_copy_started(struct writer *w);
+int writer_pq_put_copy(struct writer *w, const char *buf, size_t len);
+enum write_verdict writer_pq_end_copy(struct writer *w, const char *errmsg,
+				      struct writer_err *e);
+/* writer_pq.c: a nonblocking connection attempt into w->connecting. */
+int writer_pq_connect_start(struct writer *w, const char *const *keys,
+			    const char *const *vals);
+/* 1 connected, 0 in progress, -1 failed or past connect_timeout. */
+int writer_pq_connect_step(struct writer *w, int wait_ms);
 /* Bytes of COPY data handed to libpq at a time: large enough that libpq
  * sees few calls, small enough that PostgreSQL starts parsing early. */
 #define WRITER_COPY_CHUNK (256 * 1024)
 
 /* writer.c: the verdict on a failed statement (RES may be NULL); fills E. */
 enum write_verdict writer_classify(struct writer *w, PGresult *res, struct writer_err *e);
-/* writer_copy.c: COPY RECS[0..N) (numbered by w->pass) into mi_staging. */
+/* writer_copy.c: COPY RECS[0..N) (numbered by w->pass) into the staging table. */
 enum write_verdict writer_copy(struct writer *w, struct record **recs, size_t n,
 			       struct writer_err *e);
 /* writer_known.c: the set of pass ids known to exist. */

@@ -1,6 +1,9 @@
 /*
  * writer_sql.c: the SQL text the writer threads run, built once at start
- * from record_columns[] (see writer.c for the transaction it makes up).
+ * from record_columns[] (see writer.c for the transaction it makes up). The
+ * staging table is named by a fingerprint of its columns, so a server
+ * session that a pooler kept from a daemon with other columns is never
+ * given rows it cannot hold.
  *
  * Kept apart from writer.c because it is pure text generation: no
  * connection, no thread, no state. Values never appear in this text; they
@@ -8,6 +11,7 @@
  */
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include <event2/buffer.h>
@@ -52,28 +56,80 @@ char *writer_sql_take(struct evbuffer *b)
 	return s;
 }
 
-char *writer_sql_staging(void)
+/* The staging table's columns: "(mi_idx int4, mi_pass int4, mg_id text, ...)". */
+static void writer_sql_staging_columns(struct evbuffer *b)
 {
-	struct evbuffer *b = evbuffer_new();
-
-	if (!b)
-		return NULL;
-	evbuffer_add_printf(b, "CREATE TEMP TABLE IF NOT EXISTS mi_staging "
-			    "(mi_idx int4, mi_pass int4");
+	evbuffer_add_printf(b, "(mi_idx int4, mi_pass int4");
 	for (int i = 0; i < RECORD_COL_COUNT; i++)
 		evbuffer_add_printf(b, ", %s %s", record_columns[i].name,
 				    writer_pgtype[record_columns[i].type]);
-	evbuffer_add_printf(b, ") ON COMMIT DELETE ROWS");
-	return writer_sql_take(b);
+	evbuffer_add_printf(b, ")");
 }
 
-char *writer_sql_copy(void)
+/* FNV-1a: a fingerprint, not a defence against anyone. */
+static uint32_t writer_sql_fnv(const char *s)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
+
+int writer_sql_staging_name(char *buf, size_t len)
+{
+	struct evbuffer *b = evbuffer_new();
+	char *cols;
+
+	if (!b)
+		return -1;
+	writer_sql_staging_columns(b);
+	cols = writer_sql_take(b);
+	if (!cols)
+		return -1;
+	snprintf(buf, len, "mi_staging_%08x", writer_sql_fnv(cols));
+	free(cols);
+	return 0;
+}
+
+/*
+ * The first round trip of every transaction, in the simple protocol. The
+ * staging table is made inside the transaction when this server session
+ * lacks it (a transaction-mode pooler may hand each transaction another
+ * session; IF NOT EXISTS costs one catalog lookup otherwise), quietly
+ * (client_min_messages: no "already exists" notice), and emptied at each
+ * COMMIT. The caller appends the statement timeout in milliseconds.
+ */
+char *writer_sql_begin(const char *staging)
 {
 	struct evbuffer *b = evbuffer_new();
 
 	if (!b)
 		return NULL;
-	evbuffer_add_printf(b, "COPY mi_staging (mi_idx, mi_pass");
+	evbuffer_add_printf(b, "BEGIN; SET LOCAL client_min_messages = warning; "
+			    "CREATE TEMP TABLE IF NOT EXISTS %s ", staging);
+	writer_sql_staging_columns(b);
+	evbuffer_add_printf(b, " ON COMMIT DELETE ROWS; SET LOCAL statement_timeout = ");
+	return writer_sql_take(b);
+}
+
+char *writer_sql_drop(const char *staging)
+{
+	struct evbuffer *b = evbuffer_new();
+
+	if (!b)
+		return NULL;
+	evbuffer_add_printf(b, "DELETE FROM %s WHERE mi_idx = ANY ($1::int4[])", staging);
+	return writer_sql_take(b);
+}
+
+char *writer_sql_copy(const char *staging)
+{
+	struct evbuffer *b = evbuffer_new();
+
+	if (!b)
+		return NULL;
+	evbuffer_add_printf(b, "COPY %s (mi_idx, mi_pass", staging);
 	for (int i = 0; i < RECORD_COL_COUNT; i++)
 		evbuffer_add_printf(b, ", %s", record_columns[i].name);
 	evbuffer_add_printf(b, ") FROM STDIN (FORMAT binary)");
@@ -107,7 +163,7 @@ static const char writer_sql_credits[] =
 	"WHERE c.mg_pass_id = d.mg_pass_id) "
 	"SELECT count(*) FROM ins";
 
-char *writer_sql_merge(const char *table, bool apply_credits)
+char *writer_sql_merge(const char *table, const char *staging, bool apply_credits)
 {
 	struct evbuffer *b = evbuffer_new();
 	const char *sep = "";
@@ -130,8 +186,8 @@ char *writer_sql_merge(const char *table, bool apply_credits)
 		else
 			evbuffer_add_printf(b, "%s, ", c);
 	}
-	evbuffer_add_printf(b, "now() FROM mi_staging WHERE mi_pass = $1 "
-			    "ON CONFLICT (mg_id) DO UPDATE SET ");
+	evbuffer_add_printf(b, "now() FROM %s WHERE mi_pass = $1 "
+			    "ON CONFLICT (mg_id) DO UPDATE SET ", staging);
 	for (int i = 0; i < RECORD_COL_COUNT; i++) {
 		if (!writer_mergeable(i))
 			continue;
@@ -190,43 +246,56 @@ static void writer_sql_differs(struct evbuffer *b)
 /* Rows of pass $1 that must not be merged: 't' another record type owns the
  * mg_id, 'c' a repeated credit_transaction with other values (kept as a
  * no-op, only reported), 'p' an unknown pass id in dead_letter mode. */
-char *writer_sql_check(const char *table, bool pass_id_dead_letter)
+char *writer_sql_check(const char *table, const char *staging, bool pass_id_dead_letter)
 {
 	struct evbuffer *b = evbuffer_new();
 
 	if (!b)
 		return NULL;
 	evbuffer_add_printf(b, "SELECT s.mi_idx, CASE WHEN g.mg_record_type <> s.mg_record_type "
-			    "THEN 't' ELSE 'c' END FROM mi_staging s JOIN %s g ON g.mg_id = s.mg_id "
+			    "THEN 't' ELSE 'c' END FROM %s s JOIN %s g ON g.mg_id = s.mg_id "
 			    "WHERE s.mi_pass = $1 AND (g.mg_record_type <> s.mg_record_type OR "
-			    "(g.mg_record_type = 'credit_transaction' AND ", table);
+			    "(g.mg_record_type = 'credit_transaction' AND ", staging, table);
 	writer_sql_differs(b);
 	evbuffer_add_printf(b, "))");
 	if (pass_id_dead_letter)
-		evbuffer_add_printf(b, " UNION ALL SELECT s.mi_idx, 'p' FROM mi_staging s "
+		evbuffer_add_printf(b, " UNION ALL SELECT s.mi_idx, 'p' FROM %s s "
 				    "WHERE s.mi_pass = $1 AND s.mg_pass_id IS NOT NULL AND NOT EXISTS "
-				    "(SELECT 1 FROM mega_customers c WHERE c.mg_pass_id = s.mg_pass_id)");
+				    "(SELECT 1 FROM mega_customers c WHERE c.mg_pass_id = s.mg_pass_id)",
+				    staging);
 	evbuffer_add_printf(b, " ORDER BY 1");
 	return writer_sql_take(b);
 }
 
 /* The batch's pass ids with the newest event time of each, in sorted key
  * order: rows are inserted or locked in that order, so two writers never
- * deadlock on mega_customers. */
-#define WRITER_SQL_BATCH_CUSTOMERS \
-	"INSERT INTO mega_customers AS c (mg_pass_id, mg_credits, mg_source_system, mg_last_active) " \
-	"SELECT mg_pass_id, 0, 'megaingest', max(COALESCE(mg_created_at, now())) " \
-	"FROM mi_staging WHERE mg_pass_id IS NOT NULL GROUP BY mg_pass_id ORDER BY mg_pass_id "
+ * deadlock on mega_customers. TAIL says what happens to existing rows. */
+static char *writer_sql_customers(const char *staging, const char *tail)
+{
+	struct evbuffer *b = evbuffer_new();
+
+	if (!b)
+		return NULL;
+	evbuffer_add_printf(b, "INSERT INTO mega_customers AS c (mg_pass_id, mg_credits, "
+			    "mg_source_system, mg_last_active) SELECT mg_pass_id, 0, 'megaingest', "
+			    "max(COALESCE(mg_created_at, now())) FROM %s WHERE mg_pass_id IS NOT NULL "
+			    "GROUP BY mg_pass_id ORDER BY mg_pass_id %s", staging, tail);
+	return writer_sql_take(b);
+}
 
 /* Before the merge: a stub for each new pass id (the foreign key needs it).
  * DO NOTHING takes no lock on existing rows. */
-const char writer_sql_stub_customers[] =
-	WRITER_SQL_BATCH_CUSTOMERS "ON CONFLICT (mg_pass_id) DO NOTHING";
+char *writer_sql_stubs(const char *staging)
+{
+	return writer_sql_customers(staging, "ON CONFLICT (mg_pass_id) DO NOTHING");
+}
 
 /* Last statement before COMMIT: raise mg_last_active (never lower it). The
  * row locks this takes are what a second writer waits for, so they are
  * taken as late as possible. */
-const char writer_sql_last_active[] =
-	WRITER_SQL_BATCH_CUSTOMERS
-	"ON CONFLICT (mg_pass_id) DO UPDATE SET mg_last_active = EXCLUDED.mg_last_active "
-	"WHERE c.mg_last_active IS NULL OR c.mg_last_active < EXCLUDED.mg_last_active";
+char *writer_sql_last_active(const char *staging)
+{
+	return writer_sql_customers(staging,
+		"ON CONFLICT (mg_pass_id) DO UPDATE SET mg_last_active = EXCLUDED.mg_last_active "
+		"WHERE c.mg_last_active IS NULL OR c.mg_last_active < EXCLUDED.mg_last_active");
+}

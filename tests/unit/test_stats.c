@@ -49,11 +49,11 @@ static void test_list(void)
 	for (size_t i = 0; i < stats_metric_count; i++)
 		kinds[stats_metrics[i].kind]++;
 	/* Changing the list must be a conscious act: update these numbers. */
-	CHECK(stats_metric_count == 21);
+	CHECK(stats_metric_count == 22);
 	CHECK(kinds[STATS_COUNTER] == STAT_COUNT && STAT_COUNT == 11);
 	CHECK(kinds[STATS_GAUGE] == STAT_GAUGE_COUNT && STAT_GAUGE_COUNT == 6);
 	CHECK(kinds[STATS_HISTOGRAM] == STAT_HIST_COUNT && STAT_HIST_COUNT == 2);
-	CHECK(kinds[STATS_REJECTS] == 1 && kinds[STATS_INFO] == 1);
+	CHECK(kinds[STATS_REJECTS] == 1 && kinds[STATS_INFO] == 1 && kinds[STATS_WRITERS] == 1);
 	CHECK_STR(stats_name(STAT_events_committed_total), "events_committed_total");
 	CHECK_STR(stats_metrics[0].name, "events_received_total");
 	for (size_t i = 0; i < stats_metric_count; i++) {
@@ -82,16 +82,23 @@ static void test_zero_then_deltas(void)
 	stats_reject(RECORD_REASON_BAD_TYPE);
 	stats_reject(RECORD_REASON_BAD_TYPE);
 	stats_set_connections(3);
-	/* postgres_up needs every writer connected: 1 of 2 is still down. */
-	stats_set_postgres_writers(2);
-	stats_set_postgres_up(1);
+	/* postgres_up needs every writer up: 1 of 2 is still down. A writer
+	 * that failed to reconnect any number of times is up again as soon as
+	 * it publishes so (no count to go wrong). */
+	stats_set_writers(2);
 	CHECK(stats_postgres_up() == 0);
-	stats_set_postgres_up(1);
+	stats_writer_publish(0, STATS_WRITER_WRITING, 1);
+	CHECK(stats_postgres_up() == 0);
+	stats_writer_publish(1, STATS_WRITER_SPOOLING, 0);
+	stats_writer_publish(1, STATS_WRITER_SPOOLING, 0);
+	stats_writer_publish(1, STATS_WRITER_REPLAYING, 1);
 	CHECK(stats_postgres_up() == 1);
-	stats_set_postgres_up(0);
+	stats_writer_publish(0, STATS_WRITER_STALLED, 0);
 	CHECK(stats_postgres_up() == 0);
-	stats_set_postgres_up(1);
+	stats_writer_publish(0, STATS_WRITER_WRITING, 1);
 	stats_snapshot(&s);
+	CHECK(s.writers == 2 && s.writer_state[0] == STATS_WRITER_WRITING &&
+	      s.writer_state[1] == STATS_WRITER_REPLAYING);
 	CHECK(s.counter[STAT_events_received_total] == 7);
 	CHECK(s.counter[STAT_events_committed_total] == 5);
 	CHECK(s.counter[STAT_batches_committed_total] == 0);
@@ -155,6 +162,9 @@ static void test_prometheus_round_trip(void)
 	int n;
 
 	fill_some();
+	stats_set_writers(2);
+	stats_writer_publish(0, STATS_WRITER_WRITING, 1);
+	stats_writer_publish(1, STATS_WRITER_STALLED, 0);
 	stats_snapshot(&s);
 	CHECK(b && stats_format_prometheus(&s, b) == 0);
 	text = take_text(b);
@@ -168,10 +178,15 @@ static void test_prometheus_round_trip(void)
 	CHECK_CONTAINS(text, "megaingest_batch_commit_seconds_bucket{le=\"+Inf\"} 4\n");
 	CHECK_CONTAINS(text, "megaingest_batch_commit_seconds_count 4\n");
 	CHECK_CONTAINS(text, "megaingest_build_info{version=\"" PACKAGE_VERSION "\"} 1\n");
+	CHECK_CONTAINS(text, "megaingest_writer_state{writer=\"1\",state=\"stalled\"} 1\n");
+	CHECK_CONTAINS(text, "megaingest_writer_state{writer=\"1\",state=\"writing\"} 0\n");
 	n = stats_parse_prometheus(text, &back, err, sizeof(err));
-	/* counters + gauges + one line per reason + (buckets + Inf + sum + count) + info */
+	/* counters + gauges + one line per reason + (buckets + Inf + sum + count) + info
+	 * + one line per writer and state */
 	CHECK(n == STAT_COUNT + STAT_GAUGE_COUNT + RECORD_REASON_COUNT +
-	      STAT_HIST_COUNT * (STATS_BUCKETS + 3) + 1);
+	      STAT_HIST_COUNT * (STATS_BUCKETS + 3) + 1 + 2 * STATS_WRITER_STATE_COUNT);
+	CHECK(back.writers == 2 && back.writer_state[0] == STATS_WRITER_WRITING &&
+	      back.writer_state[1] == STATS_WRITER_STALLED);
 	CHECK(memcmp(back.counter, s.counter, sizeof(s.counter)) == 0);
 	CHECK(memcmp(back.rejected, s.rejected, sizeof(s.rejected)) == 0);
 	CHECK(memcmp(back.gauge, s.gauge, sizeof(s.gauge)) == 0);
