@@ -6,11 +6,14 @@ hand, in its order, so that a drift in either shows up here.
 
 import os
 import subprocess
+import threading
+import time
 
 import psycopg2
 import pytest
 
-from helpers import PGBIN, SCHEMA
+from helpers import PGBIN, SCHEMA, wait_for
+from loadgen import Load, format_figures
 
 SEED = {
     "mega_customers": [
@@ -302,3 +305,125 @@ def test_fresh_database_under_on_error_stop(pg):
         assert "ERROR" not in out and "WARNING" not in out
     finally:
         pg.sql("DROP DATABASE schema_fresh")
+
+
+INDEXES = {
+    "mega_customers_shopify_customer_id_idx":
+        "CREATE INDEX mega_customers_shopify_customer_id_idx ON public.mega_customers "
+        "USING btree (mg_shopify_customer_id)",
+    "mega_customers_email_idx":
+        "CREATE INDEX mega_customers_email_idx ON public.mega_customers USING btree (mg_email)",
+    "mega_customers_user_id_idx":
+        "CREATE INDEX mega_customers_user_id_idx ON public.mega_customers USING btree (mg_user_id)",
+    "mega_generations_pass_id_created_at_idx":
+        "CREATE INDEX mega_generations_pass_id_created_at_idx ON public.mega_generations "
+        "USING btree (mg_pass_id, mg_created_at)",
+    "mega_generations_session_id_idx":
+        "CREATE INDEX mega_generations_session_id_idx ON public.mega_generations "
+        "USING btree (mg_session_id)",
+    "mega_generations_generation_id_idx":
+        "CREATE INDEX mega_generations_generation_id_idx ON public.mega_generations "
+        "USING btree (mg_generation_id)",
+    "mega_admin_actor_pass_id_idx":
+        "CREATE INDEX mega_admin_actor_pass_id_idx ON public.mega_admin "
+        "USING btree (mg_actor_pass_id)",
+    "mega_admin_record_type_idx":
+        "CREATE INDEX mega_admin_record_type_idx ON public.mega_admin "
+        "USING btree (mg_record_type)",
+}
+
+
+def test_index_names_and_definitions(pg):
+    """The names matter too: a rerun finds an index by its name."""
+    rows = pg.sql("SELECT c.relname, pg_get_indexdef(c.oid) FROM pg_index i "
+                  "JOIN pg_class c ON c.oid = i.indexrelid "
+                  "JOIN pg_class t ON t.oid = i.indrelid "
+                  "WHERE t.relname LIKE 'mega%%' AND NOT i.indisprimary")
+    assert dict(rows) == INDEXES
+
+
+def test_rerun_recreates_a_dropped_index(pg):
+    pg.sql("DROP INDEX mega_generations_session_id_idx")
+    try:
+        pg.psql_file(SCHEMA)
+    finally:
+        pg.sql(INDEXES["mega_generations_session_id_idx"].replace(
+            "CREATE INDEX", "CREATE INDEX IF NOT EXISTS"))
+    assert pg.value("SELECT pg_get_indexdef('mega_generations_session_id_idx'::regclass)") == \
+        INDEXES["mega_generations_session_id_idx"]
+
+
+class LockWaits(threading.Thread):
+    """Samples, every 10 ms, how long the daemon's backends have been waiting
+    for a lock on a table (pg_locks.waitstart): the locks DDL takes, not the
+    row locks two writers may wait on for each other."""
+
+    def __init__(self, pg):
+        super().__init__(daemon=True)
+        self.conn = pg.connect()
+        self.stop = threading.Event()
+        self.max_wait = 0.0
+        self.samples = 0
+        self.waiting_samples = 0
+
+    def run(self):
+        with self.conn.cursor() as cur:
+            while not self.stop.is_set():
+                cur.execute(
+                    "SELECT max(extract(epoch FROM clock_timestamp() - l.waitstart)) "
+                    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE NOT l.granted AND l.locktype = 'relation' "
+                    "AND a.application_name = 'megaingestd'")
+                wait = cur.fetchone()[0]
+                self.samples += 1
+                if wait is not None:
+                    self.waiting_samples += 1
+                    self.max_wait = max(self.max_wait, float(wait))
+                time.sleep(0.01)
+        self.conn.close()
+
+
+def report(request, line):
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled():
+        print("\n" + line, flush=True)
+
+
+def test_rerun_under_load_blocks_no_writer(pg, daemon_factory, request):
+    """An operator applies the file again (5 times, with psql) while the
+    daemon writes about 2,000 events/s with two connections: psql reports no
+    error, no writer waits on a table lock for more than a second, and no
+    acked event is lost."""
+    d = daemon_factory({"writer": {"connections": 2}})
+    load = Load(d, connections=4, chunk_events=50, window=4, pause=0.1).start()
+    waits = LockWaits(pg)
+    errors = []
+    try:
+        wait_for(lambda: load.acked_count() >= 2000, what="2,000 acked events")
+        waits.start()
+        t0 = time.monotonic()
+        for _ in range(5):
+            try:
+                pg.psql_file(SCHEMA)
+            except subprocess.CalledProcessError as e:
+                errors.append(e.stdout.strip())
+            time.sleep(0.2)
+        t1 = time.monotonic()
+    finally:
+        waits.stop.set()
+        stopped = load.stop()
+    waits.join()
+    rate = load.acks_between(t0, t1) * load.chunk_events / (t1 - t0)
+    gaps = [b - a for a, b in zip(load.ack_times, load.ack_times[1:])
+            if t0 <= b and a <= t1]
+    f = load.figures(pg)
+    report(request, format_figures(
+        "rerun under load", f,
+        f" rate={rate:.0f}/s max_writer_lock_wait={waits.max_wait:.3f}s "
+        f"waiting_samples={waits.waiting_samples}/{waits.samples} "
+        f"max_ack_gap={max(gaps, default=0):.3f}s psql_errors={len(errors)}"))
+    assert stopped
+    assert not errors, errors[0]
+    assert waits.samples > 50
+    assert waits.max_wait < 1.0
+    assert f["lost"] == 0 and f["duplicates"] == 0
