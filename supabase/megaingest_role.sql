@@ -40,7 +40,8 @@
 --
 -- Running it again sets exactly these privileges again (keeping the ones
 -- megaingest_credits.sql added) and changes a policy only when it differs
--- from the above. GRANT and REVOKE take no lock on the tables.
+-- from the above. GRANT and REVOKE take no lock on the tables; a policy
+-- that has to change waits at most lock_timeout for its table's lock.
 BEGIN;
 
 SET LOCAL lock_timeout = '1s';
