@@ -353,6 +353,29 @@ def test_rerun_recreates_a_dropped_index(pg):
         INDEXES["mega_generations_session_id_idx"]
 
 
+def test_rerun_with_work_to_do_gives_up_rather_than_queue_writers(pg):
+    """A missing index on a table a transaction is writing to: the file
+    waits lock_timeout (1 s) for its lock, then fails, instead of waiting
+    for that transaction while every later writer queues behind it."""
+    pg.sql("DROP INDEX mega_generations_session_id_idx")
+    writer = pg.connect()
+    writer.autocommit = False
+    try:
+        with writer.cursor() as cur:
+            cur.execute("INSERT INTO mega_generations (mg_id, mg_record_type) "
+                        "VALUES ('lt-1', 'session')")
+        out = subprocess.run(
+            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.sockdir, "-p",
+             str(pg.port), "-U", "postgres", "-d", "postgres", "-f", SCHEMA],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=20)
+        assert out.returncode != 0 and "lock timeout" in out.stdout, out.stdout
+    finally:
+        writer.rollback()
+        writer.close()
+        pg.sql(INDEXES["mega_generations_session_id_idx"].replace(
+            "CREATE INDEX", "CREATE INDEX IF NOT EXISTS"))
+
+
 class LockWaits(threading.Thread):
     """Samples, every 10 ms, how long the daemon's backends have been waiting
     for a lock on a table (pg_locks.waitstart): the locks DDL takes, not the
