@@ -1,4 +1,5 @@
-"""supabase/mega_tables.sql: the seed's tables, exactly, and idempotent.
+"""supabase/mega_tables.sql: the seed's tables, exactly, idempotent, and
+safe to apply again while the daemon writes (no writer waits for it).
 
 The expected columns are copied from the seed document (MEGA_TABLES.md) by
 hand, in its order, so that a drift in either shows up here.

@@ -14,7 +14,7 @@ import subprocess
 import psycopg2
 import pytest
 
-from helpers import SCHEMA
+from helpers import ROLE_RECIPE, SCHEMA
 
 DB = "supabase_like"
 API_ROLES = ["anon", "authenticated"]
@@ -138,8 +138,7 @@ def test_the_daemon_role_on_a_supabase_database(pg, db):
     they get nothing of its policies."""
     apply(pg)
     subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.sockdir,
-                    "-p", str(pg.port), "-U", "postgres", "-d", DB, "-f",
-                    SCHEMA.replace("mega_tables.sql", "megaingest_role.sql")],
+                    "-p", str(pg.port), "-U", "postgres", "-d", DB, "-f", ROLE_RECIPE],
                    check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     seed(db)
     for role in API_ROLES:
