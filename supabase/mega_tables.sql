@@ -12,13 +12,26 @@
 --   * indexes for Pass ID lookups;
 --   * row level security on all three tables. Supabase exposes tables in
 --     "public" through its REST API; with RLS on and no policy, the anon and
---     authenticated roles see nothing. megaingestd connects as a role that
---     owns the tables or bypasses RLS (the table owner, or a service role).
+--     authenticated roles see nothing. megaingestd connects as the role of
+--     megaingest_role.sql, which gets policies of its own;
+--   * where Supabase's anon and authenticated roles exist, the privileges
+--     its default privileges hand them on every new table and that RLS does
+--     not gate are revoked: TRUNCATE (empties a table whatever the
+--     policies say), REFERENCES and TRIGGER. Their SELECT, INSERT, UPDATE
+--     and DELETE stay, held back by RLS until a policy of yours opens them.
+--     On plain PostgreSQL, without those roles, this step does nothing.
 --
--- Idempotent: every statement is CREATE ... IF NOT EXISTS, and constraints
--- are declared inline in CREATE TABLE, so running the file again changes
--- nothing (the test suite checks that a schema dump is identical before and
--- after a second run). An existing table of the same name is left as it is.
+-- Idempotent and safe to run again on a live ledger: tables are created
+-- IF NOT EXISTS (which takes no lock on an existing one), and every other
+-- step looks in the catalog first and runs only when there is something to
+-- change. A CREATE INDEX IF NOT EXISTS or an ALTER TABLE would take a lock
+-- that queues every writer behind it even when it then does nothing. So a
+-- second run changes nothing, not even a catalog row, and no writer waits
+-- for it (the test suite checks both, the latter with the daemon writing).
+-- A step that does have something to change on a busy ledger (an index
+-- dropped by hand) waits at most lock_timeout for its lock and fails rather
+-- than queue writers behind it: run the file again at a quieter moment.
+-- An existing table of the same name is left as it is.
 --
 -- Plain SQL, no psql meta-commands: it runs unchanged with
 --     psql -v ON_ERROR_STOP=1 -f supabase/mega_tables.sql
@@ -28,6 +41,7 @@ BEGIN;
 
 -- "relation already exists, skipping" notices on a rerun are expected.
 SET LOCAL client_min_messages = warning;
+SET LOCAL lock_timeout = '1s';
 
 -- One row per customer, keyed by Pass ID. megaingestd creates stub rows
 -- (mg_source_system = 'megaingest') for Pass IDs it has not seen yet.
@@ -152,31 +166,37 @@ CREATE TABLE IF NOT EXISTS public.mega_admin (
 		('admin_session', 'admin_audit', 'profile', 'runtime_config', 'app_config'))
 );
 
--- Pass ID lookups: find a customer from any of its external ids.
-CREATE INDEX IF NOT EXISTS mega_customers_shopify_customer_id_idx
-	ON public.mega_customers (mg_shopify_customer_id);
-CREATE INDEX IF NOT EXISTS mega_customers_email_idx
-	ON public.mega_customers (mg_email);
-CREATE INDEX IF NOT EXISTS mega_customers_user_id_idx
-	ON public.mega_customers (mg_user_id);
-
--- A customer's history in time order; a session's and a generation's rows.
--- The first one also serves the foreign key (deleting a customer).
-CREATE INDEX IF NOT EXISTS mega_generations_pass_id_created_at_idx
-	ON public.mega_generations (mg_pass_id, mg_created_at);
-CREATE INDEX IF NOT EXISTS mega_generations_session_id_idx
-	ON public.mega_generations (mg_session_id);
-CREATE INDEX IF NOT EXISTS mega_generations_generation_id_idx
-	ON public.mega_generations (mg_generation_id);
-
-CREATE INDEX IF NOT EXISTS mega_admin_actor_pass_id_idx
-	ON public.mega_admin (mg_actor_pass_id);
-CREATE INDEX IF NOT EXISTS mega_admin_record_type_idx
-	ON public.mega_admin (mg_record_type);
+-- Indexes, each created only when no relation of its name exists: what
+-- CREATE INDEX IF NOT EXISTS decides too, but only after it has taken a
+-- SHARE lock on the table, which waits for every writer and blocks the next.
+--   * Pass ID lookups: find a customer from any of its external ids.
+--   * A customer's history in time order (also serves the foreign key when
+--     a customer is deleted); a session's and a generation's rows.
+--   * An admin actor's rows; admin rows of one type.
+DO $$
+DECLARE
+	ix text[];
+BEGIN
+	FOREACH ix SLICE 1 IN ARRAY ARRAY[
+		['mega_customers_shopify_customer_id_idx', 'mega_customers', 'mg_shopify_customer_id'],
+		['mega_customers_email_idx', 'mega_customers', 'mg_email'],
+		['mega_customers_user_id_idx', 'mega_customers', 'mg_user_id'],
+		['mega_generations_pass_id_created_at_idx', 'mega_generations', 'mg_pass_id, mg_created_at'],
+		['mega_generations_session_id_idx', 'mega_generations', 'mg_session_id'],
+		['mega_generations_generation_id_idx', 'mega_generations', 'mg_generation_id'],
+		['mega_admin_actor_pass_id_idx', 'mega_admin', 'mg_actor_pass_id'],
+		['mega_admin_record_type_idx', 'mega_admin', 'mg_record_type']]
+	LOOP
+		IF to_regclass(format('public.%I', ix[1])) IS NULL THEN
+			EXECUTE format('CREATE INDEX %I ON public.%I (%s)', ix[1], ix[2], ix[3]);
+		END IF;
+	END LOOP;
+END
+$$;
 
 -- Row level security, enabled only where it is off: ALTER TABLE takes an
 -- ACCESS EXCLUSIVE lock and rewrites the catalog row even when RLS is already
--- on, which a rerun against a busy ledger should not do.
+-- on, which a rerun against a busy ledger must not do.
 DO $$
 DECLARE
 	t regclass;
@@ -188,6 +208,35 @@ BEGIN
 		   AND NOT c.relrowsecurity
 	LOOP
 		EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', t);
+	END LOOP;
+END
+$$;
+
+-- Supabase's anon and authenticated roles: no TRUNCATE, REFERENCES or
+-- TRIGGER, revoked only where granted: GRANT and REVOKE take no table lock,
+-- but checking first keeps a rerun from touching the catalog at all.
+-- A grant this role cannot revoke (made by another grantor) is reported.
+DO $$
+DECLARE
+	g record;
+BEGIN
+	FOR g IN SELECT DISTINCT c.oid::regclass AS tab, a.grantee::regrole AS who
+		   FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
+		  WHERE c.oid IN ('public.mega_customers'::regclass,
+				  'public.mega_generations'::regclass,
+				  'public.mega_admin'::regclass)
+		    AND a.grantee IN (SELECT oid FROM pg_roles
+				      WHERE rolname IN ('anon', 'authenticated'))
+		    AND a.privilege_type IN ('TRUNCATE', 'REFERENCES', 'TRIGGER')
+	LOOP
+		EXECUTE format('REVOKE TRUNCATE, REFERENCES, TRIGGER ON %s FROM %s',
+			g.tab, g.who);
+		IF EXISTS (SELECT 1 FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
+			    WHERE c.oid = g.tab AND a.grantee = g.who
+			      AND a.privilege_type IN ('TRUNCATE', 'REFERENCES', 'TRIGGER')) THEN
+			RAISE WARNING '% still holds TRUNCATE, REFERENCES or TRIGGER on %: '
+				'granted by another role, which must revoke it', g.who, g.tab;
+		END IF;
 	END LOOP;
 END
 $$;

@@ -1,29 +1,50 @@
 -- megaingest_role.sql: the least-privilege role megaingestd connects as.
 --
 -- Run it as the owner of the MEGA tables (on Supabase: the "postgres" role,
--- in the SQL editor or psql), after mega_tables.sql. Running it again
--- changes nothing. Then give the role a password and put it in
--- postgres.conninfo:
+-- in the SQL editor or psql), after mega_tables.sql. With
+-- postgres.apply_credits: true, run megaingest_credits.sql after it. Then
+-- give the role a password and put it in postgres.conninfo:
 --
 --   ALTER ROLE megaingest PASSWORD '...';      -- or \password megaingest
 --
--- What the daemon does, and what this grants for it:
---   * COPY into a session TEMP table, then INSERT ... ON CONFLICT DO UPDATE
---     into mega_generations and mega_customers (stub customers, last
---     activity, credit balances with postgres.apply_credits), with RETURNING:
---     TEMPORARY on the database, USAGE on schema public, and SELECT, INSERT,
---     UPDATE on exactly those two tables. No DELETE, TRUNCATE, REFERENCES,
---     TRIGGER; nothing at all on mega_admin; no DDL.
+-- What the daemon does, and what this grants for it (nothing more):
+--   * COPY into a TEMP staging table: TEMPORARY on the database, USAGE on
+--     schema public.
+--   * mega_generations: INSERT ... ON CONFLICT (mg_id) DO UPDATE with
+--     RETURNING, and a SELECT that compares staged rows with stored ones:
+--     SELECT and INSERT, and UPDATE of the columns a merge sets (all but
+--     mg_id, mg_record_type and mg_created_at).
+--   * mega_customers, column by column: a stub row for a new pass id
+--     (INSERT of mg_pass_id, mg_credits, mg_source_system, mg_last_active)
+--     and raising mg_last_active (UPDATE of it; SELECT of mg_pass_id, the
+--     ON CONFLICT key, and of mg_last_active, which the update compares).
+--     No other column can be read or written: not the email, the names or
+--     any other personal data, not the balance. megaingest_credits.sql
+--     adds the balance and top-up columns for postgres.apply_credits.
+--   * Nothing on mega_admin; no DELETE, TRUNCATE, REFERENCES, TRIGGER; no DDL.
 --   * Row level security stays enabled on all three tables. A role without
 --     BYPASSRLS sees and writes nothing through RLS unless a policy lets it,
 --     so each of the two tables gets SELECT, INSERT and UPDATE policies for
---     this role alone (USING/WITH CHECK true: the daemon writes any row it
---     is sent). anon and authenticated still have no policy and see nothing.
+--     this role alone. Two of them hold the role to its job:
+--       - mega_generations UPDATE: the new row may not be a
+--         credit_transaction, so a credit_transaction row, once written,
+--         cannot be changed (the merge never updates one; a replayed one is
+--         left as it is). mg_record_type itself is not updatable.
+--       - mega_customers INSERT: only a stub (mg_credits 0, mg_source_system
+--         'megaingest'), so no customer is created with a balance.
+--     anon and authenticated still have no policy and see nothing.
 --   * Not the tables' owner (the owner could ALTER, DROP, TRUNCATE, or
 --     disable RLS) and not Supabase's service_role (BYPASSRLS and full access
 --     to every table, also over the REST API): a stolen daemon password must
 --     not be worth more than the daemon's own job.
+--
+-- Running it again sets exactly these privileges again (keeping the ones
+-- megaingest_credits.sql added) and changes a policy only when it differs
+-- from the above. GRANT and REVOKE take no lock on the tables; a policy
+-- that has to change waits at most lock_timeout for its table's lock.
 BEGIN;
+
+SET LOCAL lock_timeout = '1s';
 
 DO $$
 DECLARE
@@ -46,29 +67,74 @@ $$;
 
 GRANT USAGE ON SCHEMA public TO megaingest;
 
-REVOKE ALL ON public.mega_generations, public.mega_customers, public.mega_admin
-	FROM megaingest;
-GRANT SELECT, INSERT, UPDATE ON public.mega_generations, public.mega_customers
-	TO megaingest;
-
--- One policy per command and table, created when missing (never dropped and
--- recreated, so running this again takes no lock on a live table).
+-- Everything revoked, then granted again: the result is exact whatever an
+-- earlier version of this file granted. REVOKE on a table also revokes its
+-- column privileges, so the credit columns are noted first and kept.
 DO $$
 DECLARE
-	t text;
-	op text;
+	credits boolean;
 BEGIN
-	FOREACH t IN ARRAY ARRAY['mega_generations', 'mega_customers'] LOOP
-		FOREACH op IN ARRAY ARRAY['SELECT', 'INSERT', 'UPDATE'] LOOP
-			IF NOT EXISTS (SELECT 1 FROM pg_policies WHERE schemaname = 'public'
-					AND tablename = t AND policyname = 'megaingest_' || lower(op)) THEN
-				EXECUTE format('CREATE POLICY %I ON public.%I FOR %s TO megaingest %s',
-					'megaingest_' || lower(op), t, op, CASE op
-						WHEN 'SELECT' THEN 'USING (true)'
-						WHEN 'INSERT' THEN 'WITH CHECK (true)'
-						ELSE 'USING (true) WITH CHECK (true)' END);
-			END IF;
-		END LOOP;
+	SELECT EXISTS (SELECT 1 FROM pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) x
+			WHERE a.attrelid = 'public.mega_customers'::regclass
+			  AND a.attname = 'mg_credits' AND x.privilege_type = 'UPDATE'
+			  AND x.grantee = 'megaingest'::regrole)
+		INTO credits;
+	REVOKE ALL ON public.mega_generations, public.mega_customers, public.mega_admin
+		FROM megaingest;
+
+	GRANT SELECT, INSERT ON public.mega_generations TO megaingest;
+	EXECUTE (SELECT format('GRANT UPDATE (%s) ON public.mega_generations TO megaingest',
+			       string_agg(quote_ident(attname), ', ' ORDER BY attnum))
+		   FROM pg_attribute
+		  WHERE attrelid = 'public.mega_generations'::regclass AND attnum > 0
+		    AND NOT attisdropped
+		    AND attname NOT IN ('mg_id', 'mg_record_type', 'mg_created_at'));
+
+	GRANT SELECT (mg_pass_id, mg_last_active),
+		INSERT (mg_pass_id, mg_credits, mg_source_system, mg_last_active),
+		UPDATE (mg_last_active)
+		ON public.mega_customers TO megaingest;
+	IF credits THEN
+		GRANT SELECT (mg_credits, mg_last_topup_at, mg_topup_source),
+			UPDATE (mg_credits, mg_last_topup_at, mg_topup_source)
+			ON public.mega_customers TO megaingest;
+	END IF;
+END
+$$;
+
+-- One policy per command and table, created when missing and altered only
+-- when its expressions differ (as PostgreSQL prints them back), so running
+-- this again takes no lock on a live table.
+DO $$
+DECLARE
+	p record;
+	cur record;
+BEGIN
+	FOR p IN SELECT * FROM (VALUES
+		('mega_generations', 'SELECT', 'true', NULL),
+		('mega_generations', 'INSERT', NULL, 'true'),
+		('mega_generations', 'UPDATE', 'true',
+			'(mg_record_type <> ''credit_transaction''::text)'),
+		('mega_customers', 'SELECT', 'true', NULL),
+		('mega_customers', 'INSERT', NULL,
+			'((mg_credits = 0) AND (mg_source_system = ''megaingest''::text))'),
+		('mega_customers', 'UPDATE', 'true', 'true'))
+		AS v(tab, op, qual, chk)
+	LOOP
+		SELECT pg_get_expr(polqual, polrelid) AS qual,
+		       pg_get_expr(polwithcheck, polrelid) AS chk INTO cur
+		  FROM pg_policy
+		 WHERE polrelid = format('public.%I', p.tab)::regclass
+		   AND polname = 'megaingest_' || lower(p.op);
+		IF NOT FOUND THEN
+			EXECUTE format('CREATE POLICY %I ON public.%I FOR %s TO megaingest%s%s',
+				'megaingest_' || lower(p.op), p.tab, p.op,
+				' USING (' || p.qual || ')', ' WITH CHECK (' || p.chk || ')');
+		ELSIF cur.qual IS DISTINCT FROM p.qual OR cur.chk IS DISTINCT FROM p.chk THEN
+			EXECUTE format('ALTER POLICY %I ON public.%I TO megaingest%s%s',
+				'megaingest_' || lower(p.op), p.tab,
+				' USING (' || p.qual || ')', ' WITH CHECK (' || p.chk || ')');
+		END IF;
 	END LOOP;
 END
 $$;

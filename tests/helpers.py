@@ -35,6 +35,8 @@ SCHEMA = os.path.join(SRCDIR, "supabase", "mega_tables.sql")
 # (MEGAINGEST_PG_ROLE=postgres runs them as the superuser instead).
 ROLE_RECIPE = os.path.join(SRCDIR, "supabase", "megaingest_role.sql")
 DAEMON_ROLE = os.environ.get("MEGAINGEST_PG_ROLE", "megaingest")
+# What the role needs for postgres.apply_credits, which some tests turn on.
+CREDITS_RECIPE = os.path.join(SRCDIR, "supabase", "megaingest_credits.sql")
 PGBIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
 MEGAINGESTD = os.environ.get("MEGAINGESTD") or os.path.join(BUILDDIR, "megaingestd")
 USE_VALGRIND = os.environ.get("MEGAINGEST_VALGRIND") == "1"
@@ -173,6 +175,7 @@ class Postgres:
         self.start_again()
         self.psql_file(SCHEMA)
         self.psql_file(ROLE_RECIPE)
+        self.psql_file(CREDITS_RECIPE)
 
     def start_again(self):
         """Start the (initialised, stopped) cluster and wait until it takes connections."""
