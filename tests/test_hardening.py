@@ -77,6 +77,16 @@ def test_bad_conninfo_refused_at_start_and_never_logged(daemon_factory, pg):
     assert re.search(r"postgres\.conninfo: .*\"password\"", log), log
 
 
+def test_reload_with_a_bad_conninfo_is_refused_without_the_password(daemon, pg):
+    daemon.config["postgres"]["conninfo"] = bad_uri(pg)
+    daemon.write_config()
+    daemon.sighup()
+    daemon.wait_log(r"reload of .* failed")
+    log = daemon.log()
+    assert_no_secret(log)
+    assert re.search(r"postgres\.conninfo: .*\"password\"", log), log
+
+
 def test_a_good_conninfo_is_still_accepted(tmp_path, pg):
     ok = f"postgresql://megaingest:good%25pw@/mega?host={pg.sockdir}&port={pg.port}"
     path = write(tmp_path, to_yaml({**GOOD, "postgres": {"conninfo": ok}}) + "\n")

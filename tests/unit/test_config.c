@@ -562,6 +562,32 @@ static void test_print(void)
 	config_free(c);
 }
 
+/* postgres.conninfo: parse errors by keyword, passwords hidden and redacted. */
+static void test_conninfo(void)
+{
+	char why[400], buf[400];
+
+	CHECK(config_conninfo_check("", why, sizeof(why)) == 0);
+	CHECK(config_conninfo_check("mega", why, sizeof(why)) == 0); /* a bare dbname */
+	CHECK(config_conninfo_check("postgresql://u:a%25b@h/db", why, sizeof(why)) == 0);
+	CHECK(config_conninfo_check("postgresql://u:a%zzSECRET@h/db", why, sizeof(why)) < 0);
+	CHECK_CONTAINS(why, "\"password\"");
+	CHECK(strstr(why, "SECRET") == NULL);
+	CHECK(config_conninfo_check("host=h password=two SECRET", why, sizeof(why)) < 0);
+	CHECK(strstr(why, "SECRET") == NULL);
+	CHECK(config_conninfo_check("postgresql://h/d%zzb", why, sizeof(why)) < 0);
+	CHECK_CONTAINS(why, "d%zzb"); /* not a secret: libpq's words are kept */
+	CHECK_STR(config_conninfo_hide("host=h password='a b' user=u", buf, sizeof(buf)),
+		  "host=h password='(hidden)' user=u");
+	CHECK_STR(config_conninfo_hide("postgresql://u:pw@h/db?sslpassword=k&x=1", buf,
+				       sizeof(buf)),
+		  "postgresql://u:(hidden)@h/db?sslpassword=(hidden)&x=1");
+	CHECK_STR(config_conninfo_redact("postgresql://u:p%41SS@h/db",
+					 "no: p%41SS, pASS, ok", buf, sizeof(buf)),
+		  "no: (hidden), (hidden), ok");
+	CHECK_STR(config_conninfo_redact("host=h password=SECRET", "x SECRET y", buf, 8), "x (hidd");
+}
+
 /* Run FN with fd 2 sent to a temporary file; returns what was written (caller frees). */
 static char *capture_stderr(void (*fn)(void *), void *arg)
 {
@@ -713,6 +739,7 @@ int main(void)
 	test_missing_file();
 	test_shipped();
 	test_print();
+	test_conninfo();
 	test_diff();
 	{
 		char path[300];
