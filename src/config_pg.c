@@ -37,7 +37,7 @@ struct config_pg_span {
 struct config_pg_scan {
 	struct config_pg_span span[CONFIG_PG_SPANS];
 	int n;
-	bool stray;             /* a word without '=' follows a secret value */
+	bool stray;             /* a word that is no keyword follows a secret value */
 	char keyword[32];       /* the secret keyword last seen, for messages */
 };
 
@@ -61,20 +61,34 @@ static bool config_pg_is_conninfo(const char *s)
 	return config_pg_uri_prefix_len(s) > 0 || strchr(s, '=') != NULL;
 }
 
-/* True when libpq calls keyword KW[0..N) a password (dispchar '*'). */
-static bool config_pg_secret_keyword(const char *kw, size_t n)
+enum config_pg_kind {
+	CONFIG_PG_UNKNOWN = 0,  /* not a libpq keyword */
+	CONFIG_PG_PLAIN,
+	CONFIG_PG_SECRET,       /* dispchar '*': a password */
+	CONFIG_PG_KIND_COUNT    /* number of kinds; not a kind */
+};
+
+/* What libpq calls keyword KW[0..N). */
+static enum config_pg_kind config_pg_keyword(const char *kw, size_t n)
 {
 	PQconninfoOption *opts = PQconndefaults();
-	bool secret = false;
+	enum config_pg_kind kind = CONFIG_PG_UNKNOWN;
 
-	if (!opts) /* out of memory: the keywords libpq 15 marks '*' */
+	if (!opts) /* out of memory: the keywords libpq 15 marks '*', and no others known */
 		return (n == 8 && strncmp(kw, "password", 8) == 0) ||
-		       (n == 11 && strncmp(kw, "sslpassword", 11) == 0);
+		       (n == 11 && strncmp(kw, "sslpassword", 11) == 0) ?
+		       CONFIG_PG_SECRET : CONFIG_PG_PLAIN;
 	for (PQconninfoOption *o = opts; o->keyword; o++)
 		if (strlen(o->keyword) == n && strncmp(o->keyword, kw, n) == 0)
-			secret = o->dispchar && o->dispchar[0] == '*';
+			kind = o->dispchar && o->dispchar[0] == '*' ? CONFIG_PG_SECRET :
+			       CONFIG_PG_PLAIN;
 	PQconninfoFree(opts);
-	return secret;
+	return kind;
+}
+
+static bool config_pg_secret_keyword(const char *kw, size_t n)
+{
+	return config_pg_keyword(kw, n) == CONFIG_PG_SECRET;
 }
 
 static void config_pg_add(struct config_pg_scan *sc, const char *kw, size_t kwlen,
@@ -107,13 +121,16 @@ static void config_pg_scan_words(const char *s, struct config_pg_scan *sc)
 		kwlen = (size_t)(p - kw);
 		while (isspace((unsigned char)*p))
 			p++;
-		if (*p != '=') {
-			/* libpq stops here ("missing ="); a stray word right after a
-			 * password is most likely the rest of an unquoted password. */
+		if (*p != '=' || (after_secret && config_pg_keyword(kw, kwlen) == CONFIG_PG_UNKNOWN)) {
+			/* libpq stops here ("missing =", "invalid connection option");
+			 * a word right after a password that is no keyword is most
+			 * likely the rest of an unquoted password. */
 			if (after_secret) {
 				sc->stray = true;
 				config_pg_add(sc, NULL, 0, (size_t)(kw - s), kwlen);
 			}
+			if (*p == '=')
+				p++; /* the rest of that word is its own word now */
 			continue;
 		}
 		p++;
@@ -200,6 +217,18 @@ static void config_pg_message(const char *msg, char *why, size_t len)
 			*p = ' ';
 }
 
+/*
+ * True when URI S has an '@' in its host part: libpq ends the userinfo at
+ * the first '@', so a password with a bare '@' puts its tail into the host
+ * name, which connection errors quote.
+ */
+static bool config_pg_uri_split_password(const char *s)
+{
+	const char *p = s + config_pg_uri_prefix_len(s), *at = p + strcspn(p, "@/");
+
+	return *at == '@' && memchr(at + 1, '@', strcspn(at + 1, "/?")) != NULL;
+}
+
 int config_conninfo_check(const char *conninfo, char *why, size_t len)
 {
 	struct config_pg_scan sc;
@@ -208,6 +237,11 @@ int config_conninfo_check(const char *conninfo, char *why, size_t len)
 
 	if (!config_pg_is_conninfo(conninfo))
 		return 0;
+	if (config_pg_uri_prefix_len(conninfo) && config_pg_uri_split_password(conninfo)) {
+		snprintf(why, len, "more than one \"@\" before the host: write an \"@\" in the "
+			 "user name or password as %%40");
+		return -1;
+	}
 	opts = PQconninfoParse(conninfo, &err);
 	if (opts) {
 		PQconninfoFree(opts);
@@ -216,8 +250,8 @@ int config_conninfo_check(const char *conninfo, char *why, size_t len)
 	PQfreemem(err); /* it may quote a password: never shown */
 	config_pg_scan(conninfo, &sc);
 	if (sc.stray) {
-		snprintf(why, len, "a word without \"=\" follows the value of \"%s\" (quote a value "
-			 "with spaces in it: %s='...')", sc.keyword, sc.keyword);
+		snprintf(why, len, "a word that is no keyword follows the value of \"%s\" (quote "
+			 "a value with spaces in it: %s='...')", sc.keyword, sc.keyword);
 		return -1;
 	}
 	masked = config_pg_replace(conninfo, &sc, "x");

@@ -53,6 +53,8 @@ def test_check_config_refuses_a_conninfo_libpq_cannot_parse(tmp_path, pg):
     ("host=/nonexistent-mi user=u password=two words dbname=x", "two words"),
     ("host=/nonexistent-mi password='unterminated-Secret42", "unterminated-Secret42"),
     ("postgresql://u@/db?host=/nonexistent-mi&password=q%zzSecret42", "q%zzSecret42"),
+    ("host=/nonexistent-mi password=first x=Secret42", "Secret42"),
+    ("postgresql://u:first@Secret42@/db?host=/nonexistent-mi", "Secret42"),
 ])
 def test_check_config_names_the_keyword_never_the_password(tmp_path, conninfo, pw):
     path = write(tmp_path, to_yaml({**GOOD, "postgres": {"conninfo": conninfo}}) + "\n")

@@ -575,6 +575,12 @@ static void test_conninfo(void)
 	CHECK(strstr(why, "SECRET") == NULL);
 	CHECK(config_conninfo_check("host=h password=two SECRET", why, sizeof(why)) < 0);
 	CHECK(strstr(why, "SECRET") == NULL);
+	CHECK(config_conninfo_check("host=h password=two x=SECRET", why, sizeof(why)) < 0);
+	CHECK(strstr(why, "SECRET") == NULL);
+	CHECK(config_conninfo_check("postgresql://u:p@SECRET@h/db", why, sizeof(why)) < 0);
+	CHECK_CONTAINS(why, "%40");
+	CHECK(config_conninfo_check("postgresql://u:p%40SECRET@h/db?host=a@b", why,
+				    sizeof(why)) == 0);
 	CHECK(config_conninfo_check("postgresql://h/d%zzb", why, sizeof(why)) < 0);
 	CHECK_CONTAINS(why, "d%zzb"); /* not a secret: libpq's words are kept */
 	CHECK_STR(config_conninfo_hide("host=h password='a b' user=u", buf, sizeof(buf)),
