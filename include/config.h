@@ -16,6 +16,9 @@
 
 #define CONFIG_MAX_TCP 16 /* listen.tcp entries */
 
+/* listen.tls.ciphers' default: TLS 1.2 only with ECDHE key exchange and AEAD. */
+#define CONFIG_TLS12_CIPHERS "ECDHE+AESGCM:ECDHE+CHACHA20"
+
 enum config_unknown_pass_id {
 	CONFIG_PASS_ID_CREATE = 0, /* upsert a stub mega_customers row */
 	CONFIG_PASS_ID_DEAD_LETTER,
@@ -37,6 +40,7 @@ struct config {
 	char *listen_tls_cert;
 	char *listen_tls_key;
 	char *listen_tls_ca;
+	char *listen_tls_ciphers;      /* OpenSSL cipher list for TLS 1.2 */
 
 	/* postgres */
 	char *pg_conninfo;
@@ -89,7 +93,40 @@ void config_free(struct config *cfg);
  */
 int config_diff(const struct config *old_cfg, const struct config *new_cfg);
 
-/* Print every key with its effective value, one "key: value" line each. */
+/*
+ * Print the effective configuration as YAML that config_load reads back:
+ * every key, nested by section, with its value; secrets (shared_key, the
+ * password inside postgres.conninfo) shown as (hidden).
+ */
 void config_print(const struct config *cfg, FILE *out);
+
+/*
+ * Log a warning for each way CFG exposes the daemon or its secrets: a TCP
+ * listener or admin.http on a non-loopback address without authentication,
+ * a TLS private key file that group or others may read. Returns how many.
+ * For -t and start-up; reads files and resolves names, so not on the loop.
+ */
+int config_warn_exposure(const struct config *cfg);
+
+/* ---- postgres.conninfo (config_pg.c); any thread ---- */
+
+/*
+ * Parse CONNINFO as libpq will (a URI, key=value words, or a bare database
+ * name). 0 when it parses; -1 with the reason in WHY (LEN bytes) naming the
+ * keyword at fault and never the value of a keyword libpq calls a password.
+ */
+int config_conninfo_check(const char *conninfo, char *why, size_t len);
+
+/* CONNINFO with the value of each password keyword replaced by "(hidden)",
+ * into BUF (LEN bytes, truncated). Returns BUF. */
+const char *config_conninfo_hide(const char *conninfo, char *buf, size_t len);
+
+/*
+ * TEXT (a libpq error message, say) into BUF (LEN bytes, truncated) with
+ * every password of CONNINFO, as written and as libpq decodes it, replaced
+ * by "(hidden)". Returns BUF. For logging PQerrorMessage safely.
+ */
+const char *config_conninfo_redact(const char *conninfo, const char *text, char *buf,
+				   size_t len);
 
 #endif

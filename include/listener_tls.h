@@ -3,8 +3,9 @@
  *
  * Owns the one OpenSSL server context the daemon builds at start and the
  * libevent OpenSSL bufferevents made from it for each accepted TCP socket:
- * TLS 1.2 or later, no compression or renegotiation, and, when ca is set, a
- * client certificate that chains to it is required. Loop thread only.
+ * TLS 1.2 or later (TLS 1.2 with listen.tls.ciphers: ECDHE and AEAD only by
+ * default), no compression or renegotiation, and, when ca is set, a client
+ * certificate that chains to it is required. Loop thread only.
  */
 #ifndef MI_LISTENER_TLS_H
 #define MI_LISTENER_TLS_H
@@ -19,11 +20,12 @@ struct listener_tls;
 
 /*
  * Load CERT (PEM chain) and KEY (PEM) and, when CA is non-empty, the PEM
- * bundle client certificates must chain to. NULL after logging which file
+ * bundle client certificates must chain to; TLS 1.2 offers only the
+ * OpenSSL cipher list CIPHERS. NULL after logging which file or setting
  * failed and OpenSSL's reason.
  */
-struct listener_tls *listener_tls_new(const char *cert, const char *key, const char *ca)
-	__attribute__((warn_unused_result));
+struct listener_tls *listener_tls_new(const char *cert, const char *key, const char *ca,
+				      const char *ciphers) __attribute__((warn_unused_result));
 
 void listener_tls_free(struct listener_tls *t);
 

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/ssl.h>
 #include <yaml.h>
 
 #include "config.h"
@@ -32,6 +33,7 @@
 static const char *config_check_hostport(const char *s);
 static const char *config_check_hostport_or_empty(const char *s);
 static const char *config_check_table(const char *s);
+static const char *config_check_ciphers(const char *s);
 
 static const char *const config_pass_id_names[] = { "create", "dead_letter", NULL };
 static const char *const config_level_names[] = { "debug", "info", "warn", "error", NULL };
@@ -60,6 +62,9 @@ _Static_assert(offsetof(struct config, listen_tcp_count) ==
 	.def = d, .reloadable = rl, .offset = CONFIG_FIELD(f, bool), .help = h }
 #define K_STR(p, f, lo, hi, d, chk, sec, rl, h) { .path = p, .type = CONFIG_T_STRING, \
 	.min = lo, .max = hi, .def_str = d, .check = chk, .secret = sec, .reloadable = rl, \
+	.offset = CONFIG_FIELD(f, char *), .help = h }
+#define K_STR_HIDE(p, f, lo, hi, d, hd, rl, h) { .path = p, .type = CONFIG_T_STRING, \
+	.min = lo, .max = hi, .def_str = d, .secret = true, .hide = hd, .reloadable = rl, \
 	.offset = CONFIG_FIELD(f, char *), .help = h }
 #define K_MODE(p, f, d, rl, h) { .path = p, .type = CONFIG_T_MODE, .min = 0, .max = 0777, \
 	.def = d, .reloadable = rl, .offset = CONFIG_FIELD(f, int), .help = h }
@@ -98,8 +103,11 @@ const struct config_key config_keys[] = {
 	      "PEM private key of cert"),
 	K_STR("listen.tls.ca", listen_tls_ca, 0, 4096, "", NULL, PLAIN, RESTART,
 	      "PEM CA bundle; non-empty: clients must present a certificate it signed"),
-	K_STR("postgres.conninfo", pg_conninfo, 0, 8192, "", NULL, SECRET, RESTART,
-	      "libpq connection string or URI; PG* environment variables apply"),
+	K_STR("listen.tls.ciphers", listen_tls_ciphers, 1, 1024, CONFIG_TLS12_CIPHERS,
+	      config_check_ciphers, PLAIN, RESTART,
+	      "OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are all forward-secret AEAD)"),
+	K_STR_HIDE("postgres.conninfo", pg_conninfo, 0, 8192, "", config_conninfo_hide, RESTART,
+		   "libpq connection string or URI; PG* environment variables apply"),
 	K_STR("postgres.table", pg_table, 1, 127, "mega_generations", config_check_table,
 	      PLAIN, RESTART, "the ledger table, optionally schema-qualified"),
 	K_ENUM("postgres.unknown_pass_id", pg_unknown_pass_id, config_pass_id_names,
@@ -246,6 +254,17 @@ static const char *config_check_table(const char *s)
 	return "expected a table name such as \"mega_generations\" or \"public.mega_generations\"";
 }
 
+/* An OpenSSL cipher list that selects at least one TLS 1.2 cipher. */
+static const char *config_check_ciphers(const char *s)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	int ok = ctx && SSL_CTX_set_cipher_list(ctx, s) == 1;
+
+	SSL_CTX_free(ctx);
+	return ok ? NULL : "expected an OpenSSL cipher list that selects at least one TLS 1.2 "
+			   "cipher, such as \"" CONFIG_TLS12_CIPHERS "\"";
+}
+
 /* ---- checks across keys -------------------------------------------------- */
 
 /* The loader's state for row PATH; NULL only if the table lacks it (a bug). */
@@ -293,6 +312,18 @@ static void config_check_tls(struct config_loader *ld, const struct config *c)
 	}
 }
 
+/* postgres.conninfo must parse as libpq will parse it; the reason never holds a password. */
+static void config_check_conninfo(struct config_loader *ld, const struct config *c)
+{
+	const struct config_seen *seen = config_seen_of(ld, "postgres.conninfo");
+	char why[300];
+
+	if (!seen || seen->bad || config_conninfo_check(c->pg_conninfo, why, sizeof(why)) == 0)
+		return;
+	config_report(ld, seen->seen ? &seen->mark : NULL, "postgres.conninfo",
+		      "libpq cannot parse it: %s", why);
+}
+
 /* Rules that involve more than one key; run once every key is read. */
 static void config_cross_check(struct config_loader *ld)
 {
@@ -316,6 +347,7 @@ static void config_cross_check(struct config_loader *ld)
 		config_conflict(ld, "queue.max_bytes", "listen.max_event_bytes", ma, mb);
 	}
 	config_check_tls(ld, c);
+	config_check_conninfo(ld, c);
 }
 
 /* ---- load ---------------------------------------------------------------- */

@@ -46,6 +46,9 @@ struct config_key {
 	size_t offset;              /* offsetof(struct config, field) */
 	const char *const *names;   /* ENUM: value names, indexed by value, NULL-terminated */
 	const char *(*check)(const char *s); /* STRING, LIST entry: NULL, or "expected ..." */
+	/* secret STRING: the value with only its secret parts hidden, into BUF;
+	 * NULL: the whole value is shown as (hidden) */
+	const char *(*hide)(const char *s, char *buf, size_t len);
 	const char *help;           /* one sentence: --print-config, README, /stats */
 };
 

@@ -42,7 +42,24 @@ const char *config_report_clip(const char *s, char *buf, size_t size)
 	return buf;
 }
 
-/* Echo 1-based LINE of the file as "    >>> 'LINE'" (control bytes as '?', 200 chars at most). */
+/* True when LINE[0..N) names a secret key: its value is never echoed. */
+static bool config_line_secret(const char *line, size_t n)
+{
+	for (size_t i = 0; i < CONFIG_NKEYS; i++) {
+		const char *name = strrchr(config_keys[i].path, '.') + 1;
+		size_t len = strlen(name);
+
+		if (!config_keys[i].secret)
+			continue;
+		for (size_t j = 0; j + len <= n; j++)
+			if (memcmp(line + j, name, len) == 0)
+				return true;
+	}
+	return false;
+}
+
+/* Echo 1-based LINE of the file as "    >>> 'LINE'" (control bytes as '?', 200 chars at
+ * most); a line that sets a secret key is left out, as its value may be the secret. */
 static bool config_echo_line(struct config_loader *ld, size_t line)
 {
 	const char *p = ld->text, *end = ld->text + ld->len, *eol;
@@ -62,6 +79,10 @@ static bool config_echo_line(struct config_loader *ld, size_t line)
 		n--;
 	if (strspn(p, " \t") >= n)
 		return false;
+	if (config_line_secret(p, n)) {
+		fputs("    >>> (line not shown: it sets a secret)\n", ld->errs);
+		return true;
+	}
 	fputs("    >>> '", ld->errs);
 	for (size_t i = 0; i < n && i < 200; i++)
 		fputc(iscntrl((unsigned char)p[i]) && p[i] != '\t' ? '?' : p[i], ld->errs);

@@ -5,7 +5,8 @@
  * Both are loops over config_keys[], so a new key is printed and diffed
  * with no code here. Values are shown as YAML-ish text (strings quoted and
  * escaped, modes in octal, enums by name); a secret row shows "(hidden)"
- * instead of its value, in the log as on the terminal. Split from the
+ * instead of its value (postgres.conninfo only in place of its password),
+ * in the log as on the terminal. Split from the
  * loader because it only reads a finished struct config and never YAML.
  */
 #include <stdarg.h>
@@ -76,7 +77,11 @@ static char *const *config_clist(const struct config *cfg, const struct config_k
 static void config_show_string(const char *s, const struct config_key *k,
 			       struct config_text *t)
 {
-	if (k->secret && s[0])
+	char buf[CONFIG_SHOW_MAX];
+
+	if (k->secret && s[0] && k->hide)
+		config_text_quoted(t, k->hide(s, buf, sizeof(buf)));
+	else if (k->secret && s[0])
 		config_text_add(t, "(hidden)");
 	else
 		config_text_quoted(t, s);
@@ -152,14 +157,38 @@ static bool config_same(const struct config *a, const struct config *b,
 	}
 }
 
+/* How many leading dot-separated parts PATH shares with PREV (NULL: none). */
+static int config_shared_parts(const char *path, const char *prev)
+{
+	int parts = 0;
+
+	for (size_t i = 0; prev && path[i] && path[i] == prev[i]; i++)
+		if (path[i] == '.')
+			parts++;
+	return parts;
+}
+
+/*
+ * YAML, nested by section in table order (a section's rows are adjacent),
+ * so the output is a config file config_load reads back. A section header
+ * is printed for each part of a row's path that the previous row did not share.
+ */
 void config_print(const struct config *cfg, FILE *out)
 {
 	struct config_text t;
+	const char *prev = NULL;
 
 	for (size_t i = 0; i < CONFIG_NKEYS; i++) {
 		const struct config_key *k = &config_keys[i];
+		const char *p = k->path, *dot;
+		int depth = 0, shared = config_shared_parts(p, prev);
 
-		fprintf(out, "%s: %s\n", k->path, config_show(cfg, k, &t));
+		for (; (dot = strchr(p, '.')) != NULL; p = dot + 1, depth++)
+			if (depth >= shared)
+				fprintf(out, "%s%*s%.*s:\n", depth == 0 && prev ? "\n" : "",
+					depth * 2, "", (int)(dot - p), p);
+		fprintf(out, "%*s%s: %s\n", depth * 2, "", p, config_show(cfg, k, &t));
+		prev = k->path;
 	}
 }
 

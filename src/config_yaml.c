@@ -177,6 +177,7 @@ static void config_bad_value(struct config_loader *ld, int idx, const yaml_event
 
 	config_bad(ld, idx, &ev->start_mark, "expected %s, got \"%s\"",
 		   config_expected(&config_keys[idx], want, sizeof(want)),
+		   config_keys[idx].secret ? "(hidden)" :
 		   config_report_clip(config_scalar(ev), got, sizeof(got)));
 }
 

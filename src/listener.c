@@ -710,7 +710,7 @@ struct listener *listener_start(struct event_base *base, const struct config *cf
 	}
 	if (cfg->listen_tls_cert[0]) {
 		l->tls = listener_tls_new(cfg->listen_tls_cert, cfg->listen_tls_key,
-					  cfg->listen_tls_ca);
+					  cfg->listen_tls_ca, cfg->listen_tls_ciphers);
 		if (!l->tls) {
 			listener_free(l);
 			return NULL;

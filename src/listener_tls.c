@@ -6,7 +6,9 @@
  * with or without TLS: the listener asks for a bufferevent, gets a plain
  * socket one or one of these, and reads plaintext from it either way. The
  * context is built once at start (listen.tls.* need a restart): TLS 1.2 is
- * the floor, compression and renegotiation are off (CRIME, and a
+ * the floor and offers only listen.tls.ciphers (by default ECDHE key
+ * exchange with AES-GCM or ChaCha20-Poly1305: forward secrecy, no CBC, no
+ * SHA-1 MAC; TLS 1.3's suites are all of that kind already), compression and renegotiation are off (CRIME, and a
  * renegotiation storm as a CPU attack), the server-side session cache is
  * off (no per-client state that outlives a connection; TLS 1.3 tickets
  * still allow resumption), and with listen.tls.ca a client certificate that
@@ -90,11 +92,19 @@ static int listener_tls_verify_clients(SSL_CTX *ctx, const char *ca)
 	return 0;
 }
 
-/* Protocol floor, options and the certificate and key. 0 or -1 (logged). */
-static int listener_tls_setup(SSL_CTX *ctx, const char *cert, const char *key)
+/* Protocol floor, TLS 1.2 ciphers, options and the certificate and key. 0 or -1 (logged). */
+static int listener_tls_setup(SSL_CTX *ctx, const char *cert, const char *key,
+			      const char *ciphers)
 {
 	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
 		log_error("tls", "cannot set TLS 1.2 as the minimum protocol version");
+		return -1;
+	}
+	if (SSL_CTX_set_cipher_list(ctx, ciphers) != 1) {
+		char why[256];
+
+		listener_tls_last_error(why, sizeof(why));
+		log_error("tls", "listen.tls.ciphers \"%s\": %s", ciphers, why);
 		return -1;
 	}
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
@@ -115,7 +125,8 @@ static int listener_tls_setup(SSL_CTX *ctx, const char *cert, const char *key)
 	return 0;
 }
 
-struct listener_tls *listener_tls_new(const char *cert, const char *key, const char *ca)
+struct listener_tls *listener_tls_new(const char *cert, const char *key, const char *ca,
+				      const char *ciphers)
 {
 	struct listener_tls *t = calloc(1, sizeof(*t));
 
@@ -133,7 +144,7 @@ struct listener_tls *listener_tls_new(const char *cert, const char *key, const c
 		free(t);
 		return NULL;
 	}
-	if (listener_tls_setup(t->ctx, cert, key) < 0 ||
+	if (listener_tls_setup(t->ctx, cert, key, ciphers) < 0 ||
 	    (ca && ca[0] && listener_tls_verify_clients(t->ctx, ca) < 0)) {
 		listener_tls_free(t);
 		return NULL;

@@ -60,24 +60,33 @@ struct daemon {
 static void main_usage(FILE *out)
 {
 	fprintf(out,
-		"Usage: megaingestd [-c FILE] [-t|--check-config] [--version] [--help]\n"
+		"Usage: megaingestd [-c FILE] [-t|--check-config] [--print-config] [--version]\n"
+		"                   [--help]\n"
 		"\n"
 		"Ingest msgpack / Fluentd Forward events into the MEGA ledger in PostgreSQL.\n"
 		"Runs in the foreground and logs to stderr.\n"
 		"\n"
 		"  -c, --config FILE    configuration file (default %s)\n"
 		"  -t, --check-config   validate the configuration, print what is wrong, exit 0 or 1\n"
+		"      --print-config   print the effective configuration as YAML (secrets hidden)\n"
 		"      --version        print the version and exit\n"
 		"  -h, --help           print this help and exit\n",
 		MAIN_DEFAULT_CONFIG);
 }
 
+enum main_mode {
+	MAIN_RUN = 0,
+	MAIN_CHECK,       /* -t */
+	MAIN_PRINT        /* --print-config */
+};
+
 /* Parse argv; returns -1 to exit 0 (help, version), -2 on a usage error. */
-static int main_args(int argc, char **argv, const char **path, int *check)
+static int main_args(int argc, char **argv, const char **path, enum main_mode *mode)
 {
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", no_argument, NULL, 't' },
+		{ "print-config", no_argument, NULL, 'P' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -87,7 +96,8 @@ static int main_args(int argc, char **argv, const char **path, int *check)
 	while ((ch = getopt_long(argc, argv, "c:th", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': *path = optarg; break;
-		case 't': *check = 1; break;
+		case 't': *mode = MAIN_CHECK; break;
+		case 'P': *mode = MAIN_PRINT; break;
 		case 'V': printf("megaingestd %s\n", PACKAGE_VERSION); return -1;
 		case 'h': main_usage(stdout); return -1;
 		default: main_usage(stderr); return -2;
@@ -414,26 +424,43 @@ static void main_teardown(struct daemon *d)
 	config_free(d->cfg);
 }
 
+/* -t and --print-config: report on the loaded CFG (NULL: invalid) and exit 0 or 1. */
+static int main_check(const struct daemon *d, enum main_mode mode)
+{
+	if (!d->cfg)
+		return 1;
+	config_warn_exposure(d->cfg);
+	if (mode == MAIN_PRINT) {
+		printf("# megaingestd %s: effective configuration of %s; secrets shown as "
+		       "(hidden)\n\n", PACKAGE_VERSION, d->cfg_path);
+		config_print(d->cfg, stdout);
+	} else {
+		printf("megaingestd: %s: configuration is valid\n", d->cfg_path);
+	}
+	return fflush(stdout) == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
 	struct daemon d = { .cfg_path = MAIN_DEFAULT_CONFIG };
-	int check = 0, rc = main_args(argc, argv, &d.cfg_path, &check);
+	enum main_mode mode = MAIN_RUN;
+	int rc = main_args(argc, argv, &d.cfg_path, &mode);
 	char summary[256];
 
 	if (rc < 0)
 		return rc == -1 ? 0 : 2;
 	d.cfg = config_load(d.cfg_path, stderr);
-	if (check) {
-		if (d.cfg)
-			printf("megaingestd: %s: configuration is valid\n", d.cfg_path);
+	if (mode != MAIN_RUN) {
+		rc = main_check(&d, mode);
 		config_free(d.cfg);
-		return d.cfg ? 0 : 1;
+		return rc;
 	}
 	if (!d.cfg) {
 		fprintf(stderr, "megaingestd: %s: invalid configuration, not starting\n", d.cfg_path);
 		return 1;
 	}
 	log_set_level((enum log_level)d.cfg->log_level);
+	config_warn_exposure(d.cfg);
 	stats_mark_start();
 	signal(SIGPIPE, SIG_IGN);
 	rc = main_start(&d);

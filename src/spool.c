@@ -10,10 +10,15 @@
  * The segment streams that hold spooled batches live in spool_stream.c; this
  * file owns the directory they share (created here, fsync'ed through
  * dir_fd) and the figure spool_bytes().
+ *
+ * Both hold users' data, so every file is made 0600 and a new directory
+ * 0700 with fchmod/chmod, whatever the umask (outside systemd's UMask=0077
+ * a shell's 022 would leave them readable by the group).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,8 +35,8 @@
 #include "spool.h"
 #include "spool_private.h"
 
-/* mkdir -p for DIR (mode 0750). 0 or -1 with errno. */
-static int spool_mkdirs(const char *dir)
+/* mkdir -p for DIR (mode 0700); *CREATED tells whether DIR itself is new. 0 or -1 with errno. */
+static int spool_mkdirs(const char *dir, bool *created)
 {
 	char buf[4096];
 	size_t len = strlen(dir);
@@ -45,24 +50,59 @@ static int spool_mkdirs(const char *dir)
 		if (*p != '/')
 			continue;
 		*p = '\0';
-		if (mkdir(buf, 0750) < 0 && errno != EEXIST)
+		if (mkdir(buf, SPOOL_DIR_MODE) < 0 && errno != EEXIST)
 			return -1;
 		*p = '/';
 	}
-	if (mkdir(buf, 0750) < 0 && errno != EEXIST)
+	*created = mkdir(buf, SPOOL_DIR_MODE) == 0;
+	if (!*created && errno != EEXIST)
 		return -1;
 	return 0;
+}
+
+/*
+ * A new spool.dir gets SPOOL_DIR_MODE whatever the umask. An existing one
+ * is left as the operator made it (it may be shared on purpose, or be
+ * /tmp), with a warning when its group or others may enter or read it.
+ */
+static int spool_dir_mode(const char *dir, bool created)
+{
+	struct stat st;
+
+	if (created && chmod(dir, SPOOL_DIR_MODE) < 0)
+		return -1;
+	if (created)
+		return 0;
+	if (stat(dir, &st) < 0)
+		return -1;
+	if (st.st_mode & (S_IRWXG | S_IRWXO))
+		log_warn("spool", "spool.dir %s has mode %04o: its group or others may read "
+			 "spooled events and dead letters; chmod 700 it (under systemd, "
+			 "StateDirectoryMode=0700)", dir, (unsigned)(st.st_mode & 07777));
+	return 0;
+}
+
+int spool_open_private(const char *path, int flags)
+{
+	int fd = open(path, flags, SPOOL_FILE_MODE);
+
+	/* Only a file another user owns (an old dead-letter.jsonl) can refuse. */
+	if (fd >= 0 && fchmod(fd, SPOOL_FILE_MODE) < 0)
+		log_warn("spool", "cannot chmod %s to %04o: %s; its mode stays as it was", path,
+			 SPOOL_FILE_MODE, strerror(errno));
+	return fd;
 }
 
 struct spool *spool_open(const char *dir)
 {
 	struct spool *s = calloc(1, sizeof(*s));
+	bool created = false;
 
 	if (!s)
 		return NULL;
 	s->dl_fd = -1;
 	s->dir_fd = -1;
-	if (spool_mkdirs(dir) < 0) {
+	if (spool_mkdirs(dir, &created) < 0 || spool_dir_mode(dir, created) < 0) {
 		log_error("spool", "cannot create spool.dir %s: %s", dir, strerror(errno));
 		goto fail;
 	}
@@ -77,7 +117,7 @@ struct spool *spool_open(const char *dir)
 		s->dl_path = NULL;
 		goto fail;
 	}
-	s->dl_fd = open(s->dl_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	s->dl_fd = spool_open_private(s->dl_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC);
 	if (s->dl_fd < 0) {
 		log_error("spool", "cannot open %s: %s", s->dl_path, strerror(errno));
 		goto fail;
@@ -251,7 +291,7 @@ static void spool_dead_letter_reopen(struct spool *s)
 	if (stat(s->dl_path, &now) == 0 && fstat(s->dl_fd, &open_st) == 0 &&
 	    now.st_ino == open_st.st_ino && now.st_dev == open_st.st_dev)
 		return;
-	fd = open(s->dl_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	fd = spool_open_private(s->dl_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC);
 	if (fd < 0) {
 		log_error("spool", "%s was moved away and cannot be created again: %s; "
 			  "writing on to the moved file", s->dl_path, strerror(errno));

@@ -12,6 +12,11 @@
 
 struct spool_stream;
 
+/* Modes of what the spool creates, set with fchmod/chmod whatever the umask:
+ * segments and dead-letter.jsonl hold events (prompts, emails). */
+#define SPOOL_FILE_MODE 0600
+#define SPOOL_DIR_MODE 0700
+
 struct spool {
 	pthread_mutex_t lock;          /* serialises appends to dl_fd */
 	int dl_fd;                     /* dead-letter.jsonl, O_APPEND */
@@ -25,6 +30,11 @@ struct spool {
 	int nstreams;                  /* idem */
 	struct spool_stream **streams; /* one per writer; each used by its writer only */
 };
+
+/* open(2) PATH with FLAGS (O_CREAT among them) and mode SPOOL_FILE_MODE,
+ * then fchmod it to that mode (a failure only logged). The descriptor, or
+ * -1 with errno. */
+int spool_open_private(const char *path, int flags);
 
 /* Free every stream (spool_close). */
 void spool_stream_free_all(struct spool *s);

@@ -234,7 +234,7 @@ static int spool_stream_create(struct spool_stream *st)
 		errno = ENOMEM;
 		return -1;
 	}
-	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	fd = spool_open_private(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
 	spool_stream_header(h, st->writer, s->nstreams, seq);
@@ -717,7 +717,7 @@ static int spool_stream_marker_write(struct spool *s, uint64_t cut)
 	if (spool_stream_marker_path(s, tmp, sizeof(tmp), true) < 0 ||
 	    spool_stream_marker_path(s, path, sizeof(path), false) < 0)
 		return -1;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	fd = spool_open_private(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
 	if (spool_stream_pwrite(fd, (const uint8_t *)text, (size_t)len, 0) < 0 || fsync(fd) < 0) {

@@ -415,7 +415,7 @@ static void test_anchors(void)
 	expect_errors("listen:\n  shared_key: &k abc\nadmin:\n  http: *k\n",
 		"t.yaml:2:15: listen.shared_key: anchors (&k) are not supported; "
 		"write the value out\n"
-		"    >>> '  shared_key: &k abc'\n"
+		"    >>> (line not shown: it sets a secret)\n"
 		"t.yaml:4:9: admin.http: aliases (*k) are not supported; write the value out\n"
 		"    >>> '  http: *k'\n");
 }
@@ -549,17 +549,49 @@ static void test_print(void)
 	if (!c)
 		return;
 	out = printed(c);
-	CHECK_CONTAINS(out, "listen.tcp: [\"a:1\", \"[::1]:2\"]\n");
-	CHECK_CONTAINS(out, "listen.unix_mode: \"0660\"\n");
-	CHECK_CONTAINS(out, "listen.shared_key: (hidden)\n");
-	CHECK_CONTAINS(out, "postgres.conninfo: (hidden)\n");
-	CHECK_CONTAINS(out, "postgres.unknown_pass_id: create\n");
-	CHECK_CONTAINS(out, "postgres.apply_credits: false\n");
-	CHECK_CONTAINS(out, "log.level: info\n");
-	CHECK_CONTAINS(out, "spool.dir: \"/var/lib/megaingest\"\n");
+	CHECK_CONTAINS(out, "listen:\n  tcp: [\"a:1\", \"[::1]:2\"]\n");
+	CHECK_CONTAINS(out, "\n  unix_mode: \"0660\"\n");
+	CHECK_CONTAINS(out, "\n  shared_key: (hidden)\n  tls:\n    cert: \"\"\n");
+	CHECK_CONTAINS(out, "\npostgres:\n  conninfo: \"password=(hidden)\"\n");
+	CHECK_CONTAINS(out, "\n  unknown_pass_id: create\n");
+	CHECK_CONTAINS(out, "\n  apply_credits: false\n");
+	CHECK_CONTAINS(out, "\nlog:\n  level: info\n");
+	CHECK_CONTAINS(out, "\nspool:\n  dir: \"/var/lib/megaingest\"\n");
 	CHECK(strstr(out, "hunter2") == NULL);
 	free(out);
 	config_free(c);
+}
+
+/* postgres.conninfo: parse errors by keyword, passwords hidden and redacted. */
+static void test_conninfo(void)
+{
+	char why[400], buf[400];
+
+	CHECK(config_conninfo_check("", why, sizeof(why)) == 0);
+	CHECK(config_conninfo_check("mega", why, sizeof(why)) == 0); /* a bare dbname */
+	CHECK(config_conninfo_check("postgresql://u:a%25b@h/db", why, sizeof(why)) == 0);
+	CHECK(config_conninfo_check("postgresql://u:a%zzSECRET@h/db", why, sizeof(why)) < 0);
+	CHECK_CONTAINS(why, "\"password\"");
+	CHECK(strstr(why, "SECRET") == NULL);
+	CHECK(config_conninfo_check("host=h password=two SECRET", why, sizeof(why)) < 0);
+	CHECK(strstr(why, "SECRET") == NULL);
+	CHECK(config_conninfo_check("host=h password=two x=SECRET", why, sizeof(why)) < 0);
+	CHECK(strstr(why, "SECRET") == NULL);
+	CHECK(config_conninfo_check("postgresql://u:p@SECRET@h/db", why, sizeof(why)) < 0);
+	CHECK_CONTAINS(why, "%40");
+	CHECK(config_conninfo_check("postgresql://u:p%40SECRET@h/db?host=a@b", why,
+				    sizeof(why)) == 0);
+	CHECK(config_conninfo_check("postgresql://h/d%zzb", why, sizeof(why)) < 0);
+	CHECK_CONTAINS(why, "d%zzb"); /* not a secret: libpq's words are kept */
+	CHECK_STR(config_conninfo_hide("host=h password='a b' user=u", buf, sizeof(buf)),
+		  "host=h password='(hidden)' user=u");
+	CHECK_STR(config_conninfo_hide("postgresql://u:pw@h/db?sslpassword=k&x=1", buf,
+				       sizeof(buf)),
+		  "postgresql://u:(hidden)@h/db?sslpassword=(hidden)&x=1");
+	CHECK_STR(config_conninfo_redact("postgresql://u:p%41SS@h/db",
+					 "no: p%41SS, pASS, ok", buf, sizeof(buf)),
+		  "no: (hidden), (hidden), ok");
+	CHECK_STR(config_conninfo_redact("host=h password=SECRET", "x SECRET y", buf, 8), "x (hidd");
 }
 
 /* Run FN with fd 2 sent to a temporary file; returns what was written (caller frees). */
@@ -713,6 +745,7 @@ int main(void)
 	test_missing_file();
 	test_shipped();
 	test_print();
+	test_conninfo();
 	test_diff();
 	{
 		char path[300];
