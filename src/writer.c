@@ -166,11 +166,15 @@ int writer_connect(struct writer *w, int wait_ms, bool loud)
 	if (rc == 1)
 		return writer_connected(w);
 	if (rc < 0) {
+		char why[2048];
+
+		/* libpq may quote a password from the conninfo: never log it. */
 		log_at_(loud ? LOG_LEVEL_WARN : LOG_LEVEL_DEBUG, "writer",
 			"writer=%d: cannot connect to PostgreSQL: %s; will retry with backoff",
 			w->id, !w->connecting ? "out of memory" :
-			PQstatus(w->connecting) == CONNECTION_BAD ? PQerrorMessage(w->connecting) :
-			"connect_timeout passed");
+			PQstatus(w->connecting) == CONNECTION_BAD ?
+			config_conninfo_redact(w->conninfo, PQerrorMessage(w->connecting), why,
+					       sizeof(why)) : "connect_timeout passed");
 		writer_disconnect(w);
 	}
 	return rc;

@@ -120,7 +120,8 @@ static void check_defaults(const struct config *c)
 	CHECK(c->writer_batch_max_events == 10000);
 	CHECK(c->writer_flush_interval_ms == 0);
 	CHECK(c->writer_retry_initial_ms == 100);
-	CHECK(c->writer_retry_max_ms == 30000);
+	CHECK(c->writer_retry_max_ms == 2000);
+	CHECK(c->writer_statement_timeout_ms == 30000);
 	CHECK(c->writer_drain_timeout_s == 30);
 	CHECK_STR(c->spool_dir, "/var/lib/megaingest");
 	CHECK(c->spool_max_bytes == 1073741824);
