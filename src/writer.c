@@ -7,8 +7,11 @@
  * shared with the loop but the queue, the ack channel and the atomics
  * documented in struct writer. A batch is one transaction:
  *
- *   BEGIN
- *   COPY mi_staging FROM STDIN          -- the batch, text format, streamed
+ *   BEGIN; SET LOCAL client_min_messages, -- one round trip: no session state
+ *     CREATE TEMP TABLE IF NOT EXISTS     is assumed, so a transaction-mode
+ *     mi_staging_<hash> ...;              pooler may give every transaction
+ *     SET LOCAL statement_timeout         another server session
+ *   COPY mi_staging_<hash> FROM STDIN   -- the batch, binary format, streamed
  *                                          while it is encoded (writer_copy.c)
  *   INSERT INTO mega_customers ...      -- stub rows for new pass ids, sorted,
  *        ON CONFLICT DO NOTHING            no lock on existing rows; left out
@@ -44,7 +47,8 @@
  * WRITE_REJECT (a data or constraint error caused by a row): bisect the
  * batch until the offending rows stand alone, commit the rest and
  * dead-letter those with the server's message and SQLSTATE. WRITE_RETRY
- * (connection-level or transient): the batch goes to the spool or is held.
+ * (anything else: the connection, a refusal, a deadline): the batch goes
+ * to the spool. Every statement runs under a deadline (writer_pq.c).
  *
  * What the writer does with each batch — PostgreSQL or the spool, replay,
  * backoff, holding — and its main loop are in writer_deliver.c; the types
