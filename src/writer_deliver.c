@@ -109,7 +109,7 @@ static void writer_publish_spool(struct writer *w)
 
 /* ---- timing ----------------------------------------------------------- */
 
-static bool writer_draining_expired(struct writer *w)
+bool writer_draining_expired(struct writer *w)
 {
 	int64_t now = writer_now_ns(CLOCK_MONOTONIC);
 
@@ -173,6 +173,13 @@ static void writer_hold_pause(struct writer *w)
 		;
 }
 
+/* The spool refused a batch: the state says so until it takes one again. */
+static bool writer_holding(const struct writer *w)
+{
+	return w->state == WRITER_STATE_HOLD_SPOOL_FULL ||
+	       w->state == WRITER_STATE_HOLD_SPOOL_ERROR;
+}
+
 /* Connect when disconnected and the backoff allows it, or advance the
  * attempt in progress by waiting up to WAIT_MS; never after the drain
  * deadline (from then on everything goes to the spool). */
@@ -191,9 +198,10 @@ static void writer_maybe_connect(struct writer *w, int wait_ms)
 	writer_failed_attempt(w);
 	if (!w->fault_ns)
 		w->fault_ns = writer_now_ns(CLOCK_MONOTONIC);
-	writer_set_state(w, WRITER_STATE_SPOOLING, LOG_LEVEL_WARN,
-			 "PostgreSQL is unreachable; batches go to the spool and are acked once "
-			 "fsync'ed, reconnecting with backoff");
+	if (!writer_holding(w))
+		writer_set_state(w, WRITER_STATE_SPOOLING, LOG_LEVEL_WARN,
+				 "PostgreSQL is unreachable; batches go to the spool and are acked "
+				 "once fsync'ed, reconnecting with backoff");
 }
 
 /* A failure that means the connection is gone, not that the batch is bad:
@@ -222,7 +230,8 @@ static void writer_lost(struct writer *w, const struct writer_err *e)
 		 "PostgreSQL refuses writes", e->sqlstate[0] ? "SQLSTATE " : "", e->sqlstate,
 		 e->sqlstate[0] ? ": " : "", e->message,
 		 lost ? "reconnecting" : "trying again");
-	writer_set_state(w, WRITER_STATE_SPOOLING, LOG_LEVEL_WARN, why);
+	if (!writer_holding(w))
+		writer_set_state(w, WRITER_STATE_SPOOLING, LOG_LEVEL_WARN, why);
 }
 
 /* PostgreSQL took a write: the outage, if any, is over. */
@@ -303,8 +312,7 @@ static bool writer_spool(struct writer *w, struct record **recs, size_t n)
 	char why[300];
 
 	if (st == SPOOL_OK) {
-		bool was_held = w->state == WRITER_STATE_HOLD_SPOOL_FULL ||
-				w->state == WRITER_STATE_HOLD_SPOOL_ERROR;
+		bool was_held = writer_holding(w);
 
 		writer_publish_spool(w);
 		writer_set_state(w, WRITER_STATE_SPOOLING, LOG_LEVEL_INFO, was_held ?
@@ -495,6 +503,14 @@ static void writer_take(struct writer *w)
 	w->held = queue_pop_batch(w->q, w->batch, max, (int)wait);
 }
 
+/* The first connection attempt (no outage known) is still in progress:
+ * batches wait for it rather than take a detour through the spool. */
+static bool writer_first_connect_pending(struct writer *w)
+{
+	return !w->pg && w->connecting && w->state == WRITER_STATE_DIRECT &&
+	       !writer_draining_expired(w);
+}
+
 /*
  * Order of work, every turn: reconnect when due; while connected, replay the
  * spool frame by frame before anything newer (a held batch included); then
@@ -526,7 +542,9 @@ void *writer_main(void *arg)
 		}
 		if (w->held == 0)
 			writer_take(w);
-		if (w->held > 0)
+		if (w->held > 0 && writer_first_connect_pending(w))
+			writer_maybe_connect(w, WRITER_CONNECTING_MS);
+		else if (w->held > 0)
 			writer_deliver(w);
 		else if (queue_closed_and_empty(w->q))
 			break;

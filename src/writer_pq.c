@@ -43,6 +43,10 @@
  * here. */
 #define WRITER_PQ_GRACE_MS 1000
 
+/* Longest single poll: how soon a waiting writer sees SIGTERM's drain
+ * deadline pass. */
+#define WRITER_PQ_TICK_MS 100
+
 /* Cancel requests still waiting for a stuck server; beyond the cap a new
  * one is not sent (the connection is dropped all the same). */
 #define WRITER_PQ_MAX_CANCELS 8
@@ -68,9 +72,6 @@ static void writer_pq_arm(struct writer *w, const char *sql)
 	w->stmt_start_ns = now;
 	w->stmt_half_ns = now + ms * 500000LL;
 	w->stmt_deadline_ns = now + (ms + WRITER_PQ_GRACE_MS) * 1000000LL;
-	/* A drain deadline cuts a statement short: what is left goes to the spool. */
-	if (w->drain_deadline_ns && w->drain_deadline_ns < w->stmt_deadline_ns)
-		w->stmt_deadline_ns = w->drain_deadline_ns;
 }
 
 /* Logged at warn when it starts an episode; repeats while PostgreSQL is
@@ -115,12 +116,16 @@ static int writer_pq_wait(struct writer *w, bool write)
 		int64_t until = !w->stalled && now < half ? half : w->stmt_deadline_ns;
 		int rc;
 
-		if (now >= w->stmt_deadline_ns)
+		/* SIGTERM's drain deadline also ends a statement: what is left of
+		 * the batch goes to the spool. */
+		if (now >= w->stmt_deadline_ns || writer_draining_expired(w))
 			return 0;
 		if (!w->stalled && now >= half) {
 			writer_pq_stall_begins(w, now);
 			continue;
 		}
+		if (until - now > WRITER_PQ_TICK_MS * 1000000LL)
+			until = now + WRITER_PQ_TICK_MS * 1000000LL;
 		rc = poll(&pfd, 1, (int)((until - now) / 1000000) + 1);
 		if (rc > 0)
 			return 1;
@@ -168,9 +173,9 @@ static void writer_pq_cancel(struct writer *w)
 /* The statement missed its deadline: cancel it and drop the connection. */
 static void writer_pq_give_up(struct writer *w, struct writer_err *e)
 {
-	double took = (double)(writer_now_ns(CLOCK_MONOTONIC) - w->stmt_start_ns) / 1e9;
-	bool draining = w->drain_deadline_ns &&
-			w->stmt_deadline_ns == w->drain_deadline_ns;
+	int64_t now = writer_now_ns(CLOCK_MONOTONIC);
+	double took = (double)(now - w->stmt_start_ns) / 1e9;
+	bool draining = w->drain_deadline_ns && now >= w->drain_deadline_ns;
 
 	snprintf(e->sqlstate, sizeof(e->sqlstate), "%s", "");
 	e->field[0] = '\0';
@@ -304,8 +309,8 @@ enum write_verdict writer_pq_end_copy(struct writer *w, const char *errmsg,
 	while ((rc = PQputCopyEnd(w->pg, errmsg)) == 0)
 		if (writer_pq_wait(w, true) <= 0 || !PQconsumeInput(w->pg))
 			break;
-	if (rc != 1 && PQstatus(w->pg) == CONNECTION_OK &&
-	    writer_now_ns(CLOCK_MONOTONIC) >= w->stmt_deadline_ns) {
+	/* Still connected but the end could not be sent: a deadline passed. */
+	if (rc != 1 && PQstatus(w->pg) == CONNECTION_OK) {
 		writer_pq_give_up(w, e);
 		return WRITE_RETRY;
 	}

@@ -140,6 +140,9 @@ static inline int64_t writer_now_ns(clockid_t clk)
 int writer_connect(struct writer *w, int wait_ms, bool loud);
 /* writer.c: close the connection (if any); the writer is down. */
 void writer_disconnect(struct writer *w);
+/* writer_deliver.c: true once the queue is closed (SIGTERM) and
+ * writer.drain_timeout_s has passed since the writer first saw it. */
+bool writer_draining_expired(struct writer *w);
 /* writer_deliver.c: publish the writer's state and health (stats.h). */
 void writer_publish(struct writer *w);
 

@@ -8,6 +8,10 @@
  * lands partly (64 bytes), the next one fails with ENOSPC, and
  * fsync/fdatasync fail with ENOSPC too (so does writing a new segment's
  * header). Every other file is untouched.
+ *
+ * While the file named by $MEGAINGEST_HANG_FLAG exists, fsync/fdatasync of
+ * a spool segment block until it is removed: a disk that stopped answering
+ * (tests/test_systemd.py: the watchdog must notice the stuck writer).
  * Built by the test with `cc -shared -fPIC`; not part of the daemon.
  */
 #define _GNU_SOURCE
@@ -28,16 +32,21 @@ int fdatasync(int fd);
 
 static __thread int shim_partial_done;
 
-/* True while the disk is "full" and FD is a spool segment. */
-static int shim_full(int fd)
+/* True when the file named by $VAR exists. */
+static int shim_flag(const char *var)
 {
-	const char *flag = getenv("MEGAINGEST_ENOSPC_FLAG");
+	const char *flag = getenv(var);
+
+	return flag && access(flag, F_OK) == 0;
+}
+
+/* True when FD is a spool segment (spool-*.seg*). */
+static int shim_segment(int fd)
+{
 	char link[64], path[PATH_MAX];
 	const char *base;
 	ssize_t n;
 
-	if (!flag || access(flag, F_OK) != 0)
-		return 0;
 	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
 	n = readlink(link, path, sizeof(path) - 1);
 	if (n <= 0)
@@ -46,6 +55,20 @@ static int shim_full(int fd)
 	base = strrchr(path, '/');
 	base = base ? base + 1 : path;
 	return strncmp(base, "spool-", 6) == 0 && strstr(base, ".seg") != NULL;
+}
+
+/* True while the disk is "full" and FD is a spool segment. */
+static int shim_full(int fd)
+{
+	return shim_flag("MEGAINGEST_ENOSPC_FLAG") && shim_segment(fd);
+}
+
+/* Block while $MEGAINGEST_HANG_FLAG exists and FD is a spool segment. */
+static void shim_hang(int fd)
+{
+	if (shim_flag("MEGAINGEST_HANG_FLAG") && shim_segment(fd))
+		while (shim_flag("MEGAINGEST_HANG_FLAG"))
+			usleep(20000);
 }
 
 /* Partly write, then fail: what a filling disk does to a long write. */
@@ -93,6 +116,7 @@ int fsync(int fd)
 
 	if (!real)
 		real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+	shim_hang(fd);
 	if (shim_full(fd)) {
 		errno = ENOSPC;
 		return -1;
@@ -106,6 +130,7 @@ int fdatasync(int fd)
 
 	if (!real)
 		real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+	shim_hang(fd);
 	if (shim_full(fd)) {
 		errno = ENOSPC;
 		return -1;

@@ -392,29 +392,32 @@ def test_sigterm_drains_into_spool_when_postgres_is_away(stoppable_pg, stoppable
 
 
 def test_sigterm_spools_at_drain_deadline(stoppable_pg, stoppable_daemon_factory):
-    """PostgreSQL reachable but refusing (the table is gone): the batch is
-    held unacked; SIGTERM with writer.drain_timeout_s: 2 spools it at the
-    deadline instead of dropping it, acks, exits 0; it lands once the table
-    is back."""
-    stoppable_pg.sql("ALTER TABLE mega_generations RENAME TO mg_away")
+    """A statement waiting behind a lock (well within its own timeout) when
+    SIGTERM comes: with writer.drain_timeout_s: 2 the statement is given up
+    at the drain deadline and the batch spooled and acked instead of
+    holding the exit; it lands once the lock is gone and the daemon runs
+    again."""
+    locker = stoppable_pg.connect()
+    locker.autocommit = False
     try:
-        d = stoppable_daemon_factory({**FAST_RETRY, "writer": {"drain_timeout_s": 2,
-                                                                "retry_max_ms": 500}})
+        locker.cursor().execute("LOCK TABLE mega_generations IN EXCLUSIVE MODE")
+        d = stoppable_daemon_factory({**FAST_RETRY, "writer": {
+            "drain_timeout_s": 2, "statement_timeout_ms": 120000}})
         c = d.connect()
         c.forward("mega.generation", entries("held", 25), chunk="held-chunk")
-        d.wait_log(r"holding: PostgreSQL refuses the batch: .*SQLSTATE 42P01")
         with pytest.raises(AssertionError):
-            c.recv_value(timeout=1)          # held: no ack
+            c.recv_value(timeout=1)          # waiting on the lock: no ack yet
         t0 = time.monotonic()
         d.signal(15)
         assert c.recv_value(timeout=30) == {"ack": "held-chunk"}
         assert d.wait_exit() == 0
         assert 1.5 < time.monotonic() - t0 < 15
         c.close()
-        assert d.log_contains(r"drain deadline passed: the rest of the queue goes to the spool")
+        assert d.log_contains(r"past the drain deadline")
         assert segments(d)
     finally:
-        stoppable_pg.sql("ALTER TABLE mg_away RENAME TO mega_generations")
+        locker.rollback()
+        locker.close()
     d.start()
     d.wait_rows(25)
     wait_spool_empty(d)

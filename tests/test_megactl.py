@@ -139,7 +139,7 @@ def test_health(daemon_factory):
     down.wait_ready()
     r = megactl("health", "--url", url(down))
     assert r.returncode == 1
-    assert "readyz: not ready: PostgreSQL is not connected" in r.stdout
+    assert "readyz: not ready: writer 0 spooling: PostgreSQL is away" in r.stdout
 
 
 def test_usage_errors():

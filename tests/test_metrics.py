@@ -20,6 +20,7 @@ COUNTERS = ["events_received_total", "events_committed_total", "events_dead_lett
 GAUGES = ["queue_events", "queue_bytes", "spool_bytes", "connections", "postgres_up",
           "uptime_seconds"]
 HISTOGRAMS = ["batch_commit_seconds", "event_commit_latency_seconds"]
+WRITER_STATES = ["writing", "replaying", "spooling", "holding", "stalled"]
 BOUNDS = ["0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
           "0.5", "1", "2.5", "5", "10", "30", "60", "+Inf"]
 
@@ -33,6 +34,8 @@ def expected_samples():
         keys |= {(f"megaingest_{h}_bucket", (("le", b),)) for b in BOUNDS}
         keys |= {(f"megaingest_{h}_sum", ()), (f"megaingest_{h}_count", ())}
     keys.add(("megaingest_build_info", (("version", "0.1.0"),)))
+    keys |= {("megaingest_writer_state", (("state", st), ("writer", "0")))
+             for st in WRITER_STATES}
     return keys
 
 
@@ -46,13 +49,13 @@ def test_metric_set_types_and_zero_at_start(daemon_factory):
     assert status == 200
     samples, types = parse_metrics(text)
     assert set(samples) == expected_samples()
-    assert len(samples) == 11 + 6 + 15 + 2 * 19 + 1
+    assert len(samples) == 11 + 6 + 15 + 2 * 19 + 1 + 5
     # prometheus_client names counter families without _total
     assert types["megaingest_events_received"] == "counter"
     assert types["megaingest_events_rejected"] == "counter"
     assert types["megaingest_batch_commit_seconds"] == "histogram"
     assert types["megaingest_queue_events"] == "gauge"
-    assert text.count("# HELP ") == len(types) == 21
+    assert text.count("# HELP ") == len(types) == 22
     for c in COUNTERS:
         if c not in ("postgres_reconnects_total", "connections_accepted_total"):
             assert m(samples, c) == 0, c
@@ -62,6 +65,8 @@ def test_metric_set_types_and_zero_at_start(daemon_factory):
     for h in HISTOGRAMS:
         assert m(samples, h + "_count") == 0 and m(samples, h + "_sum") == 0
     assert m(samples, "postgres_up") == 1
+    for st in WRITER_STATES:
+        assert m(samples, "writer_state", writer="0", state=st) == (st == "writing"), st
     assert m(samples, "queue_events") == 0 and m(samples, "queue_bytes") == 0
     assert m(samples, "build_info", version="0.1.0") == 1
 
@@ -162,7 +167,7 @@ def test_readyz_postgres_down(daemon_factory):
                      ready=False)
     d.wait_ready()
     status, _, body = admin_get(d.admin_port, "/readyz")
-    assert status == 503 and "PostgreSQL is not connected" in body
+    assert status == 503 and "writer 0 spooling: PostgreSQL is away" in body
     assert admin_get(d.admin_port, "/healthz")[0] == 200
     assert m(metrics(d.admin_port), "postgres_up") == 0
 
@@ -260,7 +265,7 @@ def test_readme_metric_table_matches(daemon_factory):
     text = admin_get(d.admin_port, "/metrics")[2]
     served = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
     with open(os.path.join(SRCDIR, "README.md"), encoding="utf-8") as f:
-        rows = re.findall(r"^\| `(megaingest_[a-z_]+)(?:\{[a-z]+\})?` \| ([a-z]+) \|",
+        rows = re.findall(r"^\| `(megaingest_[a-z_]+)(?:\{[a-z,]+\})?` \| ([a-z]+) \|",
                           f.read(), re.M)
     assert dict(rows) == served
 

@@ -152,7 +152,7 @@ def test_notify_ready_status_reload_stopping(sd_daemon, notify, pg):
     status = notify.wait(lambda msg: "STATUS" in msg and "in=" in msg["STATUS"],
                          what="a STATUS= summary")["STATUS"]
     assert re.fullmatch(r"in=\d+/s committed=\d+/s rejected=\d+/s queue=\d+ \(.*\) "
-                        r"spool=.* p99=.* conns=\d+ postgres=up", status), status
+                        r"spool=.* p99=.* conns=\d+ postgres=up writers=writing", status), status
     # The same text as the log's summary line.
     wait_for(lambda: d.log_contains(re.escape("stats: " + status)),
              what=f"the log line 'stats: {status}'")
@@ -175,22 +175,43 @@ def watchdog_pings(notify, since):
 
 
 @needs_libsystemd
-def test_watchdog_pings_stop_while_a_writer_is_stuck(sd_daemon, notify, pg):
-    """WATCHDOG_USEC=1 s: a ping every 0.5 s. A writer blocked on a table lock
-    stops the pings (systemd would restart the daemon); once the lock goes
-    they resume."""
-    d = sd_daemon({"writer": {"retry_initial_ms": 50, "retry_max_ms": 100}},
-                  env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"})
+def hang_shim(tmp_path):
+    """tests/enospc_shim.c built for LD_PRELOAD: while the returned flag file
+    exists, fsync of a spool segment blocks (a disk that stopped answering)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.skip("no C compiler for the LD_PRELOAD shim")
+    lib = str(tmp_path / "shim.so")
+    subprocess.run([cc, "-shared", "-fPIC", "-o", lib,
+                    os.path.join(SRCDIR, "tests", "enospc_shim.c"), "-ldl"], check=True)
+    flag = str(tmp_path / "hang")
+    env = {"LD_PRELOAD": lib, "MEGAINGEST_HANG_FLAG": flag,
+           "ASAN_OPTIONS": (os.environ.get("ASAN_OPTIONS", "") +
+                            ":verify_asan_link_order=0").lstrip(":")}
+    return env, flag
+
+
+def test_watchdog_pings_stop_while_a_writer_is_stuck(sd_daemon, notify, pg, tmp_path):
+    """WATCHDOG_USEC=1 s: a ping every 0.5 s. A writer blocked where no
+    deadline of its own can free it (an fsync on a disk that stopped
+    answering: PostgreSQL is unreachable, so batches go to the spool) stops
+    the pings, so systemd would restart the daemon; once it returns they
+    resume."""
+    env, flag = hang_shim(tmp_path)
+    env["NOTIFY_SOCKET"] = notify.path
+    env["WATCHDOG_USEC"] = "1000000"
+    d = sd_daemon({"writer": {"retry_initial_ms": 50, "retry_max_ms": 100,
+                              "statement_timeout_ms": 500},
+                   "postgres": {"conninfo": f"host={tmp_path} port=1 dbname=none"}},
+                  env=env)
     d.wait_log(r"systemd watchdog: a ping every 0\.5 s")
     notify.poll()
     t0 = time.monotonic()
     time.sleep(2)
     healthy = watchdog_pings(notify, t0)
     assert 3 <= len(healthy) <= 5, healthy
-    conn = pg.connect()
-    conn.autocommit = False
+    open(flag, "w").close()
     try:
-        conn.cursor().execute("LOCK TABLE mega_generations IN ACCESS EXCLUSIVE MODE")
         d.send_msgpack({"mg_id": "stuck-1", "mg_record_type": "session"})
         d.wait_log(r"writer=0 made no progress for .*withholding the systemd watchdog ping")
         notify.poll()           # what was sent before this point is stamped before t1
@@ -198,13 +219,36 @@ def test_watchdog_pings_stop_while_a_writer_is_stuck(sd_daemon, notify, pg):
         time.sleep(1.5)
         assert watchdog_pings(notify, t1) == [], "pinged while the writer was stuck"
     finally:
-        conn.rollback()
-        conn.close()
-    d.wait_rows(1)
+        os.unlink(flag)
     d.wait_log(r"watchdog pings resume")
     t2 = time.monotonic()
     wait_for(lambda: len(watchdog_pings(notify, t2)) >= 2, timeout=5,
              what="watchdog pings after the writer recovered")
+
+
+def test_watchdog_pings_go_on_while_a_statement_waits_within_its_deadline(sd_daemon, notify,
+                                                                          pg):
+    """A writer waiting on a table lock is not stuck: its statement has a
+    deadline (writer.statement_timeout_ms), so the pings go on and the wait
+    shows on /readyz and the writer_state gauge instead."""
+    d = sd_daemon({"writer": {"statement_timeout_ms": 4000}},
+                  env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"})
+    d.wait_log(r"systemd watchdog: a ping every 0\.5 s")
+    conn = pg.connect()
+    conn.autocommit = False
+    try:
+        conn.cursor().execute("LOCK TABLE mega_generations IN EXCLUSIVE MODE")
+        d.send_msgpack({"mg_id": "waits-1", "mg_record_type": "session"})
+        d.wait_log(r"has been running for")
+        notify.poll()
+        t1 = time.monotonic()
+        time.sleep(1.5)
+        assert len(watchdog_pings(notify, t1)) >= 2, "pings stopped during a bounded wait"
+    finally:
+        conn.rollback()
+        conn.close()
+    d.wait_rows(1)
+    assert not d.log_contains(r"withholding the systemd watchdog ping")
 
 
 # ---- socket activation ------------------------------------------------------
