@@ -29,6 +29,7 @@ DEB_PACKAGES=(
 	python3-psycopg2 python3-prometheus-client
 	openssl clang libclang-rt-14-dev
 	systemd man-db
+	chromium prometheus python3-yaml
 )
 
 say() { printf '==> %s\n' "$*" >&2; }

@@ -20,6 +20,7 @@
 #include <event2/util.h>
 
 #include "admin.h"
+#include "admin_page.h"
 #include "log.h"
 #include "queue.h"
 #include "stats.h"
@@ -160,7 +161,35 @@ static void admin_readyz(struct admin *a, struct evhttp_request *req, struct evb
 	admin_reply(req, 200, "text/plain; charset=utf-8", body);
 }
 
+/* The status page and its script and style (compiled in, see admin_page.h). */
+static void admin_page(struct admin *a, struct evhttp_request *req, struct evbuffer *body)
+{
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	struct admin_page_file f;
+
+	(void)a;
+	if (admin_page_find(path && *path ? path : "/", &f) < 0) {
+		log_error("admin", "%s: in the route table but not compiled in; answered 500",
+			  path);
+		evhttp_send_error(req, 500, "status page file missing");
+		return;
+	}
+	if (evbuffer_add_reference(body, f.data, f.len, NULL, NULL) < 0) {
+		admin_oom(req);
+		return;
+	}
+	evhttp_add_header(h, "Content-Security-Policy", ADMIN_PAGE_CSP);
+	evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+	evhttp_add_header(h, "Referrer-Policy", "no-referrer");
+	admin_reply(req, 200, f.content_type, body);
+}
+
 static const struct admin_route admin_routes[] = {
+	{ "/", admin_page },
+	{ "/status.js", admin_page },
+	{ "/status.css", admin_page },
 	{ "/metrics", admin_metrics },
 	{ "/stats", admin_stats },
 	{ "/healthz", admin_healthz },

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "log_ring.h"
 
 #define LOG_LINE_MAX 4096 /* bytes per record, newline included */
 
@@ -162,6 +163,7 @@ void log_write(enum log_level level, const char *module, const char *fmt, ...)
 		memcpy(line + n, "...", 3);
 		n += 3;
 	}
+	log_ring_add(level, line, n); /* warn and error: kept for the status page */
 	line[n++] = '\n';
 	log_emit(line, n);
 	errno = saved;

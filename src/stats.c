@@ -20,6 +20,7 @@
 #include <event2/buffer.h>
 
 #include "autoconfig.h"
+#include "log_ring.h"
 #include "stats.h"
 
 const struct stats_metric stats_metrics[] = {
@@ -516,6 +517,7 @@ int stats_format_json(const struct stats_snapshot *s, struct evbuffer *out)
 		rc |= evbuffer_add_printf(out, ",\"%s\":", stats_metrics[i].name) < 0;
 		rc |= stats_json_value(s, &stats_metrics[i], out);
 	}
+	rc |= log_ring_format_json(out) < 0; /* the status page's recent warnings */
 	rc |= evbuffer_add(out, "}\n", 2) < 0;
 	return rc ? -1 : 0;
 }
