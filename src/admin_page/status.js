@@ -157,7 +157,8 @@ function showFigures(s, rates) {
   setText('committed-total', fmtInt(s.events_committed_total));
   $('committed-total').dataset.value = String(s.events_committed_total);
   setText('dead-lettered', fmtInt(s.events_dead_lettered_total));
-  setText('queue', fmtInt(s.queue_events) + ' / ' + fmtBytes(s.queue_bytes));
+  setText('queue', fmtInt(s.queue_events));
+  setText('queue-bytes', fmtBytes(s.queue_bytes));
   setText('spool', fmtBytes(s.spool_bytes));
   setText('connections', fmtInt(s.connections));
   setText('in-rate', rates ? fmtRate(rates.in) : '-');
