@@ -1,8 +1,10 @@
 /*
  * admin: the operators' HTTP endpoint on admin.http (libevent's evhttp).
  *
+ *   GET /         the status page (with /status.js, /status.css; admin_page.h)
  *   GET /metrics  Prometheus text exposition 0.0.4 of every metric
- *   GET /stats    the same figures as one JSON object (plus version)
+ *   GET /stats    the same figures as one JSON object (plus version and
+ *                 log_recent, the last warnings)
  *   GET /healthz  200 while the event loop runs (it answers from the loop)
  *   GET /readyz   200 while PostgreSQL is up and no queue is full, else 503
  *                 with the reason in the body
