@@ -12,6 +12,8 @@ stoppable_pg     a second cluster that a test may stop (pg_ctl stop -m immediate
                  and start again; shared by the tests of a module, started and
                  emptied before each of them
 stoppable_daemon_factory  daemon_factory for stoppable_pg
+pgbouncer        starts real PgBouncers (session or transaction pooling) in
+                 front of pg; stops them afterwards and prints their logs
 
 Environment: MEGAINGESTD (the binary), MEGAINGEST_VALGRIND=1 (run it under
 valgrind), top_srcdir / top_builddir (set by `make check`).
@@ -119,3 +121,30 @@ def stoppable_daemon_factory(stoppable_pg, tmp_path):
 def daemon(daemon_factory):
     """One running megaingestd with the default test config."""
     return daemon_factory()
+
+
+# ---- PgBouncer ------------------------------------------------------------------
+
+from helpers import PgBouncer  # noqa: E402
+
+
+@pytest.fixture
+def pgbouncer(pg):
+    """start(pool_mode="transaction", settings=None, cluster=pg) -> PgBouncer
+    in front of CLUSTER (helpers.PgBouncer). Every pooler it started is
+    stopped at teardown and its log printed (shown when the test fails)."""
+    started = []
+
+    def start(pool_mode="transaction", settings=None, cluster=None):
+        b = PgBouncer(cluster or pg, pool_mode, settings)
+        started.append(b)
+        return b.start()
+
+    yield start
+    for b in started:
+        try:
+            code = b.stop()
+            print(f"\n---- pgbouncer log ({b.pool_mode} mode, port {b.port}), "
+                  f"exit {code} ----\n{b.log()}")
+        finally:
+            b.remove()

@@ -572,3 +572,148 @@ def stop_daemons(started):
             failures.append(f"megaingestd exited with status {code} (log above)")
     if failures:
         pytest.fail("; ".join(failures))
+
+
+# ---- PgBouncer ----------------------------------------------------------------
+# A real pooler in front of a Postgres cluster: the paths that deployments
+# behind PgBouncer or Supabase's Supavisor take.
+
+PGBOUNCER = os.environ.get("PGBOUNCER", "/usr/sbin/pgbouncer")
+
+
+class PgBouncer:
+    """One pgbouncer process in front of cluster PG, reached on a TCP port of
+    127.0.0.1 and on a Unix socket in its own /tmp directory. POOL_MODE is
+    "session" or "transaction"; SETTINGS adds or overrides lines of the
+    [pgbouncer] section. Idle server connections close after 2 s
+    (server_idle_timeout), so a later transaction gets a new server session.
+
+    Authentication is trust against an auth_file that lists the daemon's
+    role and postgres: the cluster behind it trusts its socket too. As root
+    pgbouncer runs as postgres (it refuses to run as root)."""
+
+    def __init__(self, pg, pool_mode="transaction", settings=None):
+        self.pg = pg
+        self.pool_mode = pool_mode
+        self.base = tempfile.mkdtemp(prefix="megaingest-pgb-", dir="/tmp")
+        self.sockdir = self.base
+        self.port = free_tcp_port()
+        self.config_path = os.path.join(self.base, "pgbouncer.ini")
+        self.log_path = os.path.join(self.base, "pgbouncer.log")
+        self.settings = {
+            "listen_addr": "127.0.0.1",
+            "listen_port": self.port,
+            "unix_socket_dir": self.sockdir,
+            "auth_type": "trust",
+            "auth_file": os.path.join(self.base, "userlist.txt"),
+            "admin_users": "postgres",
+            "pool_mode": pool_mode,
+            "server_idle_timeout": 2,
+            "default_pool_size": 20,
+            "max_client_conn": 200,
+            "pidfile": os.path.join(self.base, "pgbouncer.pid"),
+            "logfile": "",          # stderr, into log_path
+            "ignore_startup_parameters": "extra_float_digits",
+        }
+        self.settings.update(settings or {})
+        # The daemon's conninfo through the pooler (TCP; daemon_conninfo_unix
+        # for its socket), as the least-privilege role.
+        self.daemon_conninfo = (f"host=127.0.0.1 port={self.port} "
+                                f"user={DAEMON_ROLE} dbname=postgres")
+        self.daemon_conninfo_unix = (f"host={self.sockdir} port={self.port} "
+                                     f"user={DAEMON_ROLE} dbname=postgres")
+        self.conninfo = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
+        self.proc = None
+        self._log_file = None
+        if IS_ROOT:
+            shutil.chown(self.base, "postgres", "postgres")
+
+    def write_config(self):
+        users = sorted({DAEMON_ROLE, "postgres"})
+        with open(self.settings["auth_file"], "w", encoding="utf-8") as f:
+            f.write("".join(f'"{u}" ""\n' for u in users))
+        lines = ["[databases]",
+                 f"postgres = host={self.pg.sockdir} port={self.pg.port} dbname=postgres",
+                 "", "[pgbouncer]"]
+        lines += [f"{k} = {v}" for k, v in self.settings.items()]
+        with open(self.config_path, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def start(self, timeout=READY_TIMEOUT):
+        if not os.access(PGBOUNCER, os.X_OK):
+            raise AssertionError(f"pgbouncer not found at {PGBOUNCER} "
+                                 "(apt-get install pgbouncer, or set PGBOUNCER)")
+        self.write_config()
+        self._log_file = open(self.log_path, "ab")
+        as_user = {"user": "postgres", "group": "postgres", "extra_groups": [],
+                   "cwd": "/"} if IS_ROOT else {}
+        self.proc = subprocess.Popen([PGBOUNCER, self.config_path], stdin=subprocess.DEVNULL,
+                                     stdout=self._log_file, stderr=subprocess.STDOUT,
+                                     **as_user)
+        deadline = time.monotonic() + timeout
+        sock = os.path.join(self.sockdir, f".s.PGSQL.{self.port}")
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"pgbouncer exited with {self.proc.returncode} "
+                                     f"while starting:\n{self.log()}")
+            if os.path.exists(sock):
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), 1).close()
+                    return self
+                except OSError:
+                    pass
+            time.sleep(0.02)
+        raise AssertionError(f"pgbouncer not listening after {timeout}s:\n{self.log()}")
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        """SIGKILL: every client and server connection drops at once."""
+        if self.running():
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait(30)
+
+    def stop(self, timeout=10):
+        """SIGTERM (immediate shutdown), SIGKILL after TIMEOUT; the exit status."""
+        if self.running():
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self._log_file:
+            self._log_file.close()
+            self._log_file = None
+        return self.proc.returncode if self.proc else None
+
+    def remove(self):
+        """Remove the directory (config, socket, log) of a stopped pgbouncer."""
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def log(self):
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def connect(self, user="postgres"):
+        """A new autocommit connection through the pooler (the caller closes it)."""
+        conn = psycopg2.connect(f"host=127.0.0.1 port={self.port} user={user} "
+                                "dbname=postgres")
+        conn.autocommit = True
+        return conn
+
+    def show(self, what):
+        """SHOW WHAT on pgbouncer's admin console, as a list of dicts."""
+        conn = psycopg2.connect(f"host=127.0.0.1 port={self.port} user=postgres "
+                                "dbname=pgbouncer")
+        conn.autocommit = True
+        try:
+            with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                cur.execute(f"SHOW {what}")
+                return [dict(r) for r in cur.fetchall()]
+        finally:
+            conn.close()
