@@ -1,6 +1,7 @@
 """The benchmark keeps working: `tests/bench/run --smoke` runs every case of
 `make bench` (COPY ceiling, the daemon over TCP and Unix with one and two
-writers, paced, per-event INSERT through pgbench) at tiny counts on its own
+writers, paced, per-event INSERT through pgbench, the daemon through
+PgBouncer's transaction pooling) at tiny counts on its own
 throwaway PostgreSQL and must print the full table. Numbers are not judged
 here: benchmarks report, tests assert behaviour."""
 
@@ -22,6 +23,8 @@ def test_bench_smoke_prints_every_case():
     assert out.returncode == 0, text
     for case in ["(a) COPY+merge, 1 session", "(a) plain COPY, 1 session",
                  "(b) megaingestd unix, writers=1", "(b) megaingestd tcp,  writers=1",
-                 "(b) megaingestd unix, writers=2", "(c) INSERT per event, 32 clients"]:
+                 "(b) megaingestd unix, writers=2", "(c) INSERT per event, 32 clients",
+                 "(p) pgbouncer transaction, writers=2"]:
         assert case in text, f"bench smoke lacks {case!r}:\n{text}"
     assert "b/c32" in text
+    assert "through PgBouncer, transaction pooling, vs the direct connection" in text
