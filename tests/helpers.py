@@ -3,6 +3,7 @@
 Postgres   a throwaway cluster (initdb + pg_ctl) on a private Unix socket
 Daemon     one real megaingestd process with its own config, log and spool
 Client     a TCP or Unix connection that speaks msgpack to the daemon
+PgBouncer  a real pooler (session or transaction pooling) in front of a Postgres
 
 Shaped after PgBouncer's test/utils.py: the tests drive the real binaries,
 every wait is bounded, and a failure shows the daemon's log.
