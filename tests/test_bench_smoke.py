@@ -24,7 +24,7 @@ def test_bench_smoke_prints_every_case():
     for case in ["(a) COPY+merge, 1 session", "(a) plain COPY, 1 session",
                  "(b) megaingestd unix, writers=1", "(b) megaingestd tcp,  writers=1",
                  "(b) megaingestd unix, writers=2", "(c) INSERT per event, 32 clients",
-                 "(p) pgbouncer transaction, writers=2"]:
+                 "(p) pgbouncer transaction, writers=2", "(p) direct,"]:
         assert case in text, f"bench smoke lacks {case!r}:\n{text}"
     assert "b/c32" in text
     assert "through PgBouncer, transaction pooling, vs the direct connection" in text
