@@ -152,8 +152,9 @@ static int writer_connected(struct writer *w)
 	stats_add(STAT_postgres_reconnects_total, 1);
 	w->up = true;
 	writer_publish(w);
+	/* Behind a pooler the backend pid is the pooler's made-up key. */
 	log_at_(w->fault_ns ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO, "writer",
-		"writer=%d: connected to PostgreSQL (server %d, pid %d)", w->id,
+		"writer=%d: connected to PostgreSQL (server %d, backend key %d)", w->id,
 		PQserverVersion(w->pg), PQbackendPID(w->pg));
 	return 1;
 }
