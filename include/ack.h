@@ -8,7 +8,11 @@
  * completion channel (struct ackq), whose eventfd wakes the loop, which sends
  * the reply if the connection is still open and frees the ack.
  *
- * Thread rules: pending is atomic (any thread); next is written only under
+ * An event that cannot be made durable (its dead-letter line could not be
+ * written) sets FAILED before its reference is dropped: the loop then closes
+ * the connection instead of acking, so the client resends.
+ *
+ * Thread rules: pending and failed are atomic (any thread); next is written only under
  * the ackq lock; owner is read and written by the loop thread only.
  */
 #ifndef MI_ACK_H
@@ -20,6 +24,7 @@
 
 struct ack {
 	atomic_uint pending;      /* events not yet durable, +1 guard while queuing */
+	atomic_bool failed;       /* an event could not be made durable: never send this ack */
 	struct ack *next;         /* completion list link; under ackq lock */
 	void *owner;              /* connection that asked; loop thread only, NULL once closed */
 	uint8_t chunk_is_bin;     /* echo as bin (1) or str (0) */

@@ -64,6 +64,7 @@ struct config {
 	/* spool */
 	char *spool_dir;
 	long spool_max_bytes;
+	long spool_dead_letter_max_bytes;
 
 	/* admin */
 	char *admin_http;              /* "" disables the admin endpoint */

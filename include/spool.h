@@ -2,12 +2,15 @@
  * spool: what the daemon keeps on disk under spool.dir.
  *
  * The dead-letter file, spool.dir/dead-letter.jsonl: one JSON object per
- * line for every event the daemon could not write, with the reason. Lines
- * are written with one write(2) each under a mutex and fdatasync'ed before
- * the call returns, so an ack sent afterwards never covers an event that is
- * not on disk. Times are RFC 3339 and "event_time" keeps the forward time,
- * so `megactl replay` can send a line back as it came. When the file is
- * moved away (to replay it), the next line starts a new one. Any thread.
+ * line for every event the daemon could not write, with the reason. One
+ * thread (src/spool_dead.c) writes the lines callers queue and fdatasyncs
+ * them in groups; a line counts as written only once durable, so an ack
+ * sent afterwards never covers an event that is not on disk. The file may
+ * grow to spool.dead_letter_max_bytes; a line that would pass it is
+ * refused (its caller learns it is not written). Times are RFC 3339 and
+ * "event_time" keeps the forward time, so `megactl replay` can send a line
+ * back as it came. When the file is moved away (to replay it), the next
+ * line starts a new one. Any thread.
  *
  * Spool segments (src/spool_stream.c): when PostgreSQL is away, each writer
  * appends its batches to its own stream of segment files
@@ -25,6 +28,8 @@
 #include <stdint.h>
 #include <msgpack.h>
 
+struct ack;
+struct ackq;
 struct record;
 struct spool;
 
@@ -39,15 +44,46 @@ struct dead_letter {
 	int64_t event_time_ns;        /* ... this one, ns since the epoch */
 	const msgpack_object *event;  /* the event as received, or NULL ... */
 	const struct record *record;  /* ... else the row as the daemon built it */
+	uint64_t count;               /* events this one line stands for, when more than 1 */
 };
+
+#define SPOOL_DEAD_LETTER_MAX_DEFAULT 1073741824ULL /* spool.dead_letter_max_bytes */
 
 /* Create spool.dir if needed and open the dead-letter file for appending. */
 struct spool *spool_open(const char *dir) __attribute__((warn_unused_result));
 void spool_close(struct spool *s);
 
-/* Append one dead-letter line and make it durable. 0, or -1 (logged). */
+/*
+ * Append one dead-letter line and wait until it is durable: 0, or -1 when it
+ * is not written (out of memory, I/O error, or the file is at
+ * spool.dead_letter_max_bytes; logged). Blocks on the disk: for the writer
+ * threads, never the loop.
+ */
 int spool_dead_letter(struct spool *s, const struct dead_letter *dl)
 	__attribute__((warn_unused_result));
+
+/*
+ * Queue one dead-letter line without waiting (the loop). With ACK, the line
+ * holds a reference on it (pending + 1), dropped through Q once the line is
+ * durable; when it cannot be written, ack->failed is set first. -1 (logged)
+ * when out of memory: nothing queued, no reference taken.
+ */
+int spool_dead_letter_post(struct spool *s, const struct dead_letter *dl, struct ackq *q,
+			   struct ack *ack) __attribute__((warn_unused_result));
+
+/* True while so many bytes wait for the disk that the loop should stop reading;
+ * once they drain, the ackq last given to spool_dead_letter_post is woken. */
+bool spool_dead_letter_busy(struct spool *s);
+
+/* Bytes queued and not yet written (shutdown waits for 0). Any thread. */
+size_t spool_dead_letter_pending(const struct spool *s);
+
+/* Wait until every queued line is written or refused. Not on the loop while
+ * it runs (tests, shutdown). */
+void spool_dead_letter_drain(struct spool *s);
+
+/* Set spool.dead_letter_max_bytes (applies to the next line). Any thread. */
+void spool_dead_letter_set_max(struct spool *s, uint64_t max_bytes);
 
 /* Path of the dead-letter file (for messages). */
 const char *spool_dead_letter_path(const struct spool *s);

@@ -42,6 +42,13 @@ struct evbuffer;
 	X(queue_events, GAUGE, "Events waiting in the writers' queues") \
 	X(queue_bytes, GAUGE, "Bytes waiting in the writers' queues") \
 	X(spool_bytes, GAUGE, "Bytes held on disk in the spool directory") \
+	X(dead_letter_full, GAUGE, \
+	  "1 while the dead-letter file is at spool.dead_letter_max_bytes, else 0") \
+	X(dead_letters_refused_total, COUNTER, \
+	  "Dead-letter lines refused (file full): their messages were not acked") \
+	X(dead_letter_bulk_total, COUNTER, \
+	  "Messages whose entries past the per-message rejection limit went out as one line") \
+	X(log_lines_suppressed_total, COUNTER, "Repeated warning lines not written (rate limit)") \
 	X(connections, GAUGE, "Open client connections") \
 	X(postgres_up, GAUGE, \
 	  "1 while every writer is connected and its last statement succeeded, else 0") \
@@ -157,6 +164,8 @@ struct stats_snapshot {
 void stats_add(enum stats_counter c, uint64_t n);
 /* Count one rejected event for REASON. */
 void stats_reject(enum record_reason reason);
+/* Count N rejected events for REASON. */
+void stats_reject_n(enum record_reason reason, uint64_t n);
 /* Record one observation of NS nanoseconds into histogram H (negative: 0). */
 void stats_observe_ns(enum stats_hist h, int64_t ns);
 /* Store gauge G (for gauges without a provider). */

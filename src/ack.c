@@ -32,6 +32,7 @@ struct ack *ack_new(void *owner, const char *chunk, uint32_t len, bool is_bin)
 	if (!a)
 		return NULL;
 	atomic_init(&a->pending, 1);
+	atomic_init(&a->failed, false);
 	a->next = NULL;
 	a->owner = owner;
 	a->chunk_is_bin = is_bin;

@@ -51,6 +51,7 @@
 #include "proto_auth.h"
 #include "queue.h"
 #include "sdnotify.h"
+#include "spool.h"
 #include "stats.h"
 
 #define LISTENER_MAX 17                 /* CONFIG_MAX_TCP + the Unix socket */
@@ -173,6 +174,8 @@ static void listener_pause(struct listener *l)
 
 static bool listener_queues_full(const struct listener *l)
 {
+	if (spool_dead_letter_busy(l->env->spool))
+		return true;
 	for (int i = 0; i < l->env->nqueues; i++)
 		if (queue_full(l->env->queues[i]))
 			return true;
@@ -489,7 +492,14 @@ static void listener_deliver(struct listener *l, struct ack *a)
 	struct conn *c = a->owner;
 
 	c->acks_done++;
-	if (c->bev) {
+	if (c->bev && atomic_load(&a->failed)) {
+		/* An event of the message is not durable: no ack, and the client
+		 * must resend, so the connection goes (its acks are freed unsent). */
+		log_error("listener", "conn=%llu peer=%s: an event of an acked message could not be "
+			  "dead-lettered (see above); connection closed without its ack",
+			  (unsigned long long)c->id, c->peer);
+		conn_close(c, "dead-letter write failed"); /* may free C */
+	} else if (c->bev) {
 		if (proto_ack_encode(a, bufferevent_get_output(c->bev)) == 0)
 			stats_add(STAT_acks_sent_total, 1);
 		else
@@ -729,6 +739,7 @@ void listener_reconfigure(struct listener *l, const struct config *cfg)
 	l->max_conns = cfg->listen_max_connections;
 	l->idle_timeout_s = cfg->listen_idle_timeout_s;
 	l->env->max_event_bytes = (size_t)cfg->listen_max_event_bytes;
+	spool_dead_letter_set_max(l->env->spool, (uint64_t)cfg->spool_dead_letter_max_bytes);
 }
 
 void listener_stop_accepting(struct listener *l)
@@ -754,7 +765,7 @@ void listener_stop_reading(struct listener *l)
 
 size_t listener_output_pending(const struct listener *l)
 {
-	size_t n = 0;
+	size_t n = spool_dead_letter_pending(l->env->spool); /* their acks are still to come */
 
 	for (const struct conn *c = l->conns; c; c = c->next)
 		n += evbuffer_get_length(bufferevent_get_output(c->bev));
@@ -770,6 +781,9 @@ void listener_free(struct listener *l)
 {
 	if (!l)
 		return;
+	/* Dead-letter lines still queued hold acks: let them reach the ackq
+	 * before it is freed. */
+	spool_dead_letter_drain(l->env->spool);
 	listener_stop_accepting(l);
 	while (l->conns)
 		conn_close(l->conns, "daemon stopping");

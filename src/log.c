@@ -23,6 +23,7 @@
 
 #include "log.h"
 #include "log_ring.h"
+#include "stats.h"
 
 #define LOG_LINE_MAX 4096 /* bytes per record, newline included */
 
@@ -136,21 +137,19 @@ static void log_emit(const char *buf, size_t len)
  * threshold are dropped. errno is preserved, so callers may log between a
  * failing call and their own use of errno. Any thread.
  */
-void log_write(enum log_level level, const char *module, const char *fmt, ...)
+static void log_vwrite(enum log_level level, const char *module, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
+
+static void log_vwrite(enum log_level level, const char *module, const char *fmt, va_list ap)
 {
 	char msg[LOG_LINE_MAX];
 	char line[LOG_LINE_MAX];
 	int saved = errno;
 	bool cut = false;
 	size_t n;
-	va_list ap;
 	int m;
 
-	if (!log_enabled(level))
-		return;
-	va_start(ap, fmt);
 	m = vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
 	if (m < 0)
 		snprintf(msg, sizeof(msg), "(unformattable log message)");
 	n = log_timestamp(line, sizeof(line));
@@ -167,4 +166,60 @@ void log_write(enum log_level level, const char *module, const char *fmt, ...)
 	line[n++] = '\n';
 	log_emit(line, n);
 	errno = saved;
+}
+
+void log_write(enum log_level level, const char *module, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!log_enabled(level))
+		return;
+	va_start(ap, fmt);
+	log_vwrite(level, module, fmt, ap);
+	va_end(ap);
+}
+
+/* Whether a line may pass LIM now; *SUPPRESSED gets the lines dropped before it. */
+static bool log_limit_pass(struct log_limit *lim, uint64_t *suppressed)
+{
+	struct timespec ts;
+	int64_t now;
+	bool pass;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	pthread_mutex_lock(&lim->lock);
+	if (now - lim->window_start_ms >= (int64_t)lim->window_ms) {
+		lim->window_start_ms = now;
+		lim->passed = 0;
+	}
+	pass = lim->passed < lim->burst;
+	*suppressed = 0;
+	if (pass) {
+		lim->passed++;
+		*suppressed = lim->suppressed;
+		lim->suppressed = 0;
+	} else {
+		lim->suppressed++;
+	}
+	pthread_mutex_unlock(&lim->lock);
+	if (!pass)
+		stats_add(STAT_log_lines_suppressed_total, 1);
+	return pass;
+}
+
+void log_write_limited(struct log_limit *lim, enum log_level level, const char *module,
+		       const char *fmt, ...)
+{
+	uint64_t suppressed;
+	va_list ap;
+
+	if (!log_enabled(level) || !log_limit_pass(lim, &suppressed))
+		return;
+	if (suppressed > 0)
+		log_write(level, module, "%llu more similar lines suppressed (at most %u every %u ms)",
+			  (unsigned long long)suppressed, lim->burst, lim->window_ms);
+	va_start(ap, fmt);
+	log_vwrite(level, module, fmt, ap);
+	va_end(ap);
 }

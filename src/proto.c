@@ -62,6 +62,7 @@
 #define PROTO_GZIP_FACTOR 16               /* inflated bytes allowed per max_event_bytes */
 #define PROTO_NS 1000000000LL
 #define PROTO_MAX_SEC 9223372035LL         /* sec * 1e9 + nsec still fits int64_t */
+#define PROTO_MSG_REJECT_MAX 16            /* rejected entries of one message written one by one */
 
 /* ---- connection --------------------------------------------------------- */
 
@@ -153,8 +154,13 @@ struct proto_msg {
 	const char *chunk;        /* option.chunk bytes, or NULL */
 	size_t chunk_len;
 	uint64_t recv_ns;         /* when the value was decoded */
+	const msgpack_object *gzip; /* CompressedPackedForward: the data as received, else NULL */
+	uint32_t rejected;        /* entries dead-lettered one by one so far */
 	bool failed;              /* an event was neither queued nor dead-lettered: close */
 };
+
+/* Warnings for rejected events: a client can cause one per event at will. */
+static struct log_limit proto_reject_limit = LOG_LIMIT_INIT(20, 1000);
 
 /* A forward event time, decoded. */
 struct proto_time {
@@ -185,14 +191,57 @@ static void proto_dead_letter(struct proto_msg *m, const msgpack_object *event,
 	};
 
 	stats_reject(reason);
-	if (spool_dead_letter(pc->env->spool, &dl) < 0) {
+	m->rejected++;
+	/* Written by the dead-letter thread; the ack waits for it to be durable. */
+	if (spool_dead_letter_post(pc->env->spool, &dl, pc->env->ackq, m->ack) < 0) {
 		proto_log(pc, LOG_LEVEL_ERROR, "event could not be dead-lettered (%s); "
 			  "connection closed, no ack for its message", message);
 		m->failed = true;
 		return;
 	}
 	stats_add(STAT_events_dead_lettered_total, 1);
-	proto_log(pc, LOG_LEVEL_WARN, "event dead-lettered: %s", message);
+	if (log_enabled(LOG_LEVEL_WARN))
+		log_write_limited(&proto_reject_limit, LOG_LEVEL_WARN, "proto",
+				  "conn=%llu peer=%s: event dead-lettered: %s",
+				  (unsigned long long)pc->id, pc->peer, message);
+}
+
+/*
+ * Entries FROM on (COUNT of them, KIND as for proto_label) of a message
+ * that had PROTO_MSG_REJECT_MAX entries rejected already: one line for all,
+ * holding HELD (what "event" keeps), so a flood of bad entries costs one
+ * line per message. Valid entries among them are not queued: they are in
+ * the line, with the reason.
+ */
+static void proto_rest(struct proto_msg *m, const msgpack_object *held, const char *kind,
+		       uint32_t from, uint64_t count, const char *what)
+{
+	struct proto_conn *pc = m->pc;
+	char msg[400];
+	struct dead_letter dl = {
+		.reason = msg,
+		.tag = m->tag,
+		.tag_len = m->tag_len,
+		.peer = pc->peer,
+		.event = held,
+		.count = count,
+	};
+
+	snprintf(msg, sizeof(msg), "%s entries %u to %llu (%llu entries) not read: %d entries of "
+		 "this message were rejected already; \"event\" holds %s", kind, from,
+		 (unsigned long long)(from + count - 1), (unsigned long long)count,
+		 PROTO_MSG_REJECT_MAX, what);
+	stats_add(STAT_events_received_total, count);
+	stats_reject_n(RECORD_REASON_BAD_FRAME, count);
+	stats_add(STAT_dead_letter_bulk_total, 1);
+	if (spool_dead_letter_post(pc->env->spool, &dl, pc->env->ackq, m->ack) < 0) {
+		proto_log(pc, LOG_LEVEL_ERROR, "%llu events could not be dead-lettered; "
+			  "connection closed, no ack for their message", (unsigned long long)count);
+		m->failed = true;
+		return;
+	}
+	stats_add(STAT_events_dead_lettered_total, count);
+	proto_log(pc, LOG_LEVEL_WARN, "%s", msg);
 }
 
 /* An event (or what should have been one) that no mode can read. */
@@ -435,8 +484,19 @@ static void proto_entry(struct proto_msg *m, const msgpack_object *e, uint32_t i
 /* Forward: [tag, [[time, record], ...], option?]. */
 static void proto_forward(struct proto_msg *m, const msgpack_object *entries)
 {
-	for (uint32_t i = 0; i < entries->via.array.size && !m->failed; i++)
+	uint32_t n = entries->via.array.size;
+
+	for (uint32_t i = 0; i < n && !m->failed; i++) {
+		if (m->rejected >= PROTO_MSG_REJECT_MAX) {
+			msgpack_object rest = { .type = MSGPACK_OBJECT_ARRAY };
+
+			rest.via.array.ptr = entries->via.array.ptr + i;
+			rest.via.array.size = n - i;
+			proto_rest(m, &rest, "forward", i, n - i, "those entries");
+			return;
+		}
 		proto_entry(m, &entries->via.array.ptr[i], i, "forward");
+	}
 }
 
 /* Why a scan of packed entries stopped early, for the dead-letter reason. */
@@ -466,6 +526,43 @@ static void proto_packed_rest(struct proto_msg *m, const char *p, size_t len, si
 	proto_bad(m, &rest, RECORD_REASON_BAD_FRAME, msg);
 }
 
+/* Entries in the LEN bytes at P, of which the first CLEAN passed the scanner
+ * (only those are decoded); what follows them counts as one. */
+static uint64_t proto_count_values(const char *p, size_t len, size_t clean)
+{
+	msgpack_unpacked up;
+	size_t off = 0;
+	uint64_t n = 0;
+
+	msgpack_unpacked_init(&up);
+	while (off < clean && msgpack_unpack_next(&up, p, clean, &off) == MSGPACK_UNPACK_SUCCESS)
+		n++;
+	msgpack_unpacked_destroy(&up);
+	return n + (off < len);
+}
+
+/*
+ * The LEN bytes at P (CLEAN of them scanned clean), entry INDEX on, once the
+ * message had its share of rejections: one line. For gzip data the line
+ * holds the message's compressed data as received (its size bounds the
+ * line), else these bytes.
+ */
+static void proto_packed_bulk(struct proto_msg *m, const char *p, size_t len, size_t clean,
+			      uint32_t index)
+{
+	msgpack_object rest = { .type = MSGPACK_OBJECT_BIN };
+	uint64_t count = proto_count_values(p, len, clean);
+
+	if (m->gzip) {
+		proto_rest(m, m->gzip, "packed", index, count,
+			   "the message's whole gzip data as received (bin)");
+		return;
+	}
+	rest.via.bin.ptr = p;
+	rest.via.bin.size = (uint32_t)len;
+	proto_rest(m, &rest, "packed", index, count, "their msgpack bytes (bin)");
+}
+
 /*
  * PackedForward entries: LEN bytes of concatenated [time, record] arrays.
  * The scanner finds the clean prefix first, so msgpack_unpack_next never
@@ -488,6 +585,11 @@ static void proto_packed_entries(struct proto_msg *m, const char *p, size_t len)
 	while (off < cut && !m->failed) {
 		size_t start = off;
 
+		if (m->rejected >= PROTO_MSG_REJECT_MAX) {
+			proto_packed_bulk(m, p + off, len - off, cut - off, index);
+			off = cut = len; /* the bulk line holds the rest, cut bytes too */
+			break;
+		}
 		if (msgpack_unpack_next(&up, p, cut, &off) != MSGPACK_UNPACK_SUCCESS) {
 			cut = start;
 			why = "undecodable msgpack value";
@@ -598,6 +700,7 @@ static enum proto_status proto_packed_gzip(struct proto_msg *m, const msgpack_ob
 
 	switch (proto_gunzip(data, len, limit, &buf, &n, why, sizeof(why))) {
 	case PROTO_GZ_OK:
+		m->gzip = &msg->via.array.ptr[1];
 		proto_packed_entries(m, buf, n);
 		free(buf);
 		return PROTO_OK;
@@ -911,6 +1014,8 @@ static int proto_fill(struct proto_conn *pc, struct evbuffer *in)
 
 static bool proto_queues_full(const struct proto_conn *pc)
 {
+	if (spool_dead_letter_busy(pc->env->spool))
+		return true;
 	for (int i = 0; i < pc->env->nqueues; i++)
 		if (queue_full(pc->env->queues[i]))
 			return true;

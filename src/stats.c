@@ -69,6 +69,11 @@ void stats_reject(enum record_reason reason)
 	atomic_fetch_add_explicit(&stats_rejects[reason], 1, memory_order_relaxed);
 }
 
+void stats_reject_n(enum record_reason reason, uint64_t n)
+{
+	atomic_fetch_add_explicit(&stats_rejects[reason], n, memory_order_relaxed);
+}
+
 void stats_observe_ns(enum stats_hist h, int64_t ns)
 {
 	double s;

@@ -187,6 +187,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fuzz_stream(pc, auth, data + 1, size - 1, steps[(ctl >> 2) & 7]);
 	proto_conn_free(pc);
 	proto_auth_free(auth);
+	spool_dead_letter_drain(fuzz_env.spool); /* dead-letter lines hold ack references */
 	fuzz_drain();
 	fuzz_free_acks();
 	if (++fuzz_runs % FUZZ_TRUNCATE_EVERY == 0 &&

@@ -1,0 +1,167 @@
+"""test_attacks: cheap attacks one client makes on every other client.
+
+Each test plays one attack against a real daemon and checks the bound that
+defeats it: what a flood of rejected entries costs on disk and in the log,
+the dead-letter file's size limit, the warn-line rate limit. The figures
+(bytes, lines, /healthz latency) are printed for the record; what is
+asserted is the bound, never a speed.
+"""
+
+import gzip
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from helpers import WAIT_TIMEOUT, event_time, packb, uuid7, wait_for
+from opshelpers import admin_daemon, admin_get, m, metrics
+
+TAG = "mega.generation"
+
+
+def bad_gzip_message(entries=200_000, chunk="flood"):
+    """One CompressedPackedForward message of ENTRIES nil entries (none is
+    [time, record]): 266 bytes on the wire for 200,000 entries."""
+    data = gzip.compress(b"\xc0" * entries, 9)
+    opt = {"compressed": "gzip"}
+    if chunk is not None:
+        opt["chunk"] = chunk
+    return packb([TAG, data, opt])
+
+
+def good_event(**extra):
+    ev = {"mg_id": uuid7(), "mg_record_type": "generation", "mg_pass_id": uuid7(),
+          "mg_model": "m", "mg_status": "ok"}
+    ev.update(extra)
+    return ev
+
+
+class HealthProbe:
+    """Polls /healthz in a thread; keeps the slowest answer (seconds)."""
+
+    def __init__(self, port):
+        self.port = port
+        self.worst = 0.0
+        self.failures = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.is_set():
+            t0 = time.monotonic()
+            try:
+                admin_get(self.port, "/healthz", timeout=60)
+            except OSError:
+                self.failures += 1
+            self.worst = max(self.worst, time.monotonic() - t0)
+            time.sleep(0.01)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(70)
+
+
+def log_lines(d, needle):
+    return [line for line in d.log().splitlines() if needle in line]
+
+
+# ---- dead-letter amplification ------------------------------------------------
+
+def test_gzip_flood_of_bad_entries_is_one_line_per_message(daemon_factory):
+    """266 bytes of gzip announcing 200,000 bad entries: 16 lines one by one,
+    then one line for the rest with its count; bounded log; still acked."""
+    d = admin_daemon(daemon_factory)
+    msg = bad_gzip_message()
+    assert len(msg) < 280           # 266 bytes without the chunk
+    with HealthProbe(d.admin_port) as probe, d.connect("tcp") as c:
+        t0 = time.monotonic()
+        c.send_raw(msg)
+        reply = c.recv_value(timeout=WAIT_TIMEOUT)
+        took = time.monotonic() - t0
+    assert reply == {"ack": "flood"}
+    size = os.path.getsize(d.dead_letter_path())
+    lines = d.dead_letters()
+    warns = log_lines(d, "dead-lettered")
+    print(f"\nFIGURE item 1: 266-byte message -> {size} bytes on disk in {len(lines)} lines, "
+          f"{len(warns)} warn lines, ack after {took * 1000:.0f} ms, "
+          f"/healthz worst {probe.worst * 1000:.1f} ms")
+    assert size < 1_000_000
+    assert len(lines) == 17
+    bulk = lines[-1]
+    assert bulk["count"] == 200_000 - 16
+    assert "packed entries 16 to 199999 (199984 entries) not read" in bulk["reason"]
+    assert all("count" not in dl for dl in lines[:-1])
+    assert len(warns) <= 21
+    assert probe.failures == 0
+    s = metrics(d.admin_port)
+    assert m(s, "events_received_total") == 200_000
+    assert m(s, "events_dead_lettered_total") == 200_000
+    assert m(s, "events_rejected_total", reason="bad_frame") == 200_000
+    assert m(s, "dead_letter_bulk_total") == 1
+
+
+def test_forward_flood_keeps_valid_entries_before_the_limit(daemon_factory, pg):
+    """Forward mode: entries before the 16th rejection are taken one by one
+    (valid ones committed); the rest is one line holding those entries."""
+    d = daemon_factory()
+    good = [good_event() for _ in range(3)]
+    entries = [[event_time(1_700_000_000), ev] for ev in good]
+    entries += [[event_time(1_700_000_000), {"mg_id": 5}] for _ in range(40)]
+    entries += [[event_time(1_700_000_000), good_event()]]
+    with d.connect() as c:
+        c.forward_chunk(TAG, entries, "fw")
+    d.wait_rows(3)
+    lines = d.dead_letters()
+    assert len(lines) == 17
+    assert lines[-1]["count"] == 44 - 3 - 16
+    assert len(lines[-1]["event"]) == 25   # the entries themselves, as JSON
+
+
+def test_dead_letter_max_bytes_refuses_without_ack(daemon_factory):
+    """At spool.dead_letter_max_bytes a rejected event is refused: no ack,
+    the connection is closed, one log line and a metric; once the file is
+    moved away, events are dead-lettered and acked again."""
+    d = admin_daemon(daemon_factory, {"spool": {"dead_letter_max_bytes": 1048576}},
+                     ready=False)
+    with open(d.dead_letter_path(), "a", encoding="utf-8") as f:
+        f.write(("{}" + " " * 1021 + "\n") * 1024)   # 1 MiB: full
+    bad = [[event_time(1_700_000_000), {"mg_id": 5}]]
+    for i in range(3):
+        with d.connect() as c:
+            c.forward(TAG, bad, chunk=f"refused{i}")
+            assert c.wait_closed(), "the connection must close instead of acking"
+    full = log_lines(d, "spool.dead_letter_max_bytes=1048576")
+    assert len(full) == 1, full
+    s = metrics(d.admin_port)
+    assert m(s, "dead_letter_full") == 1
+    assert m(s, "dead_letters_refused_total") == 3
+    os.rename(d.dead_letter_path(), d.dead_letter_path() + ".1")
+    with d.connect() as c:
+        assert c.forward_chunk(TAG, bad, "room") == "room"
+    assert len(d.dead_letters()) == 1
+    d.wait_log("has room again")
+    assert m(metrics(d.admin_port), "dead_letter_full") == 0
+
+
+def test_warn_lines_are_rate_limited(daemon_factory):
+    """One bad event per message, 300 messages: at most a burst of warn
+    lines, then one "N more similar lines suppressed"."""
+    d = daemon_factory()
+    bad = packb([TAG, [[event_time(1_700_000_000), {"mg_id": 5}]]])
+    with d.connect() as c:
+        c.send_raw(bad * 300)
+        c.forward_chunk(TAG, [[event_time(1_700_000_000), {"mg_id": 6}]], "last")
+    wait_for(lambda: len(d.dead_letters()) == 301)
+    time.sleep(1.1)                        # the next window
+    with d.connect() as c:
+        c.forward_chunk(TAG, [[event_time(1_700_000_000), {"mg_id": 7}]], "later")
+    line = d.wait_log(r"\d+ more similar lines suppressed")
+    warns = log_lines(d, "event dead-lettered")
+    print(f"\nFIGURE item 1: 302 rejected events -> {len(warns)} warn lines; {line}")
+    assert len(warns) <= 25
