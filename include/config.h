@@ -36,6 +36,8 @@ struct config {
 	int listen_max_connections;
 	long listen_max_event_bytes;
 	int listen_idle_timeout_s;
+	int listen_handshake_timeout_s;
+	int listen_max_handshakes;
 	char *listen_shared_key;
 	char *listen_tls_cert;
 	char *listen_tls_key;

@@ -62,6 +62,10 @@ struct evbuffer;
 	  "Repeated credit_transaction ids carrying other values (ignored)") \
 	X(auth_failures_total, COUNTER, "Connections closed for a failed shared-key handshake") \
 	X(tls_failures_total, COUNTER, "Connections closed for a failed TLS handshake") \
+	X(handshake_timeouts_total, COUNTER, \
+	  "Connections closed for not finishing the handshake in listen.handshake_timeout_s") \
+	X(handshakes_evicted_total, COUNTER, \
+	  "Connections in the handshake closed to make room (listen.max_handshakes)") \
 	X(uptime_seconds, GAUGE, "Seconds since the daemon started") \
 	X(build_info, INFO, "The daemon's version, as a label; always 1")
 

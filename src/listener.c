@@ -58,6 +58,7 @@
 #define LISTENER_READ_HIGH (256 * 1024) /* bytes libevent buffers per connection */
 #define LISTENER_WRITE_HIGH (1024 * 1024) /* unread reply bytes that stop reading a client */
 #define LISTENER_WRITE_LOW (256 * 1024)   /* ... until its replies drain below this */
+#define LISTENER_UNIX_RESERVE 8           /* slots TCP clients cannot take (at most 1/16) */
 
 struct conn {
 	struct listener *l;
@@ -74,6 +75,8 @@ struct conn {
 	bool tls;                        /* bev is an OpenSSL bufferevent */
 	bool tls_up;                     /* its handshake completed */
 	bool held;                       /* not read: LISTENER_WRITE_HIGH of replies unread */
+	bool hs;                         /* in the TLS or shared-key handshake (on hs list) */
+	struct conn *hs_prev, *hs_next;  /* handshake list, oldest first */
 	uint64_t holds;                  /* times it was held (the first is logged as a warning) */
 	struct conn *prev, *next;        /* open list, or zombie list once closed */
 };
@@ -92,12 +95,21 @@ struct listener {
 	int nconns;
 	int max_conns;                   /* listen.max_connections (live) */
 	int idle_timeout_s;              /* listen.idle_timeout_s (live) */
+	struct conn *hs_head, *hs_tail;  /* connections in the handshake, oldest first */
+	int nhs;
+	int max_hs;                      /* listen.max_handshakes (live) */
+	int hs_timeout_s;                /* listen.handshake_timeout_s (live) */
+	bool has_unix;                   /* a Unix listener: keep slots for it */
 	uint64_t next_id;
 	bool paused;                     /* reading stopped for backpressure */
 	bool stopped;                    /* shutting down: never read again */
 };
 
 static void conn_process(struct conn *c);
+
+/* Lines a client can cause at will: refused and evicted connections, timeouts. */
+static struct log_limit listener_refuse_limit = LOG_LIMIT_INIT(10, 1000);
+static struct log_limit listener_hs_limit = LOG_LIMIT_INIT(10, 1000);
 
 /* ---- connection list -------------------------------------------------- */
 
@@ -121,6 +133,38 @@ static void conn_unlink(struct conn **head, struct conn *c)
 	c->prev = c->next = NULL;
 }
 
+/* C enters the handshake: counted against listen.max_handshakes, newest last. */
+static void conn_hs_begin(struct listener *l, struct conn *c)
+{
+	c->hs = true;
+	c->hs_next = NULL;
+	c->hs_prev = l->hs_tail;
+	if (l->hs_tail)
+		l->hs_tail->hs_next = c;
+	else
+		l->hs_head = c;
+	l->hs_tail = c;
+	l->nhs++;
+}
+
+/* C left the handshake (passed it, or closed). */
+static void conn_hs_end(struct listener *l, struct conn *c)
+{
+	if (!c->hs)
+		return;
+	c->hs = false;
+	if (c->hs_prev)
+		c->hs_prev->hs_next = c->hs_next;
+	else
+		l->hs_head = c->hs_next;
+	if (c->hs_next)
+		c->hs_next->hs_prev = c->hs_prev;
+	else
+		l->hs_tail = c->hs_prev;
+	c->hs_prev = c->hs_next = NULL;
+	l->nhs--;
+}
+
 static void conn_free(struct conn *c)
 {
 	if (c->idle)
@@ -141,6 +185,7 @@ static void conn_close(struct conn *c, const char *why)
 	else
 		log_debug("listener", "conn=%llu peer=%s: closed (%s)", (unsigned long long)c->id,
 			  c->peer, why);
+	conn_hs_end(l, c);
 	c->acks_created = proto_acks_created(c->pc);
 	proto_conn_free(c->pc);
 	c->pc = NULL;
@@ -182,12 +227,30 @@ static bool listener_queues_full(const struct listener *l)
 	return false;
 }
 
+/* Whether C's timer is the handshake's: in it, and that timeout is the shorter. */
+static bool conn_hs_timed(const struct conn *c)
+{
+	return c->hs && c->l->hs_timeout_s < c->l->idle_timeout_s;
+}
+
+/* (Re)start C's timer: listen.handshake_timeout_s until it passed the
+ * handshake, then listen.idle_timeout_s per complete value. */
 static void listener_arm_idle(struct listener *l, struct conn *c)
 {
-	struct timeval tv = { l->idle_timeout_s, 0 };
+	struct timeval tv = { conn_hs_timed(c) ? l->hs_timeout_s : l->idle_timeout_s, 0 };
 
-	if (l->idle_timeout_s > 0)
+	if (tv.tv_sec > 0)
 		event_add(c->idle, &tv);
+}
+
+/* C passed its TLS and shared-key handshakes: it is an ordinary connection now. */
+static void conn_hs_check(struct conn *c)
+{
+	if (!c->hs || c->auth || (c->tls && !c->tls_up))
+		return;
+	conn_hs_end(c->l, c);
+	if (!c->l->paused && !c->l->stopped)
+		listener_arm_idle(c->l, c);
 }
 
 /* Resume reading once the writers made room, decoding what was buffered. */
@@ -233,6 +296,7 @@ static int conn_authenticate(struct conn *c)
 	case PROTO_AUTH_DONE:
 		proto_auth_free(c->auth);
 		c->auth = NULL;
+		conn_hs_check(c);
 		listener_arm_idle(c->l, c); /* the PING was a complete value */
 		return 1;
 	default:
@@ -316,6 +380,7 @@ static void conn_tls_up(struct conn *c)
 	char desc[400];
 
 	c->tls_up = true;
+	conn_hs_check(c);
 	if (!log_enabled(LOG_LEVEL_DEBUG))
 		return;
 	listener_tls_describe(c->bev, desc, sizeof(desc));
@@ -361,6 +426,14 @@ static void conn_idle_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (conn_hs_timed(c)) {
+		stats_add(STAT_handshake_timeouts_total, 1);
+		log_limited(&listener_hs_limit, LOG_LEVEL_WARN, "listener", "conn=%llu peer=%s: "
+			    "handshake not finished within listen.handshake_timeout_s=%d s; connection "
+			    "closed", (unsigned long long)c->id, c->peer, c->l->hs_timeout_s);
+		conn_close(c, "handshake timeout");
+		return;
+	}
 	log_warn("listener", "conn=%llu peer=%s: no complete value for listen.idle_timeout_s=%d s; "
 		 "connection closed", (unsigned long long)c->id, c->peer, c->l->idle_timeout_s);
 	conn_close(c, "idle timeout");
@@ -435,10 +508,64 @@ static struct conn *conn_new(struct listener *l, evutil_socket_t fd, struct sock
 		conn_free(c);
 		return NULL;
 	}
+	if (c->auth || c->tls)
+		conn_hs_begin(l, c);
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, LISTENER_READ_HIGH);
 	bufferevent_setwatermark(c->bev, EV_WRITE, LISTENER_WRITE_LOW, 0);
 	return c;
+}
+
+/* Slots of listen.max_connections a TCP connection may take. */
+static int listener_tcp_slots(const struct listener *l)
+{
+	int reserve = l->max_conns / 16 < LISTENER_UNIX_RESERVE ? l->max_conns / 16 :
+		      LISTENER_UNIX_RESERVE;
+
+	return l->has_unix ? l->max_conns - reserve : l->max_conns;
+}
+
+/* Whether a new connection from SA fits; refuses it (closing FD) when not. */
+static bool listener_admit(struct listener *l, evutil_socket_t fd, struct sockaddr *sa)
+{
+	bool tcp = sa->sa_family == AF_INET || sa->sa_family == AF_INET6;
+	int slots = tcp ? listener_tcp_slots(l) : l->max_conns;
+	char peer[80];
+
+	if (l->nconns < slots)
+		return true;
+	listener_peer_name(sa, peer, sizeof(peer));
+	log_limited(&listener_refuse_limit, LOG_LEVEL_WARN, "listener", "peer=%s: refused, "
+		    "listen.max_connections=%d reached%s", peer, l->max_conns,
+		    slots < l->max_conns ? " for TCP (the last slots are kept for the Unix "
+		    "socket)" : "");
+	stats_add(STAT_connections_refused_total, 1);
+	evutil_closesocket(fd);
+	return false;
+}
+
+/* listen.max_handshakes, but at most half the TCP slots: unauthenticated
+ * clients can never hold the slots the others need. */
+static int listener_max_handshakes(const struct listener *l)
+{
+	int half = listener_tcp_slots(l) / 2;
+
+	return l->max_hs < half ? l->max_hs : half > 0 ? half : 1;
+}
+
+/* At the handshake cap, close the connection longest in the handshake. */
+static void listener_evict_handshake(struct listener *l)
+{
+	struct conn *old = l->hs_head;
+
+	if (!old || l->nhs < listener_max_handshakes(l))
+		return;
+	stats_add(STAT_handshakes_evicted_total, 1);
+	log_limited(&listener_hs_limit, LOG_LEVEL_WARN, "listener", "conn=%llu peer=%s: closed: "
+		    "%d connections are in the handshake (listen.max_handshakes, at most half the TCP "
+		    "slots) and a new one came; this was the oldest", (unsigned long long)old->id,
+		    old->peer, listener_max_handshakes(l));
+	conn_close(old, "evicted from the handshake");
 }
 
 static void listener_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
@@ -449,16 +576,11 @@ static void listener_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 
 	(void)lev;
 	(void)salen;
-	if (l->nconns >= l->max_conns) {
-		char peer[80];
-
-		listener_peer_name(sa, peer, sizeof(peer));
-		log_warn("listener", "peer=%s: refused, listen.max_connections=%d reached",
-			 peer, l->max_conns);
-		stats_add(STAT_connections_refused_total, 1);
-		evutil_closesocket(fd);
+	if (!listener_admit(l, fd, sa))
 		return;
-	}
+	if ((sa->sa_family == AF_INET || sa->sa_family == AF_INET6) &&
+	    (l->tls || l->shared_key[0]))
+		listener_evict_handshake(l);
 	c = conn_new(l, fd, sa);
 	if (!c) {
 		log_error("listener", "cannot set up an accepted connection (out of memory); "
@@ -597,6 +719,7 @@ static int listener_bind_unix(struct listener *l, const char *path, int mode)
 		return -1;
 	}
 	l->unix_path = strdup(path);
+	l->has_unix = true;
 	l->nlev++;
 	log_info("listener", "listening on unix %s (mode %04o)", path, mode);
 	return 0;
@@ -665,6 +788,8 @@ static int listener_bind_inherited(struct listener *l)
 			return -1;
 		}
 		l->nlev++;
+		if (strncmp(name, "unix", 4) == 0)
+			l->has_unix = true;
 		log_info("listener", "listening on %s (socket from systemd)", name);
 	}
 	return n;
@@ -738,6 +863,8 @@ void listener_reconfigure(struct listener *l, const struct config *cfg)
 {
 	l->max_conns = cfg->listen_max_connections;
 	l->idle_timeout_s = cfg->listen_idle_timeout_s;
+	l->hs_timeout_s = cfg->listen_handshake_timeout_s;
+	l->max_hs = cfg->listen_max_handshakes;
 	l->env->max_event_bytes = (size_t)cfg->listen_max_event_bytes;
 	spool_dead_letter_set_max(l->env->spool, (uint64_t)cfg->spool_dead_letter_max_bytes);
 }

@@ -8,6 +8,7 @@ asserted is the bound, never a speed.
 """
 
 import gzip
+import hashlib
 import os
 import socket
 import threading
@@ -165,3 +166,68 @@ def test_warn_lines_are_rate_limited(daemon_factory):
     warns = log_lines(d, "event dead-lettered")
     print(f"\nFIGURE item 1: 302 rejected events -> {len(warns)} warn lines; {line}")
     assert len(warns) <= 25
+
+
+# ---- unauthenticated connections ------------------------------------------------
+
+KEY = "s3cret-shared-key"
+
+
+def authenticate(c, key=KEY):
+    """The client side of the Forward handshake on C (HELO, PING, PONG)."""
+    helo = c.recv_value(timeout=5)
+    assert helo[0] == "HELO", helo
+    nonce, salt, host = helo[1]["nonce"], os.urandom(16), "client.example"
+    digest = hashlib.sha512(salt + host.encode() + nonce + key.encode()).hexdigest()
+    c.send_msgpack(["PING", host, salt, digest, "", ""])
+    pong = c.recv_value(timeout=5)
+    assert pong[:2] == ["PONG", True], pong
+
+
+def open_idle(port, n):
+    """N TCP connections that never send a byte."""
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        socks.append(s)
+    return socks
+
+
+def commit_one(d, via, chunk):
+    """Seconds for one event to be acked (committed) over a new connection VIA."""
+    ev = good_event()
+    t0 = time.monotonic()
+    with d.connect(via) as c:
+        if via == "tcp":
+            authenticate(c)
+        c.forward_chunk(TAG, [[event_time(1_700_000_000), ev]], chunk)
+    return time.monotonic() - t0
+
+
+def test_unauthenticated_connections_leave_room_for_clients(daemon_factory, pg):
+    """As many never-authenticating TCP connections as listen.max_connections:
+    a Unix client and a key-holding TCP client still get events committed."""
+    d = daemon_factory({"listen": {"shared_key": KEY, "max_connections": 64}})
+    socks = open_idle(d.tcp_port, 64)
+    try:
+        time.sleep(0.5)                     # let the daemon take them all
+        unix_s = commit_one(d, "unix", "u")
+        tcp_s = commit_one(d, "tcp", "t")
+        d.wait_rows(2)
+    finally:
+        for s in socks:
+            s.close()
+    print(f"\nFIGURE item 3 (64 slots): unix commit {unix_s * 1000:.0f} ms, "
+          f"key-holding tcp commit {tcp_s * 1000:.0f} ms")
+    assert d.log_contains(r"connections are in the handshake .* this was the oldest")
+
+
+def test_handshake_timeout_closes_silent_connections(daemon_factory):
+    """A TCP connection that never sends its PING is closed after
+    listen.handshake_timeout_s, not after idle_timeout_s."""
+    d = admin_daemon(daemon_factory, {"listen": {"shared_key": KEY, "idle_timeout_s": 300,
+                                                 "handshake_timeout_s": 1}}, ready=False)
+    with d.connect("tcp") as c:
+        assert c.wait_closed(10)
+    d.wait_log(r"handshake not finished within listen.handshake_timeout_s=1 s")
+    assert m(metrics(d.admin_port), "handshake_timeouts_total") == 1
