@@ -57,6 +57,10 @@ struct evbuffer;
 	X(postgres_reconnects_total, COUNTER, "PostgreSQL connections (re)established") \
 	X(connections_accepted_total, COUNTER, "Client connections accepted") \
 	X(connections_refused_total, COUNTER, "Client connections refused (max_connections)") \
+	X(accept_pauses_total, COUNTER, \
+	  "Pauses in accepting because the daemon ran out of file descriptors") \
+	X(admin_connections_refused_total, COUNTER, \
+	  "Admin endpoint connections closed at once (16 were open)") \
 	X(acks_sent_total, COUNTER, "Forward-protocol acks sent") \
 	X(credit_conflicts_total, COUNTER, \
 	  "Repeated credit_transaction ids carrying other values (ignored)") \

@@ -6,7 +6,8 @@
  * snapshot and format it with stats.c, so the endpoint adds no figure of
  * its own and never takes a lock the writers hold. Requests are small and
  * bounded: GET and HEAD only (else 405), 8 KiB of headers, no body, 10 s
- * timeout.
+ * timeout; at most 16 connections, and headers due within 10 s whatever the
+ * pace (admin_guard.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 #include <event2/util.h>
 
 #include "admin.h"
+#include "admin_guard.h"
 #include "admin_page.h"
 #include "log.h"
 #include "queue.h"
@@ -30,6 +32,7 @@
 
 struct admin {
 	struct evhttp *http;
+	struct admin_guard *guard;   /* connection cap and header deadline */
 	struct queue **queues;   /* owned by main; checked by /readyz */
 	int nqueues;
 	bool stopping;           /* draining after SIGTERM: not ready */
@@ -211,6 +214,7 @@ static void admin_request_cb(struct evhttp_request *req, void *arg)
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 	struct evbuffer *body = evbuffer_new();
 
+	admin_guard_request(((struct admin *)arg)->guard, req);
 	if (!body) {
 		admin_oom(req);
 		return;
@@ -281,7 +285,8 @@ struct admin *admin_start(struct event_base *base, const char *addr, struct queu
 	evhttp_set_max_body_size(a->http, 0);
 	evhttp_set_timeout(a->http, ADMIN_TIMEOUT_S);
 	evhttp_set_gencb(a->http, admin_request_cb, a);
-	if (admin_bind(a, base, addr) < 0) {
+	a->guard = admin_guard_new(base, a->http);
+	if (!a->guard || admin_bind(a, base, addr) < 0) {
 		admin_free(a);
 		return NULL;
 	}
@@ -301,5 +306,6 @@ void admin_free(struct admin *a)
 		return;
 	if (a->http)
 		evhttp_free(a->http);
+	admin_guard_free(a->guard);
 	free(a);
 }

@@ -10,11 +10,14 @@ asserted is the bound, never a speed.
 import gzip
 import hashlib
 import os
+import resource
 import socket
 import threading
 import time
 
 import pytest
+
+import helpers
 
 from helpers import WAIT_TIMEOUT, event_time, packb, uuid7, wait_for
 from opshelpers import admin_daemon, admin_get, m, metrics
@@ -231,3 +234,158 @@ def test_handshake_timeout_closes_silent_connections(daemon_factory):
         assert c.wait_closed(10)
     d.wait_log(r"handshake not finished within listen.handshake_timeout_s=1 s")
     assert m(metrics(d.admin_port), "handshake_timeouts_total") == 1
+
+
+# ---- file descriptors -----------------------------------------------------------
+
+@pytest.fixture
+def limited_daemon(pg, tmp_path):
+    """start(soft, hard, overrides=None, wait=True) -> a Daemon run under
+    prlimit with RLIMIT_NOFILE SOFT:HARD; stopped at teardown."""
+    started = []
+
+    def start(soft, hard, overrides=None, wait=True):
+        d = helpers.Daemon(pg, tmp_path / f"l{len(started)}", overrides)
+        os.makedirs(d.tmp_path)
+        base = d.command
+
+        def command():
+            cmd = base()
+            i = cmd.index(helpers.MEGAINGESTD)
+            return cmd[:i] + ["prlimit", f"--nofile={soft}:{hard}"] + cmd[i:]
+        d.command = command
+        started.append(d)
+        return d.start(wait=wait)
+
+    yield start
+    for d in started:
+        d.cleanup()
+        print(f"\n---- megaingestd log ({d.log_path}) ----\n{d.log()}")
+
+
+def soft_nofile(pid):
+    with open(f"/proc/{pid}/limits", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise AssertionError("no Max open files in /proc/PID/limits")
+
+
+def test_max_connections_must_fit_the_descriptor_limit(limited_daemon):
+    """Hard limit 1024 and the default max_connections 1024: the daemon
+    refuses to start and says what to change."""
+    d = limited_daemon(1024, 1024, wait=False)
+    assert d.wait_exit(30) != 0
+    assert d.log_contains(r"listen.max_connections=1024 needs \d+ open files .* "
+                          r"RLIMIT_NOFILE is 1024: lower listen.max_connections to \d+")
+
+
+def test_soft_descriptor_limit_is_raised_to_the_hard_one(limited_daemon):
+    d = limited_daemon(256, 4096)
+    assert soft_nofile(d.pid) == 4096
+
+
+def test_out_of_descriptors_pauses_accepting_and_logs_once(daemon_factory, pg):
+    """The daemon runs out of descriptors under 100 connections: it pauses
+    accepting (one log line for the episode) instead of spinning, and serves
+    again once connections close."""
+    d = daemon_factory()
+    soft, hard = resource.prlimit(d.pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (64, hard))
+    socks = []
+    try:
+        for _ in range(100):
+            socks.append(socket.create_connection(("127.0.0.1", d.tcp_port), timeout=5))
+        time.sleep(2)
+        cpu0 = proc_cpu(d.pid)
+        time.sleep(2)
+        cpu = (proc_cpu(d.pid) - cpu0) / 2
+        lines = log_lines(d, "accept failed")
+        print(f"\nFIGURE item 4: 100 connections at RLIMIT_NOFILE 64: {len(lines)} "
+              f"'accept failed' lines, {len(d.log().splitlines())} log lines in all, "
+              f"CPU {cpu * 100:.1f}% while they wait")
+        assert len(lines) == 1, lines[:5]
+    finally:
+        for s in socks:
+            s.close()
+    resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (soft, hard))
+    assert commit_one(d, "unix", "after") >= 0
+    d.wait_log(r"accepting again after \d+ pauses for descriptors")
+
+
+def proc_cpu(pid):
+    """CPU seconds (user + system) process PID has used."""
+    with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---- the admin endpoint -----------------------------------------------------------
+
+def closed_within(sock, seconds):
+    """True once the peer closes SOCK (EOF or reset) within SECONDS."""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(4096):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_admin_connections_are_capped(daemon_factory):
+    """16 admin connections at once; the 17th is closed at once, and a
+    request is served again once one of them goes."""
+    d = admin_daemon(daemon_factory, ready=False)
+    idle = [socket.create_connection(("127.0.0.1", d.admin_port), timeout=5)
+            for _ in range(16)]
+    try:
+        extra = socket.create_connection(("127.0.0.1", d.admin_port), timeout=5)
+        assert closed_within(extra, 3), "the 17th admin connection was not closed"
+        extra.close()
+        assert m(metrics_after_closing(idle), "admin_connections_refused_total") >= 1
+    finally:
+        for s in idle:
+            s.close()
+
+
+def metrics_after_closing(idle):
+    """Close one of IDLE (a slot frees) and read /metrics through it."""
+    port = idle[0].getpeername()[1]
+    idle.pop(0).close()
+    return wait_for(lambda: _try_metrics(port), timeout=5, what="/metrics after a slot freed")
+
+
+def _try_metrics(port):
+    try:
+        return metrics(port)
+    except (OSError, AssertionError):
+        return None
+
+
+def test_admin_headers_have_an_absolute_deadline(daemon_factory):
+    """One header byte every 2 s keeps evhttp's 10 s timeout from firing; the
+    deadline closes the connection 10 s after it opened regardless."""
+    d = admin_daemon(daemon_factory, ready=False)
+    s = socket.create_connection(("127.0.0.1", d.admin_port), timeout=5)
+    try:
+        t0 = time.monotonic()
+        s.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+        closed = False
+        while time.monotonic() - t0 < 16:
+            try:
+                s.sendall(b"a")
+            except OSError:
+                closed = True
+                break
+            if closed_within(s, 2):
+                closed = True
+                break
+        took = time.monotonic() - t0
+    finally:
+        s.close()
+    print(f"\nFIGURE item 4: slow admin client closed after {took:.1f} s")
+    assert closed and took < 13
+    d.wait_log("did not arrive within 10 s")

@@ -16,9 +16,12 @@ REASONS = ["not_a_map", "bad_key", "bad_type", "bad_utf8", "nul_byte", "out_of_r
 COUNTERS = ["events_received_total", "events_committed_total", "events_dead_lettered_total",
             "batches_committed_total", "postgres_reconnects_total",
             "connections_accepted_total", "connections_refused_total", "acks_sent_total",
-            "credit_conflicts_total", "auth_failures_total", "tls_failures_total"]
+            "credit_conflicts_total", "auth_failures_total", "tls_failures_total",
+            "dead_letters_refused_total", "dead_letter_bulk_total", "log_lines_suppressed_total",
+            "handshake_timeouts_total", "handshakes_evicted_total", "accept_pauses_total",
+            "admin_connections_refused_total"]
 GAUGES = ["queue_events", "queue_bytes", "spool_bytes", "connections", "postgres_up",
-          "uptime_seconds"]
+          "uptime_seconds", "dead_letter_full"]
 HISTOGRAMS = ["batch_commit_seconds", "event_commit_latency_seconds"]
 WRITER_STATES = ["writing", "replaying", "spooling", "holding", "stalled"]
 BOUNDS = ["0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
@@ -49,13 +52,13 @@ def test_metric_set_types_and_zero_at_start(daemon_factory):
     assert status == 200
     samples, types = parse_metrics(text)
     assert set(samples) == expected_samples()
-    assert len(samples) == 11 + 6 + 15 + 2 * 19 + 1 + 5
+    assert len(samples) == len(COUNTERS) + len(GAUGES) + 15 + 2 * 19 + 1 + len(WRITER_STATES)
     # prometheus_client names counter families without _total
     assert types["megaingest_events_received"] == "counter"
     assert types["megaingest_events_rejected"] == "counter"
     assert types["megaingest_batch_commit_seconds"] == "histogram"
     assert types["megaingest_queue_events"] == "gauge"
-    assert text.count("# HELP ") == len(types) == 22
+    assert text.count("# HELP ") == len(types) == 30
     for c in COUNTERS:
         if c not in ("postgres_reconnects_total", "connections_accepted_total"):
             assert m(samples, c) == 0, c
