@@ -38,6 +38,7 @@ struct config {
 	int listen_idle_timeout_s;
 	int listen_handshake_timeout_s;
 	int listen_max_handshakes;
+	long listen_max_buffered_bytes;
 	char *listen_shared_key;
 	char *listen_tls_cert;
 	char *listen_tls_key;

@@ -21,6 +21,18 @@ struct spool;
 struct ack;
 struct ackq;
 
+/*
+ * The memory every connection's unfinished input may take together
+ * (listen.max_buffered_bytes). A connection's cost is the bytes its decoder
+ * holds plus 24 for each element its open value announced (what msgpack-c
+ * allocates on reading the count). Owned by the listener; loop thread.
+ */
+struct proto_budget {
+	size_t max;                /* 0: no limit */
+	size_t used;               /* every connection's cost */
+	int holders;               /* connections whose cost is not 0 */
+};
+
 /* Everything proto needs from the rest of the daemon; owned by main. */
 struct proto_env {
 	struct queue **queues;     /* one per writer; events go to id_hash % nqueues */
@@ -28,12 +40,19 @@ struct proto_env {
 	struct spool *spool;       /* dead-letter file */
 	struct ackq *ackq;         /* where writers post finished acks */
 	size_t max_event_bytes;    /* listen.max_event_bytes (read live on reload) */
+	struct proto_budget *budget; /* or NULL: no memory budget */
 };
+
+/* A value may announce at most max_event_bytes / PROTO_ELEMS_DIVISOR elements
+ * (a map pair counts two): msgpack-c then takes at most 6 x max_event_bytes. */
+#define PROTO_ELEMS_DIVISOR 4
 
 enum proto_status {
 	PROTO_OK = 0,     /* consumed all complete values; wants more bytes */
 	PROTO_BLOCKED,    /* a queue is full: stop reading, call proto_run again later */
 	PROTO_CLOSE,      /* fatal stream error (logged): close the connection */
+	PROTO_HELD,       /* over the memory budget: stop reading this connection until
+			   * proto_budget.used falls, then call proto_run again */
 	PROTO_STATUS_COUNT /* number of statuses; not a status */
 };
 
@@ -50,10 +69,15 @@ void proto_conn_free(struct proto_conn *pc);
  * Move the bytes of IN into the decoder and decode every complete value,
  * pushing events to the queues. Stops early with PROTO_BLOCKED when a queue
  * is full (bytes stay buffered in the decoder; call again with an empty IN to
- * resume). PROTO_CLOSE on bytes that are not msgpack, or a value over
- * max_event_bytes, after logging why.
+ * resume). PROTO_HELD, with the bytes left in IN, when taking them could
+ * pass the memory budget and this connection holds at least its share.
+ * PROTO_CLOSE on bytes that are not msgpack, a value over max_event_bytes
+ * or announcing too many elements, after logging why.
  */
 enum proto_status proto_run(struct proto_conn *pc, struct evbuffer *in);
+
+/* What the connection's unfinished input costs in the budget. */
+size_t proto_cost(const struct proto_conn *pc);
 
 /* Bytes buffered in the decoder and not yet decoded. */
 size_t proto_pending_bytes(const struct proto_conn *pc);

@@ -50,6 +50,10 @@ struct evbuffer;
 	  "Messages whose entries past the per-message rejection limit went out as one line") \
 	X(log_lines_suppressed_total, COUNTER, "Repeated warning lines not written (rate limit)") \
 	X(connections, GAUGE, "Open client connections") \
+	X(buffered_bytes, GAUGE, \
+	  "Memory taken by connections' unfinished values (listen.max_buffered_bytes)") \
+	X(memory_holds_total, COUNTER, \
+	  "Times a connection was not read because of listen.max_buffered_bytes") \
 	X(postgres_up, GAUGE, \
 	  "1 while every writer is connected and its last statement succeeded, else 0") \
 	X(writer_state, WRITERS, \

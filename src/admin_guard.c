@@ -131,6 +131,7 @@ static struct bufferevent *admin_guard_bev_cb(struct event_base *base, void *arg
 		free(c);
 		return NULL;
 	}
+	admin_guard_reap(g); /* connections evhttp freed since the last sweep */
 	bufferevent_incref(bev);
 	c->bev = bev;
 	c->deadline_ms = admin_guard_now_ms() + ADMIN_GUARD_DEADLINE_S * 1000;

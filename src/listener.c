@@ -81,6 +81,7 @@ struct conn {
 	bool tls_up;                     /* its handshake completed */
 	bool held;                       /* not read: LISTENER_WRITE_HIGH of replies unread */
 	bool hs;                         /* in the TLS or shared-key handshake (on hs list) */
+	bool mem_held;                   /* not read: listen.max_buffered_bytes passed */
 	struct conn *hs_prev, *hs_next;  /* handshake list, oldest first */
 	uint64_t holds;                  /* times it was held (the first is logged as a warning) */
 	struct conn *prev, *next;        /* open list, or zombie list once closed */
@@ -105,6 +106,9 @@ struct listener {
 	int max_hs;                      /* listen.max_handshakes (live) */
 	int hs_timeout_s;                /* listen.handshake_timeout_s (live) */
 	bool has_unix;                   /* a Unix listener: keep slots for it */
+	struct proto_budget budget;      /* listen.max_buffered_bytes; env->budget points here */
+	int nmemheld;                    /* connections with mem_held */
+	bool mem_resuming;               /* listener_mem_resume runs */
 	struct event *accept_timer;      /* re-enables accepting after a pause */
 	bool accept_paused;              /* out of descriptors: listeners disabled */
 	uint64_t accept_pauses;          /* pauses in this episode (0: none going on) */
@@ -115,10 +119,12 @@ struct listener {
 };
 
 static void conn_process(struct conn *c);
+static void listener_mem_resume(struct listener *l);
 
 /* Lines a client can cause at will: refused and evicted connections, timeouts. */
 static struct log_limit listener_refuse_limit = LOG_LIMIT_INIT(10, 1000);
 static struct log_limit listener_hs_limit = LOG_LIMIT_INIT(10, 1000);
+static struct log_limit listener_close_limit = LOG_LIMIT_INIT(10, 1000);
 
 /* ---- connection list -------------------------------------------------- */
 
@@ -188,16 +194,21 @@ static void conn_close(struct conn *c, const char *why)
 	size_t left = proto_pending_bytes(c->pc);
 
 	if (left > 0)
-		log_warn("listener", "conn=%llu peer=%s: closed (%s) with %zu bytes of an "
-			 "incomplete value, which is discarded", (unsigned long long)c->id, c->peer,
-			 why, left);
+		log_limited(&listener_close_limit, LOG_LEVEL_WARN, "listener", "conn=%llu "
+			    "peer=%s: closed (%s) with %zu bytes of an incomplete value, which is "
+			    "discarded", (unsigned long long)c->id, c->peer, why, left);
 	else
 		log_debug("listener", "conn=%llu peer=%s: closed (%s)", (unsigned long long)c->id,
 			  c->peer, why);
 	conn_hs_end(l, c);
+	if (c->mem_held) {
+		c->mem_held = false;
+		l->nmemheld--;
+	}
 	c->acks_created = proto_acks_created(c->pc);
 	proto_conn_free(c->pc);
 	c->pc = NULL;
+	stats_set_gauge(STAT_buffered_bytes, (int64_t)l->budget.used);
 	proto_auth_free(c->auth);
 	c->auth = NULL;
 	bufferevent_free(c->bev);
@@ -210,6 +221,7 @@ static void conn_close(struct conn *c, const char *why)
 		conn_free(c);
 	else
 		conn_link(&l->zombies, c);
+	listener_mem_resume(l);
 }
 
 /* ---- backpressure ----------------------------------------------------- */
@@ -273,7 +285,7 @@ static void listener_resume(struct listener *l)
 	log_debug("listener", "queue has room: reading resumed on %d connections", l->nconns);
 	for (c = l->conns; c; c = next) {
 		next = c->next;
-		if (c->closing || c->held)
+		if (c->closing || c->held || c->mem_held)
 			continue;
 		bufferevent_enable(c->bev, EV_READ);
 		listener_arm_idle(l, c);
@@ -314,6 +326,52 @@ static int conn_authenticate(struct conn *c)
 	}
 }
 
+static struct log_limit listener_mem_limit = LOG_LIMIT_INIT(5, 10000);
+
+/* Stop reading C: the connections' unfinished input is at the budget and C
+ * holds at least its share. Its idle timer keeps running. */
+static void conn_mem_hold(struct conn *c)
+{
+	struct listener *l = c->l;
+
+	if (c->mem_held)
+		return;
+	c->mem_held = true;
+	l->nmemheld++;
+	bufferevent_disable(c->bev, EV_READ);
+	stats_add(STAT_memory_holds_total, 1);
+	log_limited(&listener_mem_limit, LOG_LEVEL_WARN, "listener", "conn=%llu peer=%s: %zu "
+		    "bytes of unfinished input; not reading from it while the connections' "
+		    "unfinished input is at listen.max_buffered_bytes=%zu (%zu now)",
+		    (unsigned long long)c->id, c->peer, proto_cost(c->pc), l->budget.max,
+		    l->budget.used);
+}
+
+/* Read again from the held connections once the budget is below 3/4. */
+static void listener_mem_resume(struct listener *l)
+{
+	struct conn *c, *next;
+
+	if (l->nmemheld == 0 || l->mem_resuming || l->stopped ||
+	    (l->budget.max > 0 && l->budget.used > l->budget.max / 4 * 3))
+		return;
+	l->mem_resuming = true;
+	log_debug("listener", "unfinished input down to %zu bytes: reading %d held connections "
+		  "again", l->budget.used, l->nmemheld);
+	for (c = l->conns; c; c = next) {
+		next = c->next;
+		if (!c->mem_held)
+			continue;
+		c->mem_held = false;
+		l->nmemheld--;
+		if (l->paused || c->held || c->closing)
+			continue;
+		bufferevent_enable(c->bev, EV_READ);
+		conn_process(c); /* may close C, or hold it again */
+	}
+	l->mem_resuming = false;
+}
+
 /* Decode what C has buffered; pause, close or re-arm the idle timer. */
 static void conn_process(struct conn *c)
 {
@@ -328,6 +386,11 @@ static void conn_process(struct conn *c)
 		conn_close(c, "protocol error");
 		return;
 	}
+	stats_set_gauge(STAT_buffered_bytes, (int64_t)l->budget.used);
+	if (st == PROTO_HELD) {
+		conn_mem_hold(c);
+		return;
+	}
 	seen = proto_values_done(c->pc);
 	if (seen != c->values_seen) {
 		c->values_seen = seen;
@@ -335,6 +398,7 @@ static void conn_process(struct conn *c)
 	}
 	if (st == PROTO_BLOCKED)
 		listener_pause(l);
+	listener_mem_resume(l);
 }
 
 static void conn_read_cb(struct bufferevent *bev, void *arg)
@@ -378,7 +442,7 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 	c->held = false;
 	log_debug("listener", "conn=%llu peer=%s: acks read; reading again",
 		  (unsigned long long)c->id, c->peer);
-	if (l->paused || l->stopped)
+	if (l->paused || l->stopped || c->mem_held)
 		return;
 	bufferevent_enable(bev, EV_READ);
 	conn_process(c); /* what arrived before the hold */
@@ -946,6 +1010,7 @@ struct listener *listener_start(struct event_base *base, const struct config *cf
 		return NULL;
 	l->base = base;
 	l->env = env;
+	env->budget = &l->budget;
 	l->writers = cfg->writer_connections;
 	if (listener_fd_budget(l, cfg->listen_max_connections) < 0) {
 		free(l);
@@ -988,6 +1053,7 @@ void listener_reconfigure(struct listener *l, const struct config *cfg)
 		l->max_conns = cfg->listen_max_connections;
 	l->idle_timeout_s = cfg->listen_idle_timeout_s;
 	l->hs_timeout_s = cfg->listen_handshake_timeout_s;
+	l->budget.max = (size_t)cfg->listen_max_buffered_bytes;
 	l->max_hs = cfg->listen_max_handshakes;
 	l->env->max_event_bytes = (size_t)cfg->listen_max_event_bytes;
 	spool_dead_letter_set_max(l->env->spool, (uint64_t)cfg->spool_dead_letter_max_bytes);
@@ -1038,8 +1104,10 @@ void listener_free(struct listener *l)
 	 * before it is freed. */
 	spool_dead_letter_drain(l->env->spool);
 	listener_stop_accepting(l);
+	l->stopped = true; /* no resuming while closing */
 	while (l->conns)
 		conn_close(l->conns, "daemon stopping");
+	l->env->budget = NULL;
 	while (l->zombies) {
 		struct conn *c = l->zombies;
 

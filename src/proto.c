@@ -62,6 +62,7 @@
 #define PROTO_GZIP_FACTOR 16               /* inflated bytes allowed per max_event_bytes */
 #define PROTO_NS 1000000000LL
 #define PROTO_MAX_SEC 9223372035LL         /* sec * 1e9 + nsec still fits int64_t */
+#define PROTO_PEEK_VECS 32                 /* chunks of input scanned in place */
 #define PROTO_MSG_REJECT_MAX 16            /* rejected entries of one message written one by one */
 
 /* ---- connection --------------------------------------------------------- */
@@ -77,6 +78,7 @@ struct proto_conn {
 	uint64_t decoded;         /* stream bytes of the complete values so far */
 	uint64_t values;          /* complete values so far */
 	uint64_t acks;            /* acks created so far */
+	size_t cost;              /* counted in env->budget: see proto_cost_now */
 	bool closed;              /* PROTO_CLOSE returned: nothing more is decoded */
 };
 
@@ -118,14 +120,22 @@ struct proto_conn *proto_conn_new(const struct proto_env *env, void *owner,
 	return pc;
 }
 
+static void proto_cost_set(struct proto_conn *pc, size_t cost);
+
 void proto_conn_free(struct proto_conn *pc)
 {
 	if (!pc)
 		return;
+	proto_cost_set(pc, 0);
 	msgpack_unpacked_destroy(&pc->val);
 	msgpack_unpacker_destroy(&pc->up);
 	free(pc->peer);
 	free(pc);
+}
+
+size_t proto_cost(const struct proto_conn *pc)
+{
+	return pc ? pc->cost : 0;
 }
 
 size_t proto_pending_bytes(const struct proto_conn *pc)
@@ -499,6 +509,14 @@ static void proto_forward(struct proto_msg *m, const msgpack_object *entries)
 	}
 }
 
+/* The most elements one value may announce. */
+static uint64_t proto_max_elems(const struct proto_env *env)
+{
+	uint64_t n = env->max_event_bytes / PROTO_ELEMS_DIVISOR;
+
+	return n > 0 ? n : 1;
+}
+
 /* Why a scan of packed entries stopped early, for the dead-letter reason. */
 static const char *proto_scan_why(const struct proto_scan *s)
 {
@@ -507,6 +525,8 @@ static const char *proto_scan_why(const struct proto_scan *s)
 		return "not msgpack";
 	case PROTO_SCAN_TOO_DEEP:
 		return "nested deeper than 32 levels";
+	case PROTO_SCAN_TOO_MANY:
+		return "announces more elements than listen.max_event_bytes / 4";
 	default:
 		return "truncated msgpack value";
 	}
@@ -577,6 +597,7 @@ static void proto_packed_entries(struct proto_msg *m, const char *p, size_t len)
 	const char *why;
 
 	memset(&s, 0, sizeof(s));
+	s.max_elems = proto_max_elems(m->pc->env);
 	(void)proto_scan_feed(&s, (const uint8_t *)p, len, len);
 	if (s.error != PROTO_SCAN_OK || !proto_scan_idle(&s))
 		cut = (size_t)s.value_start;
@@ -967,6 +988,12 @@ static void proto_log_scan_error(const struct proto_conn *pc)
 			  "levels; connection closed", (unsigned long long)s->value_start,
 			  PROTO_MAX_DEPTH);
 		break;
+	case PROTO_SCAN_TOO_MANY:
+		proto_log(pc, LOG_LEVEL_WARN, "value at byte offset %llu announces %llu or more "
+			  "elements, more than listen.max_event_bytes / %d = %llu; connection closed",
+			  (unsigned long long)s->value_start, (unsigned long long)s->error_size,
+			  PROTO_ELEMS_DIVISOR, (unsigned long long)s->max_elems);
+		break;
 	default:
 		proto_log(pc, LOG_LEVEL_WARN, "value of %s%llu bytes exceeds "
 			  "listen.max_event_bytes %zu; connection closed",
@@ -993,6 +1020,7 @@ static int proto_fill_step(struct proto_conn *pc, struct evbuffer *in, size_t le
 			  len);
 		return -1;
 	}
+	pc->scan.max_elems = proto_max_elems(pc->env);
 	ok = proto_scan_feed(&pc->scan, (const uint8_t *)dst, len, pc->env->max_event_bytes);
 	msgpack_unpacker_buffer_consumed(&pc->up, ok);
 	return 0;
@@ -1052,24 +1080,98 @@ static int proto_next(struct proto_conn *pc)
 	}
 }
 
+/* ---- the memory budget ------------------------------------------------- */
+
+/* What PC's unfinished input costs: the bytes its decoder holds, and what
+ * msgpack-c allocates for the elements the open value announced (scan S). */
+static size_t proto_cost_of(const struct proto_conn *pc, const struct proto_scan *s,
+			    size_t more)
+{
+	size_t elems = proto_scan_idle(s) ? 0 : (size_t)s->elems;
+
+	return msgpack_unpacker_message_size(&pc->up) + more + elems * sizeof(msgpack_object);
+}
+
+/* Account COST for PC in the budget. */
+static void proto_cost_set(struct proto_conn *pc, size_t cost)
+{
+	struct proto_budget *b = pc->env->budget;
+
+	if (b) {
+		b->used = b->used - pc->cost + cost;
+		b->holders += (cost > 0) - (pc->cost > 0);
+	}
+	pc->cost = cost;
+}
+
+/*
+ * Whether IN may go into the decoder. Only when taking it could pass the
+ * budget is it scanned ahead (a copy of the scanner over IN's chunks, which
+ * stay put), so the cost counts the elements its headers announce before
+ * msgpack-c allocates them. A connection is held when the total would pass
+ * the budget and it would hold at least its share: the largest ones stop,
+ * small values keep flowing.
+ */
+static bool proto_admit(const struct proto_conn *pc, struct evbuffer *in)
+{
+	const struct proto_budget *b = pc->env->budget;
+	size_t len = in ? evbuffer_get_length(in) : 0, cost, share, others;
+	uint64_t worst;
+	struct proto_scan trial;
+	struct evbuffer_iovec vec[PROTO_PEEK_VECS];
+	const unsigned char *flat;
+	int n;
+
+	if (!b || b->max == 0 || len == 0)
+		return true;
+	others = b->used - pc->cost;
+	worst = (uint64_t)len + proto_max_elems(pc->env) * sizeof(msgpack_object);
+	if (others + msgpack_unpacker_message_size(&pc->up) + worst <= b->max)
+		return true; /* fits whatever the bytes announce */
+	trial = pc->scan;
+	trial.max_elems = proto_max_elems(pc->env);
+	n = evbuffer_peek(in, -1, NULL, vec, PROTO_PEEK_VECS);
+	if (n > PROTO_PEEK_VECS) { /* rare: many small chunks; make them one */
+		flat = evbuffer_pullup(in, -1);
+		if (!flat)
+			return true; /* out of memory: the fill will say so */
+		(void)proto_scan_feed(&trial, flat, len, pc->env->max_event_bytes);
+	}
+	for (int i = 0; i < n && n <= PROTO_PEEK_VECS && trial.error == PROTO_SCAN_OK; i++)
+		(void)proto_scan_feed(&trial, vec[i].iov_base, vec[i].iov_len,
+				      pc->env->max_event_bytes);
+	if (trial.error != PROTO_SCAN_OK)
+		return true; /* the real fill closes the connection */
+	cost = proto_cost_of(pc, &trial, len);
+	share = b->max / (size_t)(b->holders + (pc->cost == 0));
+	return others + cost <= b->max || cost < share;
+}
+
 enum proto_status proto_run(struct proto_conn *pc, struct evbuffer *in)
 {
 	int rc;
 
 	if (pc->closed)
 		return PROTO_CLOSE;
+	if (!proto_admit(pc, in))
+		return PROTO_HELD;
 	if (proto_fill(pc, in) < 0) {
 		pc->closed = true;
 		return PROTO_CLOSE;
 	}
 	for (;;) {
-		if (proto_queues_full(pc))
+		if (proto_queues_full(pc)) {
+			proto_cost_set(pc, proto_cost_of(pc, &pc->scan, 0));
 			return PROTO_BLOCKED;
+		}
 		rc = proto_next(pc);
-		if (rc == 0)
+		if (rc == 0) {
+			proto_cost_set(pc, proto_cost_of(pc, &pc->scan, 0));
 			return PROTO_OK;
+		}
 		if (rc < 0) {
 			pc->closed = true;
+			proto_cost_set(pc, 0);
 			return PROTO_CLOSE;
 		}
 	}

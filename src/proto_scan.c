@@ -109,6 +109,7 @@ struct proto_walk {
 	uint64_t items;          /* as struct proto_scan */
 	uint64_t skip;
 	uint64_t value_start;
+	uint64_t elems;
 	size_t depth;            /* unsigned and pointer-wide: no sign extension per index */
 };
 
@@ -118,6 +119,7 @@ static inline void proto_walk_lead(struct proto_walk *w, uint64_t at)
 	if (w->items == 0) {
 		w->items = 1;
 		w->value_start = at;
+		w->elems = 0;
 	}
 }
 
@@ -163,6 +165,7 @@ int proto_walk_head(struct proto_scan *s, struct proto_walk *w, const uint8_t *h
 			goto fail;
 		}
 		n <<= e.pairs; /* n < 2^32: cannot overflow */
+		w->elems += n;
 		w->items += n;
 		if (n > 0)
 			s->open[w->depth++] = n;
@@ -171,8 +174,13 @@ int proto_walk_head(struct proto_scan *s, struct proto_walk *w, const uint8_t *h
 		proto_walk_pop(s, w);
 	/* Every value still owed takes at least one byte. */
 	least = at + 1 + e.lenbytes - w->value_start + w->skip + w->items;
-	if (least <= limit)
+	if (least <= limit && (s->max_elems == 0 || w->elems <= s->max_elems))
 		return 1 + e.lenbytes;
+	if (least <= limit) {
+		s->error = PROTO_SCAN_TOO_MANY;
+		s->error_size = w->elems;
+		goto fail;
+	}
 	s->error = PROTO_SCAN_TOO_BIG;
 	s->error_size = least;
 	s->error_exact = w->items == 0;
@@ -183,7 +191,8 @@ fail:
 
 static inline struct proto_walk proto_walk_load(const struct proto_scan *s)
 {
-	return (struct proto_walk){ s->items, s->skip, s->value_start, (size_t)s->depth };
+	return (struct proto_walk){ s->items, s->skip, s->value_start, s->elems,
+				    (size_t)s->depth };
 }
 
 static inline void proto_walk_store(struct proto_scan *s, const struct proto_walk *w)
@@ -191,6 +200,7 @@ static inline void proto_walk_store(struct proto_scan *s, const struct proto_wal
 	s->items = w->items;
 	s->skip = w->skip;
 	s->value_start = w->value_start;
+	s->elems = w->elems;
 	s->depth = (int)w->depth;
 }
 

@@ -7,8 +7,10 @@
  * The scanner knows only msgpack's headers: where each value ends, how deep
  * it nests and how many bytes it must at least take. It jumps over str, bin
  * and ext bodies by their length. Its guarantee: no header announcing more
- * than the limit (and no nesting deeper than msgpack-c decodes) is among
- * the bytes it lets a decoder see.
+ * than the limit (and no nesting deeper than msgpack-c decodes, and, with
+ * max_elems, no value announcing more elements) is among the bytes it lets
+ * a decoder see. Elements matter as much as bytes: msgpack-c allocates 24
+ * bytes for each announced element (48 a map pair) when it reads the count.
  */
 #ifndef MI_PROTO_SCAN_H
 #define MI_PROTO_SCAN_H
@@ -24,6 +26,7 @@ enum proto_scan_error {
 	PROTO_SCAN_NOT_MSGPACK,  /* a byte no msgpack value starts with */
 	PROTO_SCAN_TOO_BIG,      /* the value takes more than the limit */
 	PROTO_SCAN_TOO_DEEP,     /* containers nested deeper than msgpack-c decodes */
+	PROTO_SCAN_TOO_MANY,     /* the value announces more than max_elems elements */
 	PROTO_SCAN_ERROR_COUNT   /* number of errors; not an error */
 };
 
@@ -40,8 +43,12 @@ struct proto_scan {
 	uint8_t head[5];         /* lead byte and length field of a cut header, zero-padded */
 	uint8_t head_len;
 	uint8_t head_need;
+	uint64_t elems;          /* elements the current top-level value announced so far
+				  * (a map pair counts two) */
+	uint64_t max_elems;      /* set by the caller: most elems per value; 0: no limit */
 	enum proto_scan_error error;
-	uint64_t error_size;     /* TOO_BIG: the value's size, exact or a lower bound */
+	uint64_t error_size;     /* TOO_BIG: the value's size, exact or a lower bound;
+				  * TOO_MANY: the elements announced */
 	bool error_exact;        /* TOO_BIG: error_size is the whole value */
 };
 

@@ -389,3 +389,62 @@ def test_admin_headers_have_an_absolute_deadline(daemon_factory):
     print(f"\nFIGURE item 4: slow admin client closed after {took:.1f} s")
     assert closed and took < 13
     d.wait_log("did not arrive within 10 s")
+
+
+# ---- memory -----------------------------------------------------------------------
+
+def announcing(elements, nils):
+    """An array32 header announcing ELEMENTS, then NILS nils (never finished)."""
+    return b"\xdd" + elements.to_bytes(4, "big") + b"\xc0" * nils
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_value_announcing_too_many_elements_is_refused_from_its_header(daemon_factory):
+    """1,040,000 elements fit in 1 MiB by bytes, but msgpack-c would take
+    25 MB for them: refused as soon as the header arrives."""
+    d = daemon_factory()
+    with d.connect("tcp") as c:
+        c.send_raw(announcing(1_040_000, 1000))
+        assert c.wait_closed(5), "the connection was not closed"
+    d.wait_log(r"announces 1040000 or more elements, more than listen.max_event_bytes / 4 "
+               r"= 262144; connection closed")
+
+
+def test_unfinished_values_stay_within_max_buffered_bytes(daemon_factory, pg):
+    """40 connections each leave a value of 262,000 announced elements
+    unfinished (6 MB each in msgpack-c, 250 MB in all): with
+    listen.max_buffered_bytes 16 MiB the largest stop being read, memory
+    stays bounded, and a small client is still served."""
+    d = admin_daemon(daemon_factory, {"listen": {"max_buffered_bytes": 16 * 1048576}})
+    base = rss_mib(d.pid)
+    socks = []
+    try:
+        for _ in range(40):
+            s = socket.create_connection(("127.0.0.1", d.tcp_port), timeout=5)
+            s.sendall(announcing(262_000, 200_000))
+            socks.append(s)
+        wait_for(lambda: d.log_contains("not reading from it while"), timeout=10,
+                 what="a connection held for memory")
+        time.sleep(1)
+        grown = rss_mib(d.pid) - base
+        served = commit_one(d, "unix", "small")
+        s = metrics(d.admin_port)
+        print(f"\nFIGURE item 2: 40 x 262,000 announced elements: RSS +{grown:.0f} MiB "
+              f"(buffered_bytes {s[('megaingest_buffered_bytes', ())] / 1048576:.1f} MiB, "
+              f"{m(s, 'memory_holds_total'):.0f} holds); small client served in "
+              f"{served * 1000:.0f} ms")
+        assert m(s, "memory_holds_total") >= 1
+        assert m(s, "buffered_bytes") <= 16 * 1048576 + 8 * 1048576
+        assert grown < 100
+    finally:
+        for s in socks:
+            s.close()
+    wait_for(lambda: m(metrics(d.admin_port), "buffered_bytes") == 0,
+             what="the budget back to 0 once they closed")

@@ -895,8 +895,8 @@ static void test_too_big(void)
 
 	/* partial: an array whose elements keep coming, 500 bytes per read */
 	fx_open_full(&f, 1, 4096, 1000, 0);
-	msgpack_pack_array(&pk, 2000);
-	for (int i = 0; i < 2000; i++)
+	msgpack_pack_array(&pk, 400); /* within the element budget (4096 / 4) */
+	for (int i = 0; i < 400; i++)
 		pk_str("0123456789");
 	msg = pk_take(&len);
 	capture_begin(&f);
@@ -1103,6 +1103,33 @@ static void test_dead_letter_fails(void)
 	CHECK(fx_acks(&f, &a) == 1); /* comes back failed: the listener never sends it */
 	CHECK(a && atomic_load(&a->failed));
 	free(a);
+	free(log);
+	fx_close(&f);
+}
+
+/* A value may announce max_event_bytes / 4 elements (a map pair counts two). */
+static void test_too_many_elements(void)
+{
+	struct fx f;
+	char *log, *msg;
+	size_t len;
+
+	fx_open_full(&f, 1, 4096, 1000, 0); /* 1024 elements */
+	msgpack_pack_array(&pk, 1);
+	msgpack_pack_array(&pk, 1023); /* 1024 in all: taken (a frame error, dead-lettered) */
+	for (int i = 0; i < 1023; i++)
+		msgpack_pack_nil(&pk);
+	msg = pk_take(&len);
+	CHECK(feed(&f, msg, len) == PROTO_OK);
+	free(msg);
+	msgpack_pack_map(&pk, 513); /* 1026: refused from the header, nothing allocated */
+	msg = pk_take(&len);
+	capture_begin(&f);
+	CHECK(feed(&f, msg, len) == PROTO_CLOSE);
+	log = capture_end();
+	CHECK_CONTAINS(log, "announces 1026 or more elements, more than listen.max_event_bytes / 4 "
+		       "= 1024; connection closed");
+	free(msg);
 	free(log);
 	fx_close(&f);
 }
@@ -1403,6 +1430,7 @@ int main(void)
 	test_rejections();
 	test_garbage();
 	test_too_big();
+	test_too_many_elements();
 	test_gzip_bomb();
 	test_blocked();
 	test_all_invalid_acked();
