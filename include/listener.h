@@ -2,7 +2,9 @@
  * listener: TCP and Unix listeners, and the connections they accept.
  *
  * Each connection is a bufferevent feeding a proto_conn. Owns
- * max_connections, idle_timeout_s and the bounded read buffer; pauses every
+ * max_connections, idle_timeout_s, the handshake limits, the memory budget
+ * of unfinished values, the descriptor limit and the bounded read buffer;
+ * pauses every
  * connection's reading while a queue is full and resumes it when the
  * writers wake the loop; sends acks the writers post. Loop thread only.
  */

@@ -9,6 +9,15 @@
  * the loop through the ack channel's eventfd once there is room, and the
  * same wakeup delivers acks.
  *
+ * Limits that keep one client from hurting the others: a TCP connection in
+ * the TLS or shared-key handshake gets listen.handshake_timeout_s, at most
+ * listen.max_handshakes of them exist at once (a new one closes the
+ * oldest), and the last max_connections/16 slots (at most 8) are kept for
+ * the Unix socket. The connections' unfinished values share
+ * listen.max_buffered_bytes (struct proto_budget): a connection proto
+ * holds (PROTO_HELD) is not read until the total falls below 3/4. Lines a
+ * client can cause at will are rate-limited. Descriptors: listener_fd.c.
+ *
  * A connection that closes while acks for it are still in flight keeps its
  * small struct conn (without socket or decoder) until the last of them comes
  * back, so an ack never points at freed memory.
@@ -46,6 +55,7 @@
 #include "ack.h"
 #include "config.h"
 #include "listener.h"
+#include "listener_private.h"
 #include "listener_tls.h"
 #include "log.h"
 #include "proto.h"
@@ -55,14 +65,9 @@
 #include "spool.h"
 #include "stats.h"
 
-#define LISTENER_MAX 17                 /* CONFIG_MAX_TCP + the Unix socket */
 #define LISTENER_READ_HIGH (256 * 1024) /* bytes libevent buffers per connection */
 #define LISTENER_WRITE_HIGH (1024 * 1024) /* unread reply bytes that stop reading a client */
 #define LISTENER_WRITE_LOW (256 * 1024)   /* ... until its replies drain below this */
-#define LISTENER_ACCEPT_PAUSE_MS 250     /* out of descriptors: not accepting for this long */
-#define LISTENER_FD_MARGIN 64             /* descriptors besides connections: listeners, log,
-					   * eventfds, dead-letter file, admin (ADMIN_MAX_CONNS) */
-#define LISTENER_FD_PER_WRITER 4          /* PostgreSQL socket, spool segments */
 #define LISTENER_UNIX_RESERVE 8           /* slots TCP clients cannot take (at most 1/16) */
 
 struct conn {
@@ -87,36 +92,6 @@ struct conn {
 	struct conn *prev, *next;        /* open list, or zombie list once closed */
 };
 
-struct listener {
-	struct event_base *base;
-	struct proto_env *env;
-	struct evconnlistener *lev[LISTENER_MAX];
-	int nlev;
-	char *unix_path;                 /* unlinked at stop */
-	char *shared_key;                /* listen.shared_key (copied, wiped at free); "" for none */
-	struct listener_tls *tls;        /* TLS context for TCP connections, or NULL */
-	struct event *ack_ev;            /* ackq eventfd */
-	struct conn *conns;              /* open connections */
-	struct conn *zombies;            /* closed, waiting for acks */
-	int nconns;
-	int max_conns;                   /* listen.max_connections (live) */
-	int idle_timeout_s;              /* listen.idle_timeout_s (live) */
-	struct conn *hs_head, *hs_tail;  /* connections in the handshake, oldest first */
-	int nhs;
-	int max_hs;                      /* listen.max_handshakes (live) */
-	int hs_timeout_s;                /* listen.handshake_timeout_s (live) */
-	bool has_unix;                   /* a Unix listener: keep slots for it */
-	struct proto_budget budget;      /* listen.max_buffered_bytes; env->budget points here */
-	int nmemheld;                    /* connections with mem_held */
-	bool mem_resuming;               /* listener_mem_resume runs */
-	struct event *accept_timer;      /* re-enables accepting after a pause */
-	bool accept_paused;              /* out of descriptors: listeners disabled */
-	uint64_t accept_pauses;          /* pauses in this episode (0: none going on) */
-	int writers;                     /* writer.connections (for the descriptor budget) */
-	uint64_t next_id;
-	bool paused;                     /* reading stopped for backpressure */
-	bool stopped;                    /* shutting down: never read again */
-};
 
 static void conn_process(struct conn *c);
 static void listener_mem_resume(struct listener *l);
@@ -649,11 +624,7 @@ static void listener_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 
 	(void)lev;
 	(void)salen;
-	if (l->accept_pauses > 0) {
-		log_info("listener", "accepting again after %llu pauses for descriptors",
-			 (unsigned long long)l->accept_pauses);
-		l->accept_pauses = 0;
-	}
+	listener_fd_accepted(l);
 	if (!listener_admit(l, fd, sa))
 		return;
 	if ((sa->sa_family == AF_INET || sa->sa_family == AF_INET6) &&
@@ -674,62 +645,6 @@ static void listener_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 		bufferevent_enable(c->bev, EV_READ);
 		listener_arm_idle(l, c);
 	}
-}
-
-static struct log_limit listener_accept_limit = LOG_LIMIT_INIT(5, 10000);
-
-/* Re-enable accepting after a pause for descriptors. */
-static void listener_accept_timer_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct listener *l = arg;
-
-	(void)fd;
-	(void)what;
-	l->accept_paused = false;
-	for (int i = 0; i < l->nlev; i++)
-		evconnlistener_enable(l->lev[i]);
-}
-
-/*
- * Out of descriptors (EMFILE, ENFILE) or kernel memory: the pending
- * connection stays in the backlog and the listening socket stays readable,
- * so retrying at once would spin the loop. Stop accepting for
- * LISTENER_ACCEPT_PAUSE_MS instead, and say so once per episode (it ends
- * with the next accepted connection).
- */
-static void listener_accept_pause(struct listener *l, int err)
-{
-	struct timeval tv = { 0, LISTENER_ACCEPT_PAUSE_MS * 1000 };
-	struct rlimit rl = { 0, 0 };
-
-	stats_add(STAT_accept_pauses_total, 1);
-	if (l->accept_pauses++ == 0) {
-		getrlimit(RLIMIT_NOFILE, &rl);
-		log_error("listener", "accept failed: %s, with %d connections open and "
-			  "RLIMIT_NOFILE %llu; not accepting for %d ms at a time until descriptors "
-			  "free up (clients wait in the backlog)", strerror(err), l->nconns,
-			  (unsigned long long)rl.rlim_cur, LISTENER_ACCEPT_PAUSE_MS);
-	}
-	if (l->accept_paused)
-		return;
-	for (int i = 0; i < l->nlev; i++)
-		evconnlistener_disable(l->lev[i]);
-	l->accept_paused = true;
-	if (event_add(l->accept_timer, &tv) < 0)
-		listener_accept_timer_cb(-1, 0, l); /* cannot wait: better spin than stop */
-}
-
-static void listener_error_cb(struct evconnlistener *lev, void *arg)
-{
-	int err = EVUTIL_SOCKET_ERROR();
-
-	(void)lev;
-	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-		listener_accept_pause(arg, err);
-		return;
-	}
-	log_limited(&listener_accept_limit, LOG_LEVEL_WARN, "listener", "accept failed: %s",
-		    evutil_socket_error_to_string(err));
 }
 
 /* ---- acks ------------------------------------------------------------- */
@@ -943,60 +858,12 @@ static int listener_bind_all(struct listener *l, const struct config *cfg)
 	if (inherited == 0 && listener_bind_config(l, cfg) < 0)
 		return -1;
 	for (int i = 0; i < l->nlev; i++)
-		evconnlistener_set_error_cb(l->lev[i], listener_error_cb);
+		evconnlistener_set_error_cb(l->lev[i], listener_fd_error_cb);
 	if (l->nlev == 0) {
 		log_error("listener", "no listener configured (listen.tcp and listen.unix are empty)");
 		return -1;
 	}
 	return 0;
-}
-
-/* ---- descriptors ------------------------------------------------------ */
-
-/* Descriptors MAX_CONNS connections need, with everything else the daemon holds. */
-static unsigned long long listener_fds_needed(const struct listener *l, int max_conns)
-{
-	return (unsigned long long)max_conns + LISTENER_FD_MARGIN +
-	       (unsigned long long)l->writers * LISTENER_FD_PER_WRITER;
-}
-
-/*
- * Raise the soft RLIMIT_NOFILE to the hard limit (the default soft 1024 is
- * too few for the default max_connections 1024), then check MAX_CONNS
- * fits. 0, or -1 after saying what to change.
- */
-static int listener_fd_budget(struct listener *l, int max_conns)
-{
-	struct rlimit rl;
-	unsigned long long need = listener_fds_needed(l, max_conns);
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
-		log_error("listener", "getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
-		return -1;
-	}
-	if (rl.rlim_cur < rl.rlim_max) {
-		rlim_t was = rl.rlim_cur;
-
-		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
-			log_warn("listener", "cannot raise RLIMIT_NOFILE from %llu to %llu: %s",
-				 (unsigned long long)was, (unsigned long long)rl.rlim_max,
-				 strerror(errno));
-			rl.rlim_cur = was;
-		} else {
-			log_info("listener", "RLIMIT_NOFILE raised from %llu to %llu",
-				 (unsigned long long)was, (unsigned long long)rl.rlim_cur);
-		}
-	}
-	if (rl.rlim_cur == RLIM_INFINITY || need <= (unsigned long long)rl.rlim_cur)
-		return 0;
-	log_error("listener", "listen.max_connections=%d needs %llu open files (%d more for "
-		  "listeners, writers, spool and admin), but RLIMIT_NOFILE is %llu: lower "
-		  "listen.max_connections to %lld or raise the limit (LimitNOFILE= in the systemd "
-		  "unit, ulimit -n)", max_conns, need, (int)(need - (unsigned long long)max_conns),
-		  (unsigned long long)rl.rlim_cur,
-		  (long long)rl.rlim_cur - (long long)(need - (unsigned long long)max_conns));
-	return -1;
 }
 
 /* ---- lifecycle -------------------------------------------------------- */
@@ -1031,7 +898,7 @@ struct listener *listener_start(struct event_base *base, const struct config *cf
 		}
 	}
 	l->ack_ev = event_new(base, ackq_fd(env->ackq), EV_READ | EV_PERSIST, listener_ack_cb, l);
-	l->accept_timer = evtimer_new(base, listener_accept_timer_cb, l);
+	l->accept_timer = evtimer_new(base, listener_fd_timer_cb, l);
 	if (!l->ack_ev || !l->accept_timer || event_add(l->ack_ev, NULL) < 0 || listener_bind_all(l, cfg) < 0) {
 		listener_free(l);
 		return NULL;
@@ -1045,7 +912,7 @@ void listener_reconfigure(struct listener *l, const struct config *cfg)
 
 	if (l->max_conns > 0 && cfg->listen_max_connections > l->max_conns &&
 	    getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-	    listener_fds_needed(l, cfg->listen_max_connections) > (unsigned long long)rl.rlim_cur)
+	    listener_fd_needed(l, cfg->listen_max_connections) > (unsigned long long)rl.rlim_cur)
 		log_error("listener", "listen.max_connections=%d does not fit RLIMIT_NOFILE %llu; "
 			  "keeping %d", cfg->listen_max_connections,
 			  (unsigned long long)rl.rlim_cur, l->max_conns);

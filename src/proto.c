@@ -6,34 +6,41 @@
  * header as it arrives, jumping over str, bin and ext bodies, and knows only
  * msgpack's headers: where each value ends, how deep it nests and how many
  * bytes it must at least take. It closes the connection on a byte that is
- * not msgpack, a value over listen.max_event_bytes, or nesting msgpack-c
- * cannot decode, and it hands the msgpack_unpacker only the bytes in front
- * of such a header. That matters:
- * msgpack-c allocates an array's or map's elements as soon as it reads the
- * count, so a 5-byte header announcing 2^32 elements would otherwise cost
- * 96 GiB before a byte of them arrived. The unpacker then decodes the
- * complete values, and each is dispatched by shape: nil (heartbeat), map
- * (one event) or array (Message, Forward, PackedForward or
+ * not msgpack, a value over listen.max_event_bytes or announcing more than
+ * max_event_bytes / 4 elements, or nesting msgpack-c cannot decode, and it
+ * hands the msgpack_unpacker only the bytes in front of such a header.
+ * That matters: msgpack-c allocates 24 bytes per element of an array or
+ * map as soon as it reads the count, so a 5-byte header announcing 2^32
+ * elements would otherwise cost 96 GiB before a byte of them arrived. The
+ * same count is what the memory budget (listen.max_buffered_bytes, over
+ * every connection's unfinished value) charges; when taking a read could
+ * pass it, the read is scanned in place first and the connection may be
+ * held (PROTO_HELD) before msgpack-c sees it. The unpacker then decodes
+ * the complete values, and each is dispatched by shape: nil (heartbeat),
+ * map (one event) or array (Message, Forward, PackedForward or
  * CompressedPackedForward). Packed entries are scanned the same way before
  * msgpack_unpack_next sees them, and gzip output is bounded by
- * max_event_bytes x 16 while it is produced.
+ * max_event_bytes x 16 while it is produced (proto_gzip.c).
  *
  * One bad value or entry is dead-lettered with its reason and the stream
  * goes on; only a stream we cannot resynchronise (or cannot take
- * responsibility for) is closed.
+ * responsibility for) is closed. After PROTO_MSG_REJECT_MAX rejected
+ * entries in one message, the rest of it is dead-lettered as one line with
+ * a count, so what a message costs on disk is bounded by its size.
  *
  * Acks: a message whose option has "chunk" gets one struct ack with a guard
- * reference; every queued event takes a reference, and the guard is dropped
- * when the message is done, after the dead-letter writes of its invalid
- * events. When an event of the message could be neither queued nor
- * dead-lettered (out of memory, dead-letter write failed) proto_run returns
+ * reference; every queued event and every dead-letter line takes a
+ * reference (the dead-letter thread drops it once the line is durable, and
+ * marks the ack failed if it cannot be written: the listener then closes
+ * the connection instead of acking), and the guard is dropped when the
+ * message is done. When an event of the message could be neither queued
+ * nor handed to the dead-letter thread (out of memory) proto_run returns
  * PROTO_CLOSE: the listener closes the connection at once, before it can
  * deliver the ack, so that ack is freed unsent and the client resends.
  * Every ack created still comes back through the ack channel
  * (proto_acks_created counts them for the listener). Loop thread only.
  */
 #include <limits.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -44,14 +51,14 @@
 
 #include <event2/buffer.h>
 #include <msgpack.h>
-#include <msgpack/timestamp.h>
-#include <zlib.h>
 
 #include "ack.h"
 #include "json.h"
 #include "log.h"
 #include "proto.h"
+#include "proto_gzip.h"
 #include "proto_scan.h"
+#include "proto_time.h"
 #include "queue.h"
 #include "record.h"
 #include "spool.h"
@@ -61,7 +68,6 @@
 #define PROTO_FILL_STEP (1024 * 1024)      /* bytes moved into the decoder per evbuffer_remove */
 #define PROTO_GZIP_FACTOR 16               /* inflated bytes allowed per max_event_bytes */
 #define PROTO_NS 1000000000LL
-#define PROTO_MAX_SEC 9223372035LL         /* sec * 1e9 + nsec still fits int64_t */
 #define PROTO_PEEK_VECS 32                 /* chunks of input scanned in place */
 #define PROTO_MSG_REJECT_MAX 16            /* rejected entries of one message written one by one */
 
@@ -171,12 +177,6 @@ struct proto_msg {
 
 /* Warnings for rejected events: a client can cause one per event at will. */
 static struct log_limit proto_reject_limit = LOG_LIMIT_INIT(20, 1000);
-
-/* A forward event time, decoded. */
-struct proto_time {
-	int64_t ns;                   /* ns since the epoch */
-	const msgpack_object *meta;   /* Fluent Bit 2 metadata map, or NULL */
-};
 
 /*
  * Write EVENT (whose forward-protocol time is T, or NULL) to the dead-letter
@@ -307,132 +307,6 @@ static void proto_take(struct proto_msg *m, const msgpack_object *map,
 		return;
 	}
 	proto_queue(m, r);
-}
-
-/* ---- event time --------------------------------------------------------- */
-
-/* SEC.NSEC -> T->ns; -1 when it does not fit. */
-static int proto_time_set(struct proto_time *t, int64_t sec, int64_t nsec)
-{
-	if (sec > PROTO_MAX_SEC || sec < -PROTO_MAX_SEC || nsec < 0 || nsec >= PROTO_NS)
-		return -1;
-	t->ns = sec * PROTO_NS + nsec;
-	return 0;
-}
-
-/* Epoch seconds as a float -> seconds and nanoseconds; -1 when not finite or too far. */
-static int proto_time_float(double f, int64_t *sec, int64_t *nsec)
-{
-	int64_t s;
-
-	if (!isfinite(f) || f > (double)PROTO_MAX_SEC || f < -(double)PROTO_MAX_SEC)
-		return -1;
-	s = (int64_t)f;
-	if ((double)s > f)
-		s--;
-	*nsec = (int64_t)((f - (double)s) * 1e9 + 0.5);
-	if (*nsec >= PROTO_NS) {
-		s++;
-		*nsec -= PROTO_NS;
-	}
-	*sec = s;
-	return 0;
-}
-
-/* EventTime (ext 0) or a msgpack timestamp (ext -1); WHY filled on -1. */
-static int proto_time_ext(const msgpack_object *o, int64_t *sec, int64_t *nsec,
-			  char *why, size_t len)
-{
-	const msgpack_object_ext *e = &o->via.ext;
-	msgpack_timestamp ts;
-
-	if (e->type == 0 && e->size == 8) {
-		uint32_t s = (uint32_t)proto_be((const uint8_t *)e->ptr, 4);
-
-		/* Fluent Bit writes its group markers -1 and -2 into the uint32. */
-		*sec = s >= 0xfffffffeu ? (int64_t)(int32_t)s : (int64_t)s;
-		*nsec = (int64_t)proto_be((const uint8_t *)e->ptr + 4, 4);
-		return 0;
-	}
-	if (e->type == -1 && msgpack_object_to_timestamp(o, &ts)) {
-		*sec = ts.tv_sec;
-		*nsec = ts.tv_nsec;
-		return 0;
-	}
-	if (e->type == 0)
-		snprintf(why, len, "EventTime (ext 0) must have 8 bytes, got %u", e->size);
-	else
-		snprintf(why, len, "ext type %d of %u bytes is not a time", e->type, e->size);
-	return -1;
-}
-
-/* A time value that is not [time, meta] -> seconds and ns; WHY filled on -1. */
-static int proto_time_scalar(const msgpack_object *o, int64_t *sec, int64_t *nsec,
-			     char *why, size_t len)
-{
-	*nsec = 0;
-	switch (o->type) {
-	case MSGPACK_OBJECT_POSITIVE_INTEGER:
-		*sec = o->via.u64 > (uint64_t)PROTO_MAX_SEC ? PROTO_MAX_SEC + 1 : (int64_t)o->via.u64;
-		return 0;
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-		*sec = o->via.i64;
-		return 0;
-	case MSGPACK_OBJECT_FLOAT32:
-	case MSGPACK_OBJECT_FLOAT64:
-		if (proto_time_float(o->via.f64, sec, nsec) == 0)
-			return 0;
-		snprintf(why, len, "float %g is not a usable epoch time", o->via.f64);
-		return -1;
-	case MSGPACK_OBJECT_EXT:
-		return proto_time_ext(o, sec, nsec, why, len);
-	default:
-		snprintf(why, len, "expected integer, float, EventTime or [time, metadata], got %s",
-			 json_type_name(o));
-		return -1;
-	}
-}
-
-/* True when O looks like an event time (not an entry or a record). */
-static bool proto_is_time(const msgpack_object *o)
-{
-	return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
-	       o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ||
-	       o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64 ||
-	       o->type == MSGPACK_OBJECT_EXT;
-}
-
-/*
- * Decode an event time O into T. Returns 0, 1 for a Fluent Bit group marker
- * (skip the entry), or -1 with the reason in WHY.
- */
-static int proto_time_parse(const msgpack_object *o, struct proto_time *t, char *why, size_t len)
-{
-	int64_t sec, nsec;
-
-	t->meta = NULL;
-	if (o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 2 &&
-	    proto_is_time(&o->via.array.ptr[0])) {
-		const msgpack_object *meta = &o->via.array.ptr[1];
-
-		if (meta->type != MSGPACK_OBJECT_MAP && meta->type != MSGPACK_OBJECT_NIL) {
-			snprintf(why, len, "expected [time, metadata map], got [time, %s]",
-				 json_type_name(meta));
-			return -1;
-		}
-		if (meta->type == MSGPACK_OBJECT_MAP && meta->via.map.size > 0)
-			t->meta = meta;
-		o = &o->via.array.ptr[0];
-	}
-	if (proto_time_scalar(o, &sec, &nsec, why, len) < 0)
-		return -1;
-	if ((sec == -1 || sec == -2) && nsec == 0)
-		return 1;
-	if (proto_time_set(t, sec, nsec) < 0) {
-		snprintf(why, len, "%lld.%09lld is out of range", (long long)sec, (long long)nsec);
-		return -1;
-	}
-	return 0;
 }
 
 /* ---- entries and modes -------------------------------------------------- */
@@ -623,92 +497,6 @@ static void proto_packed_entries(struct proto_msg *m, const char *p, size_t len)
 		proto_packed_rest(m, p, len, cut, index, why);
 }
 
-enum proto_gz {
-	PROTO_GZ_OK = 0,
-	PROTO_GZ_CORRUPT,  /* not gzip, or truncated */
-	PROTO_GZ_TOO_BIG,  /* inflates past the limit */
-	PROTO_GZ_NOMEM,
-	PROTO_GZ_COUNT     /* number of outcomes; not an outcome */
-};
-
-/* Make room in *BUF (capacity *CAP, never past LIMIT + 1). */
-static enum proto_gz proto_gz_grow(char **buf, size_t *cap, size_t limit)
-{
-	size_t ncap = *cap * 2;
-	char *nbuf;
-
-	if (*cap > limit)
-		return PROTO_GZ_TOO_BIG;
-	if (ncap > limit + 1 || ncap < *cap)
-		ncap = limit + 1;
-	nbuf = realloc(*buf, ncap);
-	if (!nbuf)
-		return PROTO_GZ_NOMEM;
-	*buf = nbuf;
-	*cap = ncap;
-	return PROTO_GZ_OK;
-}
-
-/* Run inflate over all input of ZS into *BUF (capacity *CAP), members one after another. */
-static enum proto_gz proto_gz_loop(z_stream *zs, char **buf, size_t *cap, size_t *used,
-				   size_t limit, char *why, size_t len)
-{
-	enum proto_gz rc;
-	int zrc;
-
-	for (;;) {
-		if (*used == *cap && (rc = proto_gz_grow(buf, cap, limit)) != PROTO_GZ_OK)
-			return rc;
-		zs->next_out = (Bytef *)*buf + *used;
-		zs->avail_out = *cap - *used > UINT_MAX ? UINT_MAX : (uInt)(*cap - *used);
-		zrc = inflate(zs, Z_NO_FLUSH);
-		*used = (size_t)((char *)zs->next_out - *buf);
-		if (zrc == Z_STREAM_END && zs->avail_in == 0)
-			return *used > limit ? PROTO_GZ_TOO_BIG : PROTO_GZ_OK;
-		if (zrc == Z_STREAM_END && inflateReset(zs) == Z_OK)
-			continue; /* another gzip member follows */
-		if (zrc == Z_OK)
-			continue;
-		if (zrc == Z_MEM_ERROR)
-			return PROTO_GZ_NOMEM;
-		snprintf(why, len, "%s", zrc == Z_BUF_ERROR ? "truncated gzip data" :
-			 zs->msg ? zs->msg : "corrupt gzip data");
-		return PROTO_GZ_CORRUPT;
-	}
-}
-
-/*
- * Inflate the gzip data SRC (one or more members) into a new buffer *OUT of
- * *OUTLEN bytes (caller frees), never holding more than LIMIT + 1 bytes.
- */
-static enum proto_gz proto_gunzip(const char *src, size_t srclen, size_t limit, char **out,
-				  size_t *outlen, char *why, size_t whylen)
-{
-	z_stream zs;
-	size_t cap = srclen < 4096 ? 16384 : srclen * 4;
-	enum proto_gz rc;
-
-	memset(&zs, 0, sizeof(zs));
-	if (cap > limit + 1)
-		cap = limit + 1;
-	*out = malloc(cap);
-	if (!*out || inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) {
-		free(*out);
-		*out = NULL;
-		return PROTO_GZ_NOMEM;
-	}
-	zs.next_in = (Bytef *)src;
-	zs.avail_in = (uInt)srclen;
-	*outlen = 0;
-	rc = proto_gz_loop(&zs, out, &cap, outlen, limit, why, whylen);
-	inflateEnd(&zs);
-	if (rc != PROTO_GZ_OK) {
-		free(*out);
-		*out = NULL;
-	}
-	return rc;
-}
-
 /* CompressedPackedForward: inflate DATA, then read its entries. */
 static enum proto_status proto_packed_gzip(struct proto_msg *m, const msgpack_object *msg,
 					   const char *data, size_t len)
@@ -759,7 +547,7 @@ static enum proto_mode proto_mode_of(const msgpack_object *a)
 {
 	const msgpack_object *o = &a->via.array.ptr[1];
 
-	if (proto_is_time(o))
+	if (proto_time_like(o))
 		return PROTO_MODE_MESSAGE;
 	if (o->type == MSGPACK_OBJECT_STR || o->type == MSGPACK_OBJECT_BIN)
 		return PROTO_MODE_PACKED;
@@ -768,7 +556,7 @@ static enum proto_mode proto_mode_of(const msgpack_object *a)
 	/* Message whose time is Fluent Bit 2's [time, metadata]: as Forward entries an int
 	 * and a map could never be valid, so this reading is the only useful one. */
 	if (a->via.array.size >= 3 && o->via.array.size == 2 &&
-	    proto_is_time(&o->via.array.ptr[0]) &&
+	    proto_time_like(&o->via.array.ptr[0]) &&
 	    (o->via.array.ptr[1].type == MSGPACK_OBJECT_MAP ||
 	     o->via.array.ptr[1].type == MSGPACK_OBJECT_NIL))
 		return PROTO_MODE_MESSAGE;
