@@ -156,6 +156,16 @@ def test_plaintext_client_on_tls_port_is_closed(daemon_factory, pg, certs):
     assert m(metrics(d.admin_port), "tls_failures_total") == 1
 
 
+def test_silent_client_is_cut_at_handshake_timeout(daemon_factory, certs):
+    """A TCP connection that never starts TLS is closed after
+    listen.handshake_timeout_s, not after idle_timeout_s."""
+    d = admin_daemon(daemon_factory, tls_conf(certs, handshake_timeout_s=1), ready=False)
+    with d.connect("tcp") as c:
+        assert c.wait_closed(5)
+    d.wait_log(r"handshake not finished within listen.handshake_timeout_s=1 s")
+    assert m(metrics(d.admin_port), "handshake_timeouts_total") == 1
+
+
 def test_unix_socket_stays_plain(daemon_factory, pg, certs):
     d = daemon_factory(tls_conf(certs))
     mg_id = uuid7()
