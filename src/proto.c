@@ -70,6 +70,8 @@
 #define PROTO_NS 1000000000LL
 #define PROTO_PEEK_VECS 32                 /* chunks of input scanned in place */
 #define PROTO_MSG_REJECT_MAX 16            /* rejected entries of one message written one by one */
+#define PROTO_CONN_REJECT_BURST 1000       /* dead-letter lines a connection may cause at once, */
+#define PROTO_CONN_REJECT_RATE 100         /* ... and then this many a second */
 
 /* ---- connection --------------------------------------------------------- */
 
@@ -84,7 +86,9 @@ struct proto_conn {
 	uint64_t decoded;         /* stream bytes of the complete values so far */
 	uint64_t values;          /* complete values so far */
 	uint64_t acks;            /* acks created so far */
-	size_t cost;              /* counted in env->budget: see proto_cost_now */
+	size_t cost;              /* counted in env->budget: see proto_cost_of */
+	double reject_tokens;     /* dead-letter lines it may still cause (may go below 0) */
+	int64_t reject_ms;        /* CLOCK_MONOTONIC of the last refill */
 	bool closed;              /* PROTO_CLOSE returned: nothing more is decoded */
 };
 
@@ -120,6 +124,7 @@ struct proto_conn *proto_conn_new(const struct proto_env *env, void *owner,
 		return NULL;
 	}
 	msgpack_unpacked_init(&pc->val);
+	pc->reject_tokens = PROTO_CONN_REJECT_BURST;
 	pc->env = env;
 	pc->owner = owner;
 	pc->id = conn_id;
@@ -172,6 +177,7 @@ struct proto_msg {
 	uint64_t recv_ns;         /* when the value was decoded */
 	const msgpack_object *gzip; /* CompressedPackedForward: the data as received, else NULL */
 	uint32_t rejected;        /* entries dead-lettered one by one so far */
+	uint32_t reject_max;      /* ... after which the rest goes as one line */
 	bool failed;              /* an event was neither queued nor dead-lettered: close */
 };
 
@@ -202,6 +208,7 @@ static void proto_dead_letter(struct proto_msg *m, const msgpack_object *event,
 
 	stats_reject(reason);
 	m->rejected++;
+	pc->reject_tokens -= 1;
 	/* Written by the dead-letter thread; the ack waits for it to be durable. */
 	if (spool_dead_letter_post(pc->env->spool, &dl, pc->env->ackq, m->ack) < 0) {
 		proto_log(pc, LOG_LEVEL_ERROR, "event could not be dead-lettered (%s); "
@@ -240,10 +247,11 @@ static void proto_rest(struct proto_msg *m, const msgpack_object *held, const ch
 	snprintf(msg, sizeof(msg), "%s entries %u to %llu (%llu entries) not read: %d entries of "
 		 "this message were rejected already; \"event\" holds %s", kind, from,
 		 (unsigned long long)(from + count - 1), (unsigned long long)count,
-		 PROTO_MSG_REJECT_MAX, what);
+		 m->reject_max, what);
 	stats_add(STAT_events_received_total, count);
 	stats_reject_n(RECORD_REASON_BAD_FRAME, count);
 	stats_add(STAT_dead_letter_bulk_total, 1);
+	pc->reject_tokens -= 1;
 	if (spool_dead_letter_post(pc->env->spool, &dl, pc->env->ackq, m->ack) < 0) {
 		proto_log(pc, LOG_LEVEL_ERROR, "%llu events could not be dead-lettered; "
 			  "connection closed, no ack for their message", (unsigned long long)count);
@@ -371,7 +379,7 @@ static void proto_forward(struct proto_msg *m, const msgpack_object *entries)
 	uint32_t n = entries->via.array.size;
 
 	for (uint32_t i = 0; i < n && !m->failed; i++) {
-		if (m->rejected >= PROTO_MSG_REJECT_MAX) {
+		if (m->rejected >= m->reject_max) {
 			msgpack_object rest = { .type = MSGPACK_OBJECT_ARRAY };
 
 			rest.via.array.ptr = entries->via.array.ptr + i;
@@ -480,7 +488,7 @@ static void proto_packed_entries(struct proto_msg *m, const char *p, size_t len)
 	while (off < cut && !m->failed) {
 		size_t start = off;
 
-		if (m->rejected >= PROTO_MSG_REJECT_MAX) {
+		if (m->rejected >= m->reject_max) {
 			proto_packed_bulk(m, p + off, len - off, cut - off, index);
 			off = cut = len; /* the bulk line holds the rest, cut bytes too */
 			break;
@@ -663,13 +671,52 @@ static int proto_ack_open(struct proto_msg *m, const struct proto_option *opt)
 	return 0;
 }
 
+static struct log_limit proto_flood_limit = LOG_LIMIT_INIT(5, 10000);
+
+/*
+ * Refill PC's dead-letter lines (PROTO_CONN_REJECT_RATE a second, up to
+ * PROTO_CONN_REJECT_BURST) and return how many a message may write one by
+ * one: 16, fewer when the connection has used up its share, never 0.
+ */
+static uint32_t proto_reject_share(struct proto_conn *pc)
+{
+	struct timespec ts;
+	int64_t now;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	pc->reject_tokens += (double)(now - pc->reject_ms) * PROTO_CONN_REJECT_RATE / 1000.0;
+	if (pc->reject_tokens > PROTO_CONN_REJECT_BURST)
+		pc->reject_tokens = PROTO_CONN_REJECT_BURST;
+	pc->reject_ms = now;
+	if (pc->reject_tokens >= PROTO_MSG_REJECT_MAX)
+		return PROTO_MSG_REJECT_MAX;
+	return pc->reject_tokens >= 2 ? (uint32_t)pc->reject_tokens - 1 : 1;
+}
+
+/* After value M: a connection that caused more dead-letter lines than its
+ * share is closed (its last message is not acked), so what one connection
+ * costs on disk is bounded by time, not by what it sends. */
+static enum proto_status proto_flood_check(struct proto_msg *m, enum proto_status st)
+{
+	struct proto_conn *pc = m->pc;
+
+	if (st != PROTO_OK || pc->reject_tokens >= 0)
+		return st;
+	log_limited(&proto_flood_limit, LOG_LEVEL_WARN, "proto", "conn=%llu peer=%s: more than "
+		    "%d rejected events at once, or %d a second after that; connection closed, "
+		    "no ack for its last message", (unsigned long long)pc->id, pc->peer,
+		    PROTO_CONN_REJECT_BURST, PROTO_CONN_REJECT_RATE);
+	return PROTO_CLOSE;
+}
+
 /* Drop the message's guard on its ack; the status the value ends with. */
 static enum proto_status proto_msg_end(struct proto_msg *m, enum proto_status st)
 {
 	if (m->ack)
 		ack_release(m->pc->env->ackq, m->ack);
 	m->ack = NULL;
-	return m->failed ? PROTO_CLOSE : st;
+	return m->failed ? PROTO_CLOSE : proto_flood_check(m, st);
 }
 
 /* Run the events of message A in MODE. */
@@ -741,6 +788,8 @@ static enum proto_status proto_value(struct proto_conn *pc, const msgpack_object
 {
 	struct proto_msg m = { .pc = pc, .recv_ns = proto_now_ns() };
 	char why[128];
+
+	m.reject_max = proto_reject_share(pc);
 
 	switch (v->type) {
 	case MSGPACK_OBJECT_NIL:

@@ -153,6 +153,26 @@ def test_dead_letter_max_bytes_refuses_without_ack(daemon_factory):
     assert m(metrics(d.admin_port), "dead_letter_full") == 0
 
 
+def test_a_connection_flooding_rejected_events_is_closed(daemon_factory):
+    """1,500 bad events on one connection, as fast as it can send them: about
+    a burst of 1,000 dead-letter lines, then the connection is closed."""
+    d = daemon_factory()
+    bad = packb({"mg_id": 5})
+    with d.connect("tcp") as c:
+        try:
+            c.send_raw(bad * 1500)
+        except OSError:
+            pass
+        assert c.wait_closed(10), "the connection was not closed"
+    d.wait_log(r"more than 1000 rejected events at once, or 100 a second after that; "
+               r"connection closed")
+    wait_for(lambda: len(d.dead_letters()) >= 1000, what="the burst's lines on disk")
+    time.sleep(0.5)
+    n = len(d.dead_letters())
+    print(f"\nFIGURE item 1: 1,500 bad events on one connection -> {n} dead-letter lines")
+    assert n < 1100
+
+
 def test_warn_lines_are_rate_limited(daemon_factory):
     """One bad event per message, 300 messages: at most a burst of warn
     lines, then one "N more similar lines suppressed"."""
