@@ -76,9 +76,6 @@ void proto_conn_free(struct proto_conn *pc);
  */
 enum proto_status proto_run(struct proto_conn *pc, struct evbuffer *in);
 
-/* What the connection's unfinished input costs in the budget. */
-size_t proto_cost(const struct proto_conn *pc);
-
 /* Bytes buffered in the decoder and not yet decoded. */
 size_t proto_pending_bytes(const struct proto_conn *pc);
 

@@ -94,7 +94,7 @@ struct conn {
 
 
 static void conn_process(struct conn *c);
-static void listener_mem_resume(struct listener *l);
+static void listener_mem_kick(struct listener *l);
 
 /* Lines a client can cause at will: refused and evicted connections, timeouts. */
 static struct log_limit listener_refuse_limit = LOG_LIMIT_INIT(10, 1000);
@@ -196,7 +196,7 @@ static void conn_close(struct conn *c, const char *why)
 		conn_free(c);
 	else
 		conn_link(&l->zombies, c);
-	listener_mem_resume(l);
+	listener_mem_kick(l);
 }
 
 /* ---- backpressure ----------------------------------------------------- */
@@ -315,22 +315,31 @@ static void conn_mem_hold(struct conn *c)
 	l->nmemheld++;
 	bufferevent_disable(c->bev, EV_READ);
 	stats_add(STAT_memory_holds_total, 1);
-	log_limited(&listener_mem_limit, LOG_LEVEL_WARN, "listener", "conn=%llu peer=%s: %zu "
-		    "bytes of unfinished input; not reading from it while the connections' "
-		    "unfinished input is at listen.max_buffered_bytes=%zu (%zu now)",
-		    (unsigned long long)c->id, c->peer, proto_cost(c->pc), l->budget.max,
-		    l->budget.used);
+	log_limited(&listener_mem_limit, LOG_LEVEL_WARN, "listener", "conn=%llu peer=%s: not "
+		    "reading from it while the connections' unfinished values take %zu bytes "
+		    "(listen.max_buffered_bytes=%zu); it would hold at least its share",
+		    (unsigned long long)c->id, c->peer, l->budget.used, l->budget.max);
 }
 
-/* Read again from the held connections once the budget is below 3/4. */
-static void listener_mem_resume(struct listener *l)
+/* Once the budget is below 3/4, read the held connections again, from a
+ * callback of its own: the caller may be walking the connection list. */
+static void listener_mem_kick(struct listener *l)
 {
-	struct conn *c, *next;
-
-	if (l->nmemheld == 0 || l->mem_resuming || l->stopped ||
+	if (l->nmemheld == 0 || l->stopped || !l->mem_ev ||
 	    (l->budget.max > 0 && l->budget.used > l->budget.max / 4 * 3))
 		return;
-	l->mem_resuming = true;
+	event_active(l->mem_ev, EV_TIMEOUT, 0);
+}
+
+static void listener_mem_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener *l = arg;
+	struct conn *c, *next;
+
+	(void)fd;
+	(void)what;
+	if (l->nmemheld == 0 || l->stopped)
+		return;
 	log_debug("listener", "unfinished input down to %zu bytes: reading %d held connections "
 		  "again", l->budget.used, l->nmemheld);
 	for (c = l->conns; c; c = next) {
@@ -344,7 +353,6 @@ static void listener_mem_resume(struct listener *l)
 		bufferevent_enable(c->bev, EV_READ);
 		conn_process(c); /* may close C, or hold it again */
 	}
-	l->mem_resuming = false;
 }
 
 /* Decode what C has buffered; pause, close or re-arm the idle timer. */
@@ -373,7 +381,7 @@ static void conn_process(struct conn *c)
 	}
 	if (st == PROTO_BLOCKED)
 		listener_pause(l);
-	listener_mem_resume(l);
+	listener_mem_kick(l);
 }
 
 static void conn_read_cb(struct bufferevent *bev, void *arg)
@@ -899,7 +907,8 @@ struct listener *listener_start(struct event_base *base, const struct config *cf
 	}
 	l->ack_ev = event_new(base, ackq_fd(env->ackq), EV_READ | EV_PERSIST, listener_ack_cb, l);
 	l->accept_timer = evtimer_new(base, listener_fd_timer_cb, l);
-	if (!l->ack_ev || !l->accept_timer || event_add(l->ack_ev, NULL) < 0 || listener_bind_all(l, cfg) < 0) {
+	l->mem_ev = evtimer_new(base, listener_mem_resume_cb, l);
+	if (!l->ack_ev || !l->accept_timer || !l->mem_ev || event_add(l->ack_ev, NULL) < 0 || listener_bind_all(l, cfg) < 0) {
 		listener_free(l);
 		return NULL;
 	}
@@ -985,6 +994,8 @@ void listener_free(struct listener *l)
 		event_free(l->ack_ev);
 	if (l->accept_timer)
 		event_free(l->accept_timer);
+	if (l->mem_ev)
+		event_free(l->mem_ev);
 	if (l->shared_key)
 		OPENSSL_cleanse(l->shared_key, strlen(l->shared_key));
 	free(l->shared_key);

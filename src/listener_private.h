@@ -20,6 +20,7 @@
 #define LISTENER_FD_PER_WRITER 4          /* PostgreSQL socket, spool segments */
 
 struct conn;
+struct event;
 struct evconnlistener;
 struct listener_tls;
 
@@ -44,7 +45,7 @@ struct listener {
 	bool has_unix;                   /* a Unix listener: keep slots for it */
 	struct proto_budget budget;      /* listen.max_buffered_bytes; env->budget points here */
 	int nmemheld;                    /* connections with mem_held */
-	bool mem_resuming;               /* listener_mem_resume runs */
+	struct event *mem_ev;            /* reads the held connections again (activated) */
 	struct event *accept_timer;      /* re-enables accepting after a pause */
 	bool accept_paused;              /* out of descriptors: listeners disabled */
 	uint64_t accept_pauses;          /* pauses in this episode (0: none going on) */

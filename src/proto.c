@@ -144,11 +144,6 @@ void proto_conn_free(struct proto_conn *pc)
 	free(pc);
 }
 
-size_t proto_cost(const struct proto_conn *pc)
-{
-	return pc ? pc->cost : 0;
-}
-
 size_t proto_pending_bytes(const struct proto_conn *pc)
 {
 	return pc ? msgpack_unpacker_message_size(&pc->up) : 0;
@@ -981,7 +976,9 @@ static bool proto_admit(const struct proto_conn *pc, struct evbuffer *in)
 		return true; /* the real fill closes the connection */
 	cost = proto_cost_of(pc, &trial, len);
 	share = b->max / (size_t)(b->holders + (pc->cost == 0));
-	return others + cost <= b->max || cost < share;
+	/* Alone, a connection always reads: the budget must not stop a value
+	 * larger than itself, and some connection must always progress. */
+	return others == 0 || others + cost <= b->max || cost < share;
 }
 
 enum proto_status proto_run(struct proto_conn *pc, struct evbuffer *in)

@@ -468,3 +468,26 @@ def test_unfinished_values_stay_within_max_buffered_bytes(daemon_factory, pg):
             s.close()
     wait_for(lambda: m(metrics(d.admin_port), "buffered_bytes") == 0,
              what="the budget back to 0 once they closed")
+
+
+def test_held_connections_are_read_again_when_memory_frees(daemon_factory):
+    """With listen.max_buffered_bytes at 1 MiB, 20 connections each start a
+    value announcing 50,000 elements (1.2 MB in msgpack-c): all but one are
+    held. Once each sends the rest, every value is read in turn (as the
+    budget frees, the held ones are read again): 20 frame errors."""
+    d = daemon_factory({"listen": {"max_buffered_bytes": 1048576}})
+    socks = []
+    try:
+        for _ in range(20):
+            s = socket.create_connection(("127.0.0.1", d.tcp_port), timeout=5)
+            s.sendall(announcing(50_000, 10))
+            socks.append(s)
+        d.wait_log("not reading from it while")
+        for s in socks:
+            s.sendall(b"\xc0" * (50_000 - 10))
+        wait_for(lambda: len(d.dead_letters()) == 20, timeout=30,
+                 what="20 values read, one after the other")
+    finally:
+        for s in socks:
+            s.close()
+    assert all("got 50000 elements" in dl["reason"] for dl in d.dead_letters())
