@@ -483,10 +483,15 @@ void writer_dead_letter(struct writer *w, const struct record *r, enum record_re
 	log_warn("writer", "writer=%d: event mg_id=%s dead-lettered: %s%s%s", w->id,
 		 record_get(r, RECORD_COL_ID), message, sqlstate && *sqlstate ? " SQLSTATE " : "",
 		 sqlstate ? sqlstate : "");
-	if (spool_dead_letter(w->spool, &dl) < 0)
-		log_error("writer", "writer=%d: mg_id=%s could not be dead-lettered either; "
-			  "its ack is still sent because the row cannot ever be written",
-			  w->id, record_get(r, RECORD_COL_ID));
+	if (spool_dead_letter(w->spool, &dl) < 0) {
+		/* Not recorded anywhere: no ack, so the client keeps the event
+		 * (its connection is closed instead, and it resends). */
+		log_error("writer", "writer=%d: mg_id=%s could not be dead-lettered either "
+			  "(write failed or spool.dead_letter_max_bytes reached); its message is "
+			  "not acked", w->id, record_get(r, RECORD_COL_ID));
+		if (r->ack)
+			atomic_store(&r->ack->failed, true);
+	}
 }
 
 static int writer_skip_cmp(const void *a, const void *b)
