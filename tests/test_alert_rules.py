@@ -27,7 +27,7 @@ EXPECTED = {"MegaingestDown", "MegaingestPostgresAway", "MegaingestWriterStalled
             "MegaingestWriterHolding", "MegaingestNotCommitting", "MegaingestQueueFilling",
             "MegaingestSlowCommits", "MegaingestRejections", "MegaingestDeadLetters",
             "MegaingestSpoolGrowing", "MegaingestDatabaseFlapping",
-            "MegaingestHandshakeFailures"}
+            "MegaingestHandshakeFailures", "MegaingestDeadLetterFull"}
 
 pytestmark = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool is not installed (Debian package prometheus; "
