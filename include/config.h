@@ -39,6 +39,7 @@ struct config {
 	int listen_handshake_timeout_s;
 	int listen_max_handshakes;
 	long listen_max_buffered_bytes;
+	bool listen_reuseport;         /* SO_REUSEPORT on TCP listeners */
 	char *listen_shared_key;
 	char *listen_tls_cert;
 	char *listen_tls_key;

@@ -102,6 +102,8 @@ const struct config_key config_keys[] = {
 	K_LONG("listen.max_buffered_bytes", listen_max_buffered_bytes, 1048576, 68719476736L,
 	       268435456L, RELOAD,
 	       "memory all connections' unfinished values may take; past it the largest wait"),
+	K_BOOL("listen.reuseport", listen_reuseport, false, RESTART,
+	       "true: SO_REUSEPORT on TCP listeners, so several daemons share a port"),
 	K_STR("listen.shared_key", listen_shared_key, 0, 1024, "", NULL, SECRET, RESTART,
 	      "non-empty: TCP clients must complete the forward protocol handshake"),
 	K_STR("listen.tls.cert", listen_tls_cert, 0, 4096, "", NULL, PLAIN, RESTART,

@@ -703,11 +703,12 @@ static void listener_ack_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- binding ---------------------------------------------------------- */
 
-static int listener_bind_tcp(struct listener *l, const char *addr)
+static int listener_bind_tcp(struct listener *l, const char *addr, bool reuseport)
 {
 	struct sockaddr_storage ss;
 	int sslen = sizeof(ss);
-	unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE;
+	unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE |
+			 (reuseport ? LEV_OPT_REUSEABLE_PORT : 0); /* listen.reuseport */
 
 	if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen) < 0) {
 		log_error("listener", "listen.tcp \"%s\": not an address:port", addr);
@@ -846,7 +847,7 @@ static int listener_bind_inherited(struct listener *l)
 static int listener_bind_config(struct listener *l, const struct config *cfg)
 {
 	for (int i = 0; i < cfg->listen_tcp_count; i++)
-		if (listener_bind_tcp(l, cfg->listen_tcp[i]) < 0)
+		if (listener_bind_tcp(l, cfg->listen_tcp[i], cfg->listen_reuseport) < 0)
 			return -1;
 	if (cfg->listen_unix[0] && listener_bind_unix(l, cfg->listen_unix, cfg->listen_unix_mode) < 0)
 		return -1;

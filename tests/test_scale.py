@@ -1,4 +1,5 @@
-"""Several daemons on one database, exactly once.
+"""Several daemons: on one host (listen.reuseport), and on one database,
+exactly once.
 
 Three real daemons, each with two writer connections and
 postgres.apply_credits, share one PostgreSQL. Their clients send overlapping
@@ -22,7 +23,8 @@ import subprocess
 import threading
 import time
 
-from helpers import BUILDDIR, MEGAINGESTD, packb
+from helpers import BUILDDIR, MEGAINGESTD, free_tcp_port, packb, wait_for
+from opshelpers import admin_daemon, m, metrics
 
 T0 = 1_760_000_000
 CUSTOMERS = 24
@@ -290,3 +292,40 @@ def test_three_daemons_combined_rate(daemon_factory, pg):
     for d in daemons:
         assert d.dead_letters() == []
         assert d.log_contains(r"batches go to the spool") is None
+
+
+# ---- several daemons on one host ------------------------------------------
+
+def test_two_daemons_share_a_port_with_reuseport(daemon_factory, pg):
+    """listen.reuseport: two daemons, each with its own spool and Unix
+    socket, listen on one TCP port; the kernel spreads 60 connections over
+    both, and both commit what they were sent."""
+    port = free_tcp_port()
+    cfg = {"listen": {"tcp": [f"127.0.0.1:{port}"], "reuseport": True}}
+    daemons = [admin_daemon(daemon_factory, cfg) for _ in range(2)]
+    assert daemons[0].spool_dir != daemons[1].spool_dir
+    assert daemons[0].unix_path != daemons[1].unix_path
+    for d in daemons:
+        d.tcp_port = port
+    for k in range(60):
+        with daemons[0].connect("tcp") as c:
+            c.forward_chunk("mega.generation",
+                            [[T0, {"mg_id": f"rp-{k}-{i}", "mg_record_type": "generation"}]
+                             for i in range(5)], f"rp-{k}")
+    assert pg.count("mg_id LIKE 'rp-%%'") == 300
+    accepted = [m(metrics(d.admin_port), "connections_accepted_total") for d in daemons]
+    committed = [m(metrics(d.admin_port), "events_committed_total") for d in daemons]
+    print(f"\nconnections accepted {accepted}, events committed {committed}")
+    assert sum(committed) == 300
+    assert all(a > 0 for a in accepted) and all(c > 0 for c in committed), (accepted, committed)
+
+
+def test_without_reuseport_a_second_daemon_cannot_take_the_port(daemon_factory):
+    port = free_tcp_port()
+    cfg = {"listen": {"tcp": [f"127.0.0.1:{port}"]}}
+    daemon_factory(cfg)
+    d = daemon_factory(cfg, wait=False)
+    d.expect_failure = True
+    wait_for(lambda: not d.running(), what="the second daemon to exit")
+    assert d.exit_code != 0 or d.proc.returncode != 0
+    assert d.log_contains(rf"cannot listen on tcp 127.0.0.1:{port}: Address already in use")

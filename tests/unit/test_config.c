@@ -106,6 +106,7 @@ static void check_defaults(const struct config *c)
 	CHECK(c->listen_max_connections == 1024);
 	CHECK(c->listen_max_event_bytes == 1048576);
 	CHECK(c->listen_idle_timeout_s == 300);
+	CHECK(!c->listen_reuseport);
 	CHECK_STR(c->listen_shared_key, "");
 	CHECK_STR(c->listen_tls_cert, "");
 	CHECK_STR(c->listen_tls_key, "");
@@ -189,6 +190,7 @@ static void test_full(void)
 	CHECK(c->listen_max_connections == 77);
 	CHECK(c->listen_max_event_bytes == 65536);
 	CHECK(c->listen_idle_timeout_s == 9);
+	CHECK(c->listen_reuseport);
 	CHECK_STR(c->listen_shared_key, "s3cret");
 	CHECK_STR(c->listen_tls_cert, "/etc/megaingest/cert.pem");
 	CHECK_STR(c->listen_tls_key, "/etc/megaingest/key.pem");
