@@ -338,11 +338,13 @@ def filled_units(tmp_path):
     etc = tmp_path / "etc" / "megaingest"
     etc.mkdir(parents=True)
     shutil.copy(os.path.join(SRCDIR, "etc", "megaingest.yaml"), etc / "megaingest.yaml")
-    with open(os.path.join(SRCDIR, "systemd", "megaingestd.service.in")) as f:
-        unit = f.read().replace("@sbindir@", os.path.dirname(os.path.abspath(MEGAINGESTD)))
-    unit = unit.replace("@sysconfdir@", str(tmp_path / "etc"))
-    assert not re.search(r"@[a-z]+@", unit), "a placeholder is left"
-    (tmp_path / "megaingestd.service").write_text(unit)
+    shutil.copy(os.path.join(SRCDIR, "etc", "megaingest.yaml"), etc / "megaingest@a.yaml")
+    for name in ("megaingestd.service", "megaingestd@.service"):
+        with open(os.path.join(SRCDIR, "systemd", name + ".in")) as f:
+            unit = f.read().replace("@sbindir@", os.path.dirname(os.path.abspath(MEGAINGESTD)))
+        unit = unit.replace("@sysconfdir@", str(tmp_path / "etc"))
+        assert not re.search(r"@[a-z]+@", unit), "a placeholder is left"
+        (tmp_path / name).write_text(unit)
     shutil.copy(os.path.join(SRCDIR, "systemd", "megaingestd.socket"), tmp_path)
     for page, section in (("megaingestd", 8), ("megaingest.yaml", 5), ("megactl", 1)):
         dest = tmp_path / "man" / f"man{section}"
@@ -358,7 +360,9 @@ def test_units_verify_clean(tmp_path):
     env = dict(os.environ, MANPATH=str(d / "man"))
     if shutil.which("man") is None:
         args.append("--man=no")     # nothing to look the pages up with
-    r = subprocess.run(args + [str(d / "megaingestd.service"), str(d / "megaingestd.socket")],
+    # megaingestd@a.service: the template, loaded for instance "a".
+    r = subprocess.run(args + [str(d / "megaingestd.service"), str(d / "megaingestd.socket"),
+                               str(d / "megaingestd@a.service")],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     assert r.returncode == 0 and r.stdout == "", r.stdout
 
