@@ -150,7 +150,7 @@ COLUMNS = """mg_id mg_record_type mg_pass_id mg_session_id mg_generation_id mg_c
     mg_device mg_browser mg_os mg_client_version mg_source mg_source_system mg_comment mg_delta
     mg_reason mg_ref_id mg_ref_type mg_meta""".split()
 
-CONFIG_KEYS = """listen tcp unix unix_mode max_connections max_event_bytes idle_timeout_s
+CONFIG_KEYS = """listen tcp unix unix_mode max_connections max_event_bytes idle_timeout_s reuseport
     shared_key tls cert key ca postgres conninfo table unknown_pass_id apply_credits queue
     max_events max_bytes writer connections batch_max_events flush_interval_ms
     retry_initial_ms retry_max_ms drain_timeout_s spool dir admin http log level
