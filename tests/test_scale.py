@@ -43,7 +43,7 @@ CREDITS = 2400
 CREDIT_REPEATS = 1200
 CHUNK = int(os.environ.get("SCALE_CHUNK", "40"))
 CLIENT_THREADS = 12
-RACE = int(os.environ.get("SCALE_RACE", "400"))
+RACE = int(os.environ.get("SCALE_RACE", "200"))
 
 SCALE_CONFIG = {"writer": {"connections": 2}, "postgres": {"apply_credits": True}}
 
