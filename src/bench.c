@@ -74,6 +74,7 @@ struct bench_opts {
 	bool json;              /* --json */
 	const char *dump_copy;  /* --dump-copy FILE */
 	const char *lat_log;    /* --latency-log FILE */
+	double idle;            /* --idle seconds: hold every connection idle first */
 };
 
 /* A chunk waiting for its ack. */
@@ -102,6 +103,7 @@ struct bench {
 	struct event_base *base;
 	struct event *pace_ev;
 	struct event *watch_ev;
+	struct event *idle_ev;  /* --idle: starts the run once the wait is over */
 	struct bench_conn *conns;
 	int nconnected;
 	int next_fill;          /* round-robin start for paced sends */
@@ -192,8 +194,9 @@ static int bench_encode_chunk(struct bench *b, uint32_t n, uint64_t seq)
 	return rc ? -1 : 0;
 }
 
-/* Send chunks on C while its window and the schedule allow. */
-static void bench_conn_fill(struct bench_conn *c)
+/* Send chunks on C while its window and the schedule allow. True when
+ * the schedule (or the count) allows nothing more now, for any connection. */
+static bool bench_conn_fill(struct bench_conn *c)
 {
 	struct bench *b = c->b;
 
@@ -203,15 +206,15 @@ static void bench_conn_fill(struct bench_conn *c)
 		struct bench_chunk *ch = &c->inflight[c->ninflight];
 
 		if (n == 0)
-			return;
+			return true;
 		ch->seq = b->chunk_seq++;
 		if (bench_encode_chunk(b, n, ch->seq) < 0) {
 			bench_fail(b, "out of memory encoding a chunk");
-			return;
+			return true;
 		}
 		if (bufferevent_write(c->bev, b->sbuf.data, b->sbuf.size) < 0) {
 			bench_fail(b, "cannot queue a chunk for sending (out of memory)");
-			return;
+			return true;
 		}
 		ch->sent_ns = bench_now_ns();
 		ch->t0_ns = b->o.rate > 0 ?
@@ -221,14 +224,25 @@ static void bench_conn_fill(struct bench_conn *c)
 		c->ninflight++;
 		b->events_sent += n;
 	}
+	return b->failed;
 }
 
+/* Round robin from next_fill. The schedule is global, so the first
+ * connection it refuses ends the pass and is first in line at the next
+ * one: with thousands of paced connections each gets its turn, and a
+ * timer tick does not walk all of them to send nothing. */
 static void bench_fill_all(struct bench *b)
 {
 	int n = b->o.conns;
 
-	for (int i = 0; i < n && !b->failed; i++)
-		bench_conn_fill(&b->conns[(b->next_fill + i) % n]);
+	for (int i = 0; i < n; i++) {
+		int k = (b->next_fill + i) % n;
+
+		if (bench_conn_fill(&b->conns[k])) {
+			b->next_fill = k;
+			return;
+		}
+	}
 	b->next_fill = (b->next_fill + 1) % n;
 }
 
@@ -369,6 +383,29 @@ static void bench_start(struct bench *b)
 	bench_check_done(b);
 }
 
+static void bench_idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	bench_start(arg);
+}
+
+/* Every connection is up: start, or with --idle hold them idle first. */
+static void bench_all_connected(struct bench *b)
+{
+	struct timeval tv = { (time_t)b->o.idle,
+			      (suseconds_t)((b->o.idle - (double)(time_t)b->o.idle) * 1e6) };
+
+	if (b->o.idle <= 0) {
+		bench_start(b);
+		return;
+	}
+	log_info("bench", "%d connections up; idle for %.1f s", b->o.conns, b->o.idle);
+	b->idle_ev = evtimer_new(b->base, bench_idle_cb, b);
+	if (!b->idle_ev || evtimer_add(b->idle_ev, &tv) < 0)
+		bench_fail(b, "cannot arm the idle timer");
+}
+
 static void bench_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct bench_conn *c = arg;
@@ -378,7 +415,7 @@ static void bench_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_CONNECTED) {
 		c->connected = true;
 		if (++c->b->nconnected == c->b->o.conns)
-			bench_start(c->b);
+			bench_all_connected(c->b);
 		return;
 	}
 	snprintf(why, sizeof(why), "conn=%d: %s%s%s", c->idx,
@@ -480,7 +517,7 @@ static void bench_watch_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (!b->started) {
-		if (now - b->created_ns > limit) {
+		if (b->nconnected < b->o.conns && now - b->created_ns > limit) {
 			snprintf(why, sizeof(why), "only %d of %d connections up after %.0f s",
 				 b->nconnected, b->o.conns, b->o.timeout);
 			bench_fail(b, why);
@@ -583,6 +620,9 @@ static void bench_usage(FILE *f)
 		"  --seed S       generator seed (default 1)\n"
 		"  --timeout S    fail when a chunk is not acked within S seconds (default 60)\n"
 		"  --json         print one JSON object instead of name/value lines\n"
+		"  --idle S       once every connection is up, hold them all idle S seconds\n"
+		"                 before sending (to measure the daemon's memory per idle\n"
+		"                 connection); the clock starts after it\n"
 		"  --latency-log F  write one line per ack to F: send time since start (ms),\n"
 		"                 ack latency (ms), events of the chunk\n"
 		"  --dump-copy F  write N rows of the same mix as COPY text to F, print the\n"
@@ -611,6 +651,7 @@ static const struct option bench_long_opts[] = {
 	{ "json", no_argument, NULL, 'J' },
 	{ "dump-copy", required_argument, NULL, 'D' },
 	{ "latency-log", required_argument, NULL, 'L' },
+	{ "idle", required_argument, NULL, 'I' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -649,6 +690,7 @@ static const struct bench_optdef bench_optdefs[] = {
 	{ 'J', "--json", BENCH_OPT_FLAG, 0, 0, BENCH_OFF(json) },
 	{ 'D', "--dump-copy", BENCH_OPT_STR, 0, 0, BENCH_OFF(dump_copy) },
 	{ 'L', "--latency-log", BENCH_OPT_STR, 0, 0, BENCH_OFF(lat_log) },
+	{ 'I', "--idle", BENCH_OPT_DBL, 0, 86400, BENCH_OFF(idle) },
 };
 
 /* Store ARG for option D into O; 0 or -1 on a bad value (logged). */
@@ -747,13 +789,41 @@ static int bench_init(struct bench *b)
 	return 0;
 }
 
+/* One descriptor per connection and a few more: raise the soft limit to
+ * what that needs (at most the hard limit), or say why it cannot. */
+static int bench_raise_nofile(int conns)
+{
+	rlim_t need = (rlim_t)conns + 64;
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		log_error("bench", "getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+		return -1;
+	}
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+		return 0;
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+		log_error("bench", "-c %d needs %llu file descriptors; the hard limit is %llu "
+			  "(raise it: ulimit -Hn, or LimitNOFILE=)", conns,
+			  (unsigned long long)need, (unsigned long long)rl.rlim_max);
+		return -1;
+	}
+	rl.rlim_cur = need;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		log_error("bench", "setrlimit(RLIMIT_NOFILE, %llu): %s",
+			  (unsigned long long)need, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 static int bench_net_init(struct bench *b)
 {
 	struct sockaddr_storage sa;
 	socklen_t salen = 0;
 	struct timeval watch = { 0, BENCH_WATCH_US };
 
-	if (bench_address(&b->o, &sa, &salen) < 0)
+	if (bench_address(&b->o, &sa, &salen) < 0 || bench_raise_nofile(b->o.conns) < 0)
 		return -1;
 	b->created_ns = bench_now_ns();
 	b->base = event_base_new();
@@ -789,6 +859,8 @@ static void bench_free(struct bench *b)
 		event_free(b->pace_ev);
 	if (b->watch_ev)
 		event_free(b->watch_ev);
+	if (b->idle_ev)
+		event_free(b->idle_ev);
 	if (b->base)
 		event_base_free(b->base);
 	bench_gen_free(&b->gen);
