@@ -28,10 +28,13 @@ traffic; run with -s to see the figures.
 """
 
 import os
+import resource
 import random
 import subprocess
 import threading
 import time
+
+import pytest
 
 from helpers import BUILDDIR, MEGAINGESTD, free_tcp_port, packb, wait_for
 from opshelpers import admin_daemon, m, metrics
@@ -348,3 +351,24 @@ def test_without_reuseport_a_second_daemon_cannot_take_the_port(daemon_factory):
     wait_for(lambda: not d.running(), what="the second daemon to exit")
     assert d.exit_code != 0 or d.proc.returncode != 0
     assert d.log_contains(rf"cannot listen on tcp 127.0.0.1:{port}: Address already in use")
+
+
+# ---- many clients ----------------------------------------------------------
+
+def test_bench_holds_more_connections_than_its_soft_fd_limit(daemon_factory, pg):
+    """megaingest-bench raises its own RLIMIT_NOFILE: 1,500 paced connections
+    (held idle first) from a process started with a soft limit of 256 all
+    connect, and every event is acked and committed."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 1600:
+        pytest.skip(f"hard descriptor limit {hard} < 1600")
+    d = daemon_factory({"listen": {"max_connections": 2000}})
+    bench = os.path.join(os.path.dirname(MEGAINGESTD) or BUILDDIR, "megaingest-bench")
+    r = subprocess.run(
+        [bench, "-H", f"127.0.0.1:{d.tcp_port}", "-c", "1500", "-m", "1", "-w", "1",
+         "-r", "3000", "-n", "3000", "--idle", "0.5", "--timeout", "60"],
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout
+    assert "events_acked 3000" in r.stdout and "connections 1500" in r.stdout, r.stdout
+    assert pg.count() == 3000
