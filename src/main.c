@@ -12,6 +12,7 @@
  * needing a restart, or keep the running config when the new one is invalid.
  */
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -444,8 +445,20 @@ int main(int argc, char **argv)
 {
 	struct daemon d = { .cfg_path = MAIN_DEFAULT_CONFIG };
 	enum main_mode mode = MAIN_RUN;
-	int rc = main_args(argc, argv, &d.cfg_path, &mode);
 	char summary[256];
+	sigset_t stop_signals;
+	int rc;
+
+	/* A SIGTERM that arrives while starting (config read, listeners bound,
+	 * handlers not yet added) waits until the loop handles it: blocked
+	 * here, inherited blocked by every thread main_start makes, unblocked
+	 * once the loop's handlers are in place. */
+	sigemptyset(&stop_signals);
+	sigaddset(&stop_signals, SIGTERM);
+	sigaddset(&stop_signals, SIGINT);
+	sigaddset(&stop_signals, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+	rc = main_args(argc, argv, &d.cfg_path, &mode);
 
 	if (rc < 0)
 		return rc == -1 ? 0 : 2;
@@ -464,6 +477,7 @@ int main(int argc, char **argv)
 	stats_mark_start();
 	signal(SIGPIPE, SIG_IGN);
 	rc = main_start(&d);
+	pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL);
 	if (rc == 0) {
 		log_info("main", "megaingestd %s ready (%d writer%s, config %s)", PACKAGE_VERSION,
 			 d.nwriters, d.nwriters == 1 ? "" : "s", d.cfg_path);
