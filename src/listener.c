@@ -657,6 +657,27 @@ static void listener_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 
 /* ---- acks ------------------------------------------------------------- */
 
+/*
+ * Send ack A on C. With nothing queued before it, it is written straight
+ * to the socket (as Redis answers before it would arm a write event): one
+ * send and no pair of epoll_ctl calls per ack, which is most of an ack's
+ * cost when many connections get one each. What the socket does not take,
+ * or cannot take now, is queued in the bufferevent as usual, which also
+ * meets any error. TLS goes through its bufferevent.
+ */
+static int listener_send_ack(struct listener *l, struct conn *c, struct ack *a)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+
+	if (c->tls || evbuffer_get_length(out) > 0)
+		return proto_ack_encode(a, out);
+	if (proto_ack_encode(a, l->ack_scratch) < 0)
+		return -1;
+	(void)evbuffer_write(l->ack_scratch, bufferevent_getfd(c->bev));
+	return evbuffer_get_length(l->ack_scratch) == 0 ? 0 :
+	       evbuffer_add_buffer(out, l->ack_scratch);
+}
+
 static void listener_deliver(struct listener *l, struct ack *a)
 {
 	struct conn *c = a->owner;
@@ -670,7 +691,7 @@ static void listener_deliver(struct listener *l, struct ack *a)
 			  (unsigned long long)c->id, c->peer);
 		conn_close(c, "dead-letter write failed"); /* may free C */
 	} else if (c->bev) {
-		if (proto_ack_encode(a, bufferevent_get_output(c->bev)) == 0)
+		if (listener_send_ack(l, c, a) == 0)
 			stats_add(STAT_acks_sent_total, 1);
 		else
 			log_error("listener", "conn=%llu peer=%s: out of memory encoding an ack",
@@ -907,9 +928,10 @@ struct listener *listener_start(struct event_base *base, const struct config *cf
 		}
 	}
 	l->ack_ev = event_new(base, ackq_fd(env->ackq), EV_READ | EV_PERSIST, listener_ack_cb, l);
+	l->ack_scratch = evbuffer_new();
 	l->accept_timer = evtimer_new(base, listener_fd_timer_cb, l);
 	l->mem_ev = evtimer_new(base, listener_mem_resume_cb, l);
-	if (!l->ack_ev || !l->accept_timer || !l->mem_ev || event_add(l->ack_ev, NULL) < 0 || listener_bind_all(l, cfg) < 0) {
+	if (!l->ack_ev || !l->ack_scratch || !l->accept_timer || !l->mem_ev || event_add(l->ack_ev, NULL) < 0 || listener_bind_all(l, cfg) < 0) {
 		listener_free(l);
 		return NULL;
 	}
@@ -993,6 +1015,8 @@ void listener_free(struct listener *l)
 	}
 	if (l->ack_ev)
 		event_free(l->ack_ev);
+	if (l->ack_scratch)
+		evbuffer_free(l->ack_scratch);
 	if (l->accept_timer)
 		event_free(l->accept_timer);
 	if (l->mem_ev)

@@ -33,6 +33,7 @@ struct listener {
 	char *shared_key;                /* listen.shared_key (copied, wiped at free); "" for none */
 	struct listener_tls *tls;        /* TLS context for TCP connections, or NULL */
 	struct event *ack_ev;            /* ackq eventfd */
+	struct evbuffer *ack_scratch;    /* an ack on its way straight to a socket */
 	struct conn *conns;              /* open connections */
 	struct conn *zombies;            /* closed, waiting for acks */
 	int nconns;
