@@ -167,11 +167,13 @@ daemon_config() {
 	local src="$ROOT/etc/megaingest.yaml"
 	[ -f "$src" ] || die "$src not found"
 	if is_root; then
-		mkdir -p /run/megaingest /var/lib/megaingest
+		mkdir -p /run/megaingest
+		install -d -m 0700 /var/lib/megaingest
 		printf '%s\n' "$src"
 		return 0
 	fi
-	mkdir -p "$DEV/run" "$DEV/spool"
+	mkdir -p "$DEV/run"
+	install -d -m 0700 "$DEV/spool"
 	sed -e "s#/run/megaingest/megaingest.sock#$DEV/run/megaingest.sock#g" \
 		-e "s#/var/lib/megaingest#$DEV/spool#g" "$src" >"$DEV/megaingest.yaml"
 	printf '%s\n' "$DEV/megaingest.yaml"

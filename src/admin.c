@@ -290,7 +290,7 @@ struct admin *admin_start(struct event_base *base, const char *addr, struct queu
 		admin_free(a);
 		return NULL;
 	}
-	log_info("admin", "serving /metrics /stats /healthz /readyz on http://%s", addr);
+	log_info("admin", "serving the status page, /metrics /stats /healthz /readyz on http://%s/", addr);
 	return a;
 }
 
