@@ -66,6 +66,15 @@ def wait_for(predicate, timeout=WAIT_TIMEOUT, interval=0.02, what=None):
         time.sleep(interval)
 
 
+def read_text(path):
+    """The whole of a log file PATH as text ("" while it does not exist)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def run(cmd, as_postgres=False, **kwargs):
     """Run CMD (a list), as the postgres user when asked and we are root."""
     if as_postgres and IS_ROOT:
@@ -490,11 +499,7 @@ class Daemon:
     # -- what it said ---------------------------------------------------------
 
     def log(self):
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_text(self.log_path)
 
     def log_contains(self, pattern, flags=0):
         """The first log line matching regex PATTERN, or None."""
@@ -694,11 +699,7 @@ class PgBouncer:
         shutil.rmtree(self.base, ignore_errors=True)
 
     def log(self):
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_text(self.log_path)
 
     def connect(self, user="postgres"):
         """A new autocommit connection through the pooler (the caller closes it)."""
