@@ -260,13 +260,6 @@ static int writer_number_passes(struct writer *w, struct record **recs, size_t n
 
 /* ---- one transaction -------------------------------------------------- */
 
-static enum write_verdict writer_run(struct writer *w, const char *sql, int nparams,
-				     const char *const *params, struct writer_err *e,
-				     PGresult **out)
-{
-	return writer_pq_exec(w, sql, nparams, params, e, out);
-}
-
 static void writer_skip_set(struct writer_skip *sk, char kind)
 {
 	switch (kind) {
@@ -314,7 +307,7 @@ static enum write_verdict writer_drop_skips(struct writer *w, size_t first,
 	}
 	params[0] = list;
 	if (n > 0)
-		v = writer_run(w, w->sql_drop, 1, params, e, NULL);
+		v = writer_pq_exec(w, w->sql_drop, 1, params, e, NULL);
 	free(list);
 	return v;
 }
@@ -326,7 +319,7 @@ static enum write_verdict writer_check(struct writer *w, const char *pass, bool 
 {
 	const char *params[1] = { pass };
 	PGresult *res = NULL;
-	enum write_verdict v = writer_run(w, w->sql_check, 1, params, e, &res);
+	enum write_verdict v = writer_pq_exec(w, w->sql_check, 1, params, e, &res);
 	size_t first = w->nskips;
 	int rows;
 
@@ -349,7 +342,7 @@ static enum write_verdict writer_merge_pass(struct writer *w, const char *pass, 
 {
 	const char *params[1] = { pass };
 	PGresult *res = NULL;
-	enum write_verdict v = writer_run(w, w->sql_merge, 1, params, e, &res);
+	enum write_verdict v = writer_pq_exec(w, w->sql_merge, 1, params, e, &res);
 
 	if (v != WRITE_OK)
 		return v;
@@ -396,7 +389,7 @@ static enum write_verdict writer_begin(struct writer *w, struct writer_err *e)
 {
 	snprintf(w->sql_begin_buf, w->sql_begin_cap, "%s%d", w->sql_begin,
 		 atomic_load(&w->statement_timeout_ms));
-	return writer_run(w, w->sql_begin_buf, -1, NULL, e, NULL);
+	return writer_pq_exec(w, w->sql_begin_buf, -1, NULL, e, NULL);
 }
 
 /* One attempt at the transaction; STUBS: run the stub statement. */
@@ -411,21 +404,21 @@ static enum write_verdict writer_attempt(struct writer *w, struct record **recs,
 	if (v == WRITE_OK)
 		v = writer_copy(w, recs, n, e);
 	if (v == WRITE_OK && !w->pass_id_dead_letter && w->apply_credits)
-		v = writer_run(w, w->sql_last_active, 0, NULL, e, NULL);
+		v = writer_pq_exec(w, w->sql_last_active, 0, NULL, e, NULL);
 	else if (v == WRITE_OK && stubs)
-		v = writer_run(w, w->sql_stubs, 0, NULL, e, NULL);
+		v = writer_pq_exec(w, w->sql_stubs, 0, NULL, e, NULL);
 	if (v == WRITE_OK)
 		v = writer_merge(w, maxpass, e);
 	/* Last, so the customer row locks it takes are held only until COMMIT. */
 	if (v == WRITE_OK && !w->pass_id_dead_letter && !w->apply_credits)
-		v = writer_run(w, w->sql_last_active, 0, NULL, e, NULL);
+		v = writer_pq_exec(w, w->sql_last_active, 0, NULL, e, NULL);
 	if (v == WRITE_OK)
-		v = writer_run(w, "COMMIT", 0, NULL, e, NULL);
+		v = writer_pq_exec(w, "COMMIT", 0, NULL, e, NULL);
 	if (v != WRITE_OK && w->pg && PQstatus(w->pg) == CONNECTION_OK) {
 		struct writer_err ignored;
 		bool up = w->up;
 
-		if (writer_run(w, "ROLLBACK", -1, NULL, &ignored, NULL) == WRITE_OK)
+		if (writer_pq_exec(w, "ROLLBACK", -1, NULL, &ignored, NULL) == WRITE_OK)
 			w->up = up;
 	}
 	if (v == WRITE_OK)

@@ -354,11 +354,11 @@ static void writer_deliver(struct writer *w)
 	    (w->state == WRITER_STATE_DIRECT || writer_until_try_ms(w) == 0)) {
 		done = writer_write(w, recs, n, &stop);
 		writer_release(w, recs, done);
-		if (done == n)
+		if (done == n) {
 			writer_set_state(w, WRITER_STATE_DIRECT, LOG_LEVEL_INFO,
 					 "PostgreSQL takes batches again");
-		if (done == n)
 			goto keep_rest;
+		}
 	}
 	if (writer_spool(w, recs + done, n - done)) {
 		writer_release(w, recs + done, n - done);
