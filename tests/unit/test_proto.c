@@ -27,7 +27,7 @@
 #include "spool.h"
 #include "stats.h"
 #include "unit.h"
-#include "../../src/proto_scan.h"
+#include "proto_scan.h"
 
 #define T_SEC 1700000000u /* 2023-11-14 22:13:20 UTC */
 #define T_MAXREC 512

@@ -1,6 +1,6 @@
 /*
  * megactl_conn.h: megactl's client connection to a megaingestd listener
- * (src/megactl_conn.c). Private to megactl.
+ * (src/tools/megactl_conn.c). Private to megactl.
  *
  * One blocking connection, Unix or TCP; on TCP optionally TLS (OpenSSL over
  * the socket) and the Forward shared-key handshake as the client. Once open,

@@ -6,7 +6,7 @@
  * struct config and a line of help. Defaults, parsing, bounds checks,
  * config_print and the reload diff are loops over that table, so adding a
  * key is one row (PgBouncer's CF_ABS table, Redis's standardConfig), plus
- * CONFIG_NKEYS in config_int.h, which the compiler checks.
+ * CONFIG_NKEYS in config_private.h, which the compiler checks.
  *
  * This file owns the table, the checks a value or a pair of values must
  * pass, defaults, free and config_load: read the file, walk it
@@ -25,7 +25,7 @@
 #include <yaml.h>
 
 #include "config.h"
-#include "config_int.h"
+#include "config_private.h"
 #include "log.h"
 
 #define CONFIG_FILE_MAX (1L << 20) /* a config bigger than 1 MiB is a mistake */
@@ -160,7 +160,7 @@ const struct config_key config_keys[] = {
 };
 
 _Static_assert(sizeof(config_keys) / sizeof(config_keys[0]) == CONFIG_NKEYS,
-	       "CONFIG_NKEYS in config_int.h must count the rows of config_keys[]");
+	       "CONFIG_NKEYS in config_private.h must count the rows of config_keys[]");
 
 /* ---- table lookups ------------------------------------------------------- */
 

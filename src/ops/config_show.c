@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "config.h"
-#include "config_int.h"
+#include "config_private.h"
 #include "log.h"
 
 #define CONFIG_SHOW_MAX 8192 /* longest value text in print and diff */

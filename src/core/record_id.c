@@ -21,7 +21,7 @@
 #include <openssl/rand.h>
 
 #include "record.h"
-#include "record_int.h"
+#include "record_private.h"
 
 /* Per-thread pool of random bytes for UUIDv7, refilled by getrandom(2). */
 static __thread unsigned char rec_rand_pool[256];

@@ -19,7 +19,7 @@
 #include <msgpack/timestamp.h>
 
 #include "record.h"
-#include "record_int.h"
+#include "record_private.h"
 
 #define REC_MIN_SEC INT64_C(-62135596800)  /* 0001-01-01T00:00:00Z */
 #define REC_MAX_SEC INT64_C(253402300799)  /* 9999-12-31T23:59:59Z */

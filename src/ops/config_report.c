@@ -18,7 +18,7 @@
 #include <yaml.h>
 
 #include "config.h"
-#include "config_int.h"
+#include "config_private.h"
 
 #define CONFIG_NAME_MAX 63 /* longest key name "did you mean" compares */
 

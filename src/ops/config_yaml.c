@@ -25,7 +25,7 @@
 #include <yaml.h>
 
 #include "config.h"
-#include "config_int.h"
+#include "config_private.h"
 
 #define CONFIG_PATH_MAX 128 /* longest dotted path we look up */
 

@@ -4,7 +4,7 @@
  * Owns the column table, the column lookup, every validation rule and its
  * message, which entries go into mg_meta in which order, and the assembly
  * of the record. The other files of the module each own one leaf
- * (record_int.h is all they share): record_meta.c writes mg_meta's JSON
+ * (record_private.h is all they share): record_meta.c writes mg_meta's JSON
  * text and words why an entry cannot be stored there; record_time.c
  * converts and formats timestamps and record_id.c makes ids and the id
  * hash, both saying only 0 or -1, so their rejections are worded here.
@@ -36,7 +36,7 @@
 
 #include "json.h"
 #include "record.h"
-#include "record_int.h"
+#include "record_private.h"
 
 #define REC_NUM_MAX 40                     /* formatted INT/TIMESTAMPTZ text */
 #define REC_HASH_SLOTS 128                 /* column lookup table; > 3x the columns */
@@ -267,7 +267,7 @@ int record_column_find(const char *name, size_t len)
 
 /* ---- errors ----------------------------------------------------------- */
 
-/* See record_int.h. */
+/* See record_private.h. */
 void record_clean(char *dst, size_t size, const char *s, size_t n)
 {
 	size_t keep = n < 48 ? n : 48, i;
@@ -289,7 +289,7 @@ void record_clean(char *dst, size_t size, const char *s, size_t n)
 	dst[i] = '\0';
 }
 
-/* See record_int.h. */
+/* See record_private.h. */
 int record_fail(struct record_error *err, enum record_reason reason, const char *field,
 		const char *fmt, ...)
 {

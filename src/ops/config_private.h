@@ -1,5 +1,5 @@
 /*
- * config_int.h: what the four files of the config module share. Not for
+ * config_private.h: what the four files of the config module share. Not for
  * other modules: they use include/config.h.
  *
  *   config.c         the key table, defaults, free, checks across keys, config_load

@@ -1,5 +1,5 @@
 /*
- * record_int.h: what the four files of the record module share, and
+ * record_private.h: what the four files of the record module share, and
  * nothing else. record.c (column table, lookup, validation, assembly)
  * calls record_meta.c to write mg_meta's JSON, record_time.c for
  * timestamps and record_id.c for generated ids and the id hash;

@@ -28,7 +28,7 @@
 
 #include "json.h"
 #include "record.h"
-#include "record_int.h"
+#include "record_private.h"
 
 #define REC_META_KEEP (64 * 1024) /* mg_meta text kept between events */
 
@@ -242,7 +242,7 @@ static int rec_meta_json(struct rec_text *t, const msgpack_object *o, char *msg,
 	return 0;
 }
 
-/* One "key":value, after '{' (a new text) or ','; see record_int.h. */
+/* One "key":value, after '{' (a new text) or ','; see record_private.h. */
 int record_meta_entry(struct record_error *err, size_t *count, const msgpack_object *key,
 		      const msgpack_object *val, const char *prefix, const char *field)
 {
@@ -270,7 +270,7 @@ int record_meta_entry(struct record_error *err, size_t *count, const msgpack_obj
 	return 0;
 }
 
-/* The closing '}' of an entry or more; see record_int.h. */
+/* The closing '}' of an entry or more; see record_private.h. */
 int record_meta_end(struct record_error *err, const char **text, size_t *len)
 {
 	if (rec_text_reserve(&rec_meta, 1) != 0)
