@@ -1,5 +1,5 @@
 /*
- * record: one validated event, shaped as a mega_generations row.
+ * record: one validated event, shaped as a row of its table (table.h).
  *
  * record_from_map() turns a decoded msgpack map (plus what the framing knew:
  * tag, forward time, chunk id, peer) into a struct record, or explains in an
@@ -17,74 +17,17 @@
 #include <stdint.h>
 #include <msgpack.h>
 
+#include "table.h"
+
 struct ack;
 
-/* mega_generations columns the daemon writes, in table order.
- * mg_updated_at is absent on purpose: the writer sets it to now(). */
-enum record_col {
-	RECORD_COL_ID = 0,
-	RECORD_COL_RECORD_TYPE,
-	RECORD_COL_PASS_ID,
-	RECORD_COL_SESSION_ID,
-	RECORD_COL_GENERATION_ID,
-	RECORD_COL_PLATFORM,
-	RECORD_COL_TITLE,
-	RECORD_COL_TYPE,
-	RECORD_COL_PROMPT,
-	RECORD_COL_OUTPUT_URL,
-	RECORD_COL_OUTPUT_KEY,
-	RECORD_COL_PROVIDER,
-	RECORD_COL_MODEL,
-	RECORD_COL_LATENCY_MS,
-	RECORD_COL_INPUT_CHARS,
-	RECORD_COL_OUTPUT_CHARS,
-	RECORD_COL_INPUT_TOKENS,
-	RECORD_COL_OUTPUT_TOKENS,
-	RECORD_COL_CONTENT_TYPE,
-	RECORD_COL_STATUS,
-	RECORD_COL_ERROR,
-	RECORD_COL_RESULT_TYPE,
-	RECORD_COL_COMMENT,
-	RECORD_COL_IMAGE_URL,
-	RECORD_COL_VIDEO_URL,
-	RECORD_COL_DELTA,
-	RECORD_COL_REASON,
-	RECORD_COL_SOURCE,
-	RECORD_COL_REF_TYPE,
-	RECORD_COL_REF_ID,
-	RECORD_COL_CLIENT_VERSION,
-	RECORD_COL_OS,
-	RECORD_COL_BROWSER,
-	RECORD_COL_DEVICE,
-	RECORD_COL_META,
-	RECORD_COL_SOURCE_SYSTEM,
-	RECORD_COL_DELETED_AT,
-	RECORD_COL_CREATED_AT,
-	RECORD_COL_COUNT /* number of written columns; not a column */
-};
-
-/* Extra text slots after the columns: where the event came from. */
+/* Slots of a record: its table's columns (table.h), then where the event
+ * came from. */
 enum record_slot {
-	RECORD_SLOT_TAG = RECORD_COL_COUNT, /* forward tag, absent for plain maps */
+	RECORD_SLOT_TAG = TABLE_COLS_MAX,   /* forward tag, absent for plain maps */
 	RECORD_SLOT_PEER,                   /* "tcp:1.2.3.4:5678" or "unix" */
 	RECORD_SLOT_COUNT /* columns + slots; not a slot */
 };
-
-enum record_type {
-	RECORD_TYPE_TEXT = 0,
-	RECORD_TYPE_INT,         /* int4 */
-	RECORD_TYPE_TIMESTAMPTZ,
-	RECORD_TYPE_JSONB,
-	RECORD_TYPE_COUNT /* number of types; not a type */
-};
-
-struct record_column {
-	const char *name;        /* "mg_prompt" */
-	enum record_type type;
-	uint32_t max_bytes;      /* 0: bounded only by listen.max_event_bytes */
-};
-
-extern const struct record_column record_columns[RECORD_COL_COUNT];
 
 #define RECORD_ABSENT UINT32_MAX /* len[] of a column the event did not carry */
 
@@ -93,10 +36,15 @@ struct record {
 	uint64_t recv_ns;         /* receive time, CLOCK_REALTIME ns */
 	uint32_t size;            /* bytes of this allocation (queue accounting) */
 	uint32_t id_hash;         /* hash of mg_id: picks the writer */
+	uint32_t table;           /* index in table_list: the row's table */
 	uint32_t off[RECORD_SLOT_COUNT]; /* offset of each value in data[] */
 	uint32_t len[RECORD_SLOT_COUNT]; /* value length, or RECORD_ABSENT */
 	char data[];              /* values, each NUL-terminated */
 };
+
+/* Bytes of a record before its values (no tail padding counted: the
+ * values start right there). */
+#define RECORD_HEADER_SIZE offsetof(struct record, data)
 
 /* Why an event was rejected; the label is the metrics' {reason}. */
 enum record_reason {
@@ -110,11 +58,12 @@ enum record_reason {
 	RECORD_REASON_BAD_TIMESTAMP,   /* unparseable or out-of-range time */
 	RECORD_REASON_BAD_META,        /* mg_meta not representable as JSON */
 	RECORD_REASON_MISSING_TYPE,    /* no mg_record_type and no tag */
-	RECORD_REASON_UNKNOWN_TYPE,    /* mg_record_type not one of the four */
+	RECORD_REASON_UNKNOWN_TYPE,    /* mg_record_type names no table's type */
 	RECORD_REASON_BAD_ID,          /* mg_id empty */
 	RECORD_REASON_BAD_FRAME,       /* msgpack value of a shape no mode has */
 	RECORD_REASON_UNKNOWN_PASS_ID, /* postgres.unknown_pass_id: dead_letter */
 	RECORD_REASON_REFUSED,         /* PostgreSQL refused the row */
+	RECORD_REASON_NOT_AN_EVENT,    /* mg_record_type of a configuration row */
 	RECORD_REASON_COUNT /* number of reasons; not a reason */
 };
 
@@ -159,8 +108,15 @@ static inline const char *record_get(const struct record *r, int i)
 	return r->len[i] == RECORD_ABSENT ? NULL : r->data + r->off[i];
 }
 
-/* Column index for NAME ("mg_prompt" or "prompt"), or -1. */
-int record_column_find(const char *name, size_t len);
+/* Column index of table TABLE (index in table_list) for NAME ("mg_prompt"
+ * or "prompt"), or -1. */
+int record_column_find(int table, const char *name, size_t len);
+
+/* The table description of R. */
+static inline const struct table *record_table(const struct record *r)
+{
+	return table_list[r->table];
+}
 
 /* Parse an RFC 3339 timestamp into ns since the epoch; 0 on success. */
 int record_parse_rfc3339(const char *s, size_t len, int64_t *ns_out);

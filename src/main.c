@@ -32,6 +32,7 @@
 #include "sdnotify.h"
 #include "spool.h"
 #include "stats.h"
+#include "table.h"
 #include "writer.h"
 
 #define MAIN_DEFAULT_CONFIG SYSCONFDIR "/megaingest/megaingest.yaml"
@@ -350,6 +351,7 @@ static int main_writers(struct daemon *d)
 	if (!d->queues || !d->writers)
 		return -1;
 	stats_set_writers(n);
+	table_set_name(0, d->cfg->pg_table); /* before any writer thread reads it */
 	for (int i = 0; i < n; i++) {
 		d->queues[i] = queue_new((size_t)d->cfg->queue_max_events,
 					 (size_t)d->cfg->queue_max_bytes, d->ackq);

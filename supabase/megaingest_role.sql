@@ -21,17 +21,25 @@
 --     No other column can be read or written: not the email, the names or
 --     any other personal data, not the balance. megaingest_credits.sql
 --     adds the balance and top-up columns for postgres.apply_credits.
---   * Nothing on mega_admin; no DELETE, TRUNCATE, REFERENCES, TRIGGER; no DDL.
+--   * mega_admin: the same merge for admin_audit and admin_session rows:
+--     SELECT, INSERT, and UPDATE of all but mg_id, mg_record_type and
+--     mg_created_at.
+--   * No DELETE, TRUNCATE, REFERENCES, TRIGGER; no DDL.
 --   * Row level security stays enabled on all three tables. A role without
 --     BYPASSRLS sees and writes nothing through RLS unless a policy lets it,
---     so each of the two tables gets SELECT, INSERT and UPDATE policies for
---     this role alone. Two of them hold the role to its job:
+--     so each table gets SELECT, INSERT and UPDATE policies for this role
+--     alone. Four of them hold the role to its job:
 --       - mega_generations UPDATE: the new row may not be a
 --         credit_transaction, so a credit_transaction row, once written,
 --         cannot be changed (the merge never updates one; a replayed one is
 --         left as it is). mg_record_type itself is not updatable.
 --       - mega_customers INSERT: only a stub (mg_credits 0, mg_source_system
 --         'megaingest'), so no customer is created with a balance.
+--       - mega_admin INSERT: only admin_audit and admin_session rows; the
+--         configuration rows (profile, runtime_config, app_config) are
+--         neither written nor changed.
+--       - mega_admin UPDATE: only admin_session rows, so an audit row, once
+--         written, cannot be changed.
 --     anon and authenticated still have no policy and see nothing.
 --   * Not the tables' owner (the owner could ALTER, DROP, TRUNCATE, or
 --     disable RLS) and not Supabase's service_role (BYPASSRLS and full access
@@ -90,6 +98,14 @@ BEGIN
 		    AND NOT attisdropped
 		    AND attname NOT IN ('mg_id', 'mg_record_type', 'mg_created_at'));
 
+	GRANT SELECT, INSERT ON public.mega_admin TO megaingest;
+	EXECUTE (SELECT format('GRANT UPDATE (%s) ON public.mega_admin TO megaingest',
+			       string_agg(quote_ident(attname), ', ' ORDER BY attnum))
+		   FROM pg_attribute
+		  WHERE attrelid = 'public.mega_admin'::regclass AND attnum > 0
+		    AND NOT attisdropped
+		    AND attname NOT IN ('mg_id', 'mg_record_type', 'mg_created_at'));
+
 	GRANT SELECT (mg_pass_id, mg_last_active),
 		INSERT (mg_pass_id, mg_credits, mg_source_system, mg_last_active),
 		UPDATE (mg_last_active)
@@ -118,7 +134,11 @@ BEGIN
 		('mega_customers', 'SELECT', 'true', NULL),
 		('mega_customers', 'INSERT', NULL,
 			'((mg_credits = 0) AND (mg_source_system = ''megaingest''::text))'),
-		('mega_customers', 'UPDATE', 'true', 'true'))
+		('mega_customers', 'UPDATE', 'true', 'true'),
+		('mega_admin', 'SELECT', 'true', NULL),
+		('mega_admin', 'INSERT', NULL,
+			'(mg_record_type = ANY (ARRAY[''admin_audit''::text, ''admin_session''::text]))'),
+		('mega_admin', 'UPDATE', 'true', '(mg_record_type = ''admin_session''::text)'))
 		AS v(tab, op, qual, chk)
 	LOOP
 		SELECT pg_get_expr(polqual, polrelid) AS qual,

@@ -143,17 +143,24 @@ def merge(*maps):
     return out
 
 
-def generation_update_columns(pg):
+def generation_update_columns(pg, table="mega_generations", dbname=None):
     """A merge sets every column but the key, the type and the creation time."""
-    cols = pg.sql("SELECT attname FROM pg_attribute WHERE attrelid = 'public.mega_generations'"
-                  "::regclass AND attnum > 0 AND NOT attisdropped")
+    q = (f"SELECT attname FROM pg_attribute WHERE attrelid = 'public.{table}'"
+         "::regclass AND attnum > 0 AND NOT attisdropped")
+    if dbname:
+        with superuser(pg, dbname) as conn, conn.cursor() as cur:
+            cur.execute(q)
+            cols = cur.fetchall()
+    else:
+        cols = pg.sql(q)
     return {c: {"UPDATE"} for (c,) in cols
             if c not in ("mg_id", "mg_record_type", "mg_created_at")}
 
 
 @pytest.mark.parametrize("table", TABLES)
 def test_table_privileges_are_exact(pg, table):
-    want = {"mega_generations": {"SELECT", "INSERT"}}.get(table, set())
+    want = {"mega_generations": {"SELECT", "INSERT"},
+            "mega_admin": {"SELECT", "INSERT"}}.get(table, set())
     have = {p for p in TABLE_PRIVILEGES
             if pg.value("SELECT has_table_privilege(%s, %s, %s)", (ROLE, f"public.{table}", p))}
     assert have == want
@@ -161,11 +168,11 @@ def test_table_privileges_are_exact(pg, table):
 
 def test_column_privileges_are_exact(pg):
     """The suite's cluster has the credit columns too (some tests turn
-    apply_credits on); nothing on mega_admin; UPDATE on mega_generations of
+    apply_credits on); UPDATE on mega_generations and mega_admin of
     everything a merge sets."""
     assert column_privileges(pg, "mega_customers") == merge(CUSTOMER_COLUMNS, CREDIT_COLUMNS)
     assert column_privileges(pg, "mega_generations") == generation_update_columns(pg)
-    assert column_privileges(pg, "mega_admin") == {}
+    assert column_privileges(pg, "mega_admin") == generation_update_columns(pg, "mega_admin")
 
 
 def test_schema_and_database_privileges(pg):
@@ -179,8 +186,11 @@ def test_schema_and_database_privileges(pg):
 
 
 @pytest.mark.parametrize("sql,error", [
-    ("SELECT * FROM mega_admin", r"permission denied for table mega_admin"),
-    ("INSERT INTO mega_admin (mg_id) VALUES ('x')", r"permission denied for table mega_admin"),
+    ("DELETE FROM mega_admin", r"permission denied for table mega_admin"),
+    ("INSERT INTO mega_admin (mg_id, mg_record_type) VALUES ('x', 'profile')",
+     r"new row violates row-level security policy for table \"mega_admin\""),
+    ("INSERT INTO mega_admin (mg_id, mg_record_type) VALUES ('x', 'app_config')",
+     r"new row violates row-level security policy for table \"mega_admin\""),
     ("DELETE FROM mega_generations", r"permission denied for table mega_generations"),
     ("TRUNCATE mega_customers", r"permission denied for table mega_customers"),
     ("ALTER TABLE mega_generations DISABLE ROW LEVEL SECURITY", r"must be owner"),
@@ -206,7 +216,12 @@ def test_row_level_security_stays_on(pg):
                       "FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid ORDER BY 1, 2")
     no_credit_row = "(mg_record_type <> 'credit_transaction'::text)"
     stub_only = "((mg_credits = 0) AND (mg_source_system = 'megaingest'::text))"
+    events_only = "(mg_record_type = ANY (ARRAY['admin_audit'::text, 'admin_session'::text]))"
+    sessions_only = "(mg_record_type = 'admin_session'::text)"
     want = [
+        ("mega_admin", "megaingest_insert", "a", [ROLE], None, events_only),
+        ("mega_admin", "megaingest_select", "r", [ROLE], "true", None),
+        ("mega_admin", "megaingest_update", "w", [ROLE], "true", sessions_only),
         ("mega_customers", "megaingest_insert", "a", [ROLE], None, stub_only),
         ("mega_customers", "megaingest_select", "r", [ROLE], "true", None),
         ("mega_customers", "megaingest_update", "w", [ROLE], "true", "true"),
@@ -470,7 +485,8 @@ def test_recipe_narrows_what_an_earlier_version_granted(pg):
                 "USING (true) WITH CHECK (true)")
         psql_file(pg, RECIPE, db)
         assert column_privileges(pg, "mega_customers", db) == CUSTOMER_COLUMNS
-        assert column_privileges(pg, "mega_admin", db) == {}
+        assert column_privileges(pg, "mega_admin", db) == \
+            generation_update_columns(pg, "mega_admin", db)
         got = run_as(pg, "SELECT mg_email FROM mega_customers", dbname=db)
         assert got == "permission denied for table mega_customers", got
         with superuser(pg, db) as conn, conn.cursor() as cur:
@@ -478,6 +494,9 @@ def test_recipe_narrows_what_an_earlier_version_granted(pg):
                         "pg_get_expr(polwithcheck, polrelid) FROM pg_policy "
                         "WHERE polname IN ('megaingest_insert', 'megaingest_update') ORDER BY 2, 1")
             assert cur.fetchall() == [
+                ("megaingest_insert", "mega_admin",
+                 "(mg_record_type = ANY (ARRAY['admin_audit'::text, 'admin_session'::text]))"),
+                ("megaingest_update", "mega_admin", "(mg_record_type = 'admin_session'::text)"),
                 ("megaingest_insert", "mega_customers",
                  "((mg_credits = 0) AND (mg_source_system = 'megaingest'::text))"),
                 ("megaingest_update", "mega_customers", "true"),

@@ -1,7 +1,8 @@
 /*
- * record.c: one decoded event (a msgpack map) -> one mega_generations row.
+ * record.c: one decoded event (a msgpack map) -> one row of its table.
  *
- * Owns the column table, the column lookup, every validation rule and its
+ * The event's mg_record_type (or its tag) picks the table (table.h); that
+ * table's description gives the columns. Owns the column lookup, every validation rule and its
  * message, which entries go into mg_meta in which order, and the assembly
  * of the record. The other files of the module each own one leaf
  * (record_private.h is all they share): record_meta.c writes mg_meta's JSON
@@ -32,6 +33,7 @@
 #include <emmintrin.h>
 #endif
 
+#include <event2/buffer.h>
 #include <msgpack.h>
 
 #include "json.h"
@@ -40,49 +42,9 @@
 
 #define REC_NUM_MAX 40                     /* formatted INT/TIMESTAMPTZ text */
 #define REC_HASH_SLOTS 128                 /* column lookup table; > 3x the columns */
-#define REC_NAME_MAX 16                    /* longest bare column name ("client_version": 14);
-					      test_record finds every column by its name */
-
-const struct record_column record_columns[RECORD_COL_COUNT] = {
-	[RECORD_COL_ID]             = { "mg_id",             RECORD_TYPE_TEXT,        256 },
-	[RECORD_COL_RECORD_TYPE]    = { "mg_record_type",    RECORD_TYPE_TEXT,        256 },
-	[RECORD_COL_PASS_ID]        = { "mg_pass_id",        RECORD_TYPE_TEXT,        256 },
-	[RECORD_COL_SESSION_ID]     = { "mg_session_id",     RECORD_TYPE_TEXT,        256 },
-	[RECORD_COL_GENERATION_ID]  = { "mg_generation_id",  RECORD_TYPE_TEXT,        256 },
-	[RECORD_COL_PLATFORM]       = { "mg_platform",       RECORD_TYPE_TEXT,        1024 },
-	[RECORD_COL_TITLE]          = { "mg_title",          RECORD_TYPE_TEXT,        0 },
-	[RECORD_COL_TYPE]           = { "mg_type",           RECORD_TYPE_TEXT,        1024 },
-	[RECORD_COL_PROMPT]         = { "mg_prompt",         RECORD_TYPE_TEXT,        0 },
-	[RECORD_COL_OUTPUT_URL]     = { "mg_output_url",     RECORD_TYPE_TEXT,        0 },
-	[RECORD_COL_OUTPUT_KEY]     = { "mg_output_key",     RECORD_TYPE_TEXT,        0 },
-	[RECORD_COL_PROVIDER]       = { "mg_provider",       RECORD_TYPE_TEXT,        1024 },
-	[RECORD_COL_MODEL]          = { "mg_model",          RECORD_TYPE_TEXT,        1024 },
-	[RECORD_COL_LATENCY_MS]     = { "mg_latency_ms",     RECORD_TYPE_INT,         0 },
-	[RECORD_COL_INPUT_CHARS]    = { "mg_input_chars",    RECORD_TYPE_INT,         0 },
-	[RECORD_COL_OUTPUT_CHARS]   = { "mg_output_chars",   RECORD_TYPE_INT,         0 },
-	[RECORD_COL_INPUT_TOKENS]   = { "mg_input_tokens",   RECORD_TYPE_INT,         0 },
-	[RECORD_COL_OUTPUT_TOKENS]  = { "mg_output_tokens",  RECORD_TYPE_INT,         0 },
-	[RECORD_COL_CONTENT_TYPE]   = { "mg_content_type",   RECORD_TYPE_TEXT,        1024 },
-	[RECORD_COL_STATUS]         = { "mg_status",         RECORD_TYPE_TEXT,        1024 },
-	[RECORD_COL_ERROR]          = { "mg_error",          RECORD_TYPE_TEXT,        0 },
-	[RECORD_COL_RESULT_TYPE]    = { "mg_result_type",    RECORD_TYPE_TEXT,        1024 },
-	[RECORD_COL_COMMENT]        = { "mg_comment",        RECORD_TYPE_TEXT,        0 },
-	[RECORD_COL_IMAGE_URL]      = { "mg_image_url",      RECORD_TYPE_TEXT,        0 },
-	[RECORD_COL_VIDEO_URL]      = { "mg_video_url",      RECORD_TYPE_TEXT,        0 },
-	[RECORD_COL_DELTA]          = { "mg_delta",          RECORD_TYPE_INT,         0 },
-	[RECORD_COL_REASON]         = { "mg_reason",         RECORD_TYPE_TEXT,        1024 },
-	[RECORD_COL_SOURCE]         = { "mg_source",         RECORD_TYPE_TEXT,        1024 },
-	[RECORD_COL_REF_TYPE]       = { "mg_ref_type",       RECORD_TYPE_TEXT,        1024 },
-	[RECORD_COL_REF_ID]         = { "mg_ref_id",         RECORD_TYPE_TEXT,        256 },
-	[RECORD_COL_CLIENT_VERSION] = { "mg_client_version", RECORD_TYPE_TEXT,        1024 },
-	[RECORD_COL_OS]             = { "mg_os",             RECORD_TYPE_TEXT,        1024 },
-	[RECORD_COL_BROWSER]        = { "mg_browser",        RECORD_TYPE_TEXT,        1024 },
-	[RECORD_COL_DEVICE]         = { "mg_device",         RECORD_TYPE_TEXT,        1024 },
-	[RECORD_COL_META]           = { "mg_meta",           RECORD_TYPE_JSONB,       0 },
-	[RECORD_COL_SOURCE_SYSTEM]  = { "mg_source_system",  RECORD_TYPE_TEXT,        1024 },
-	[RECORD_COL_DELETED_AT]     = { "mg_deleted_at",     RECORD_TYPE_TIMESTAMPTZ, 0 },
-	[RECORD_COL_CREATED_AT]     = { "mg_created_at",     RECORD_TYPE_TIMESTAMPTZ, 0 },
-};
+#define REC_NAME_MAX 24                    /* longest bare column name ("shopify_customer_id":
+					      19); test_record finds every column by its name */
+#define REC_JSON_MAX 4                     /* JSONB columns besides mg_meta in one table */
 
 static const char *const record_reason_labels[RECORD_REASON_COUNT] = {
 	[RECORD_REASON_NOT_A_MAP] = "not_a_map",
@@ -96,20 +58,18 @@ static const char *const record_reason_labels[RECORD_REASON_COUNT] = {
 	[RECORD_REASON_BAD_META] = "bad_meta",
 	[RECORD_REASON_MISSING_TYPE] = "missing_record_type",
 	[RECORD_REASON_UNKNOWN_TYPE] = "unknown_record_type",
+	[RECORD_REASON_NOT_AN_EVENT] = "not_an_event",
 	[RECORD_REASON_BAD_ID] = "bad_id",
 	[RECORD_REASON_BAD_FRAME] = "bad_frame",
 	[RECORD_REASON_UNKNOWN_PASS_ID] = "unknown_pass_id",
 	[RECORD_REASON_REFUSED] = "refused",
 };
 
-/* The four values mg_record_type may take (the table's CHECK constraint). */
-static const char *const record_types[] = {
-	"generation", "session", "feedback", "credit_transaction",
-};
-
 /* Everything record_from_map learns before it allocates. Stack only. */
 struct rec_build {
 	const struct record_ctx *ctx;
+	const struct table *t;                    /* the event's table */
+	int ti;                                   /* its index in table_list */
 	struct record_error *err;
 	uint64_t present;                         /* bit I: slot I has a value */
 	size_t bytes;                             /* sum of len + 1 over present slots */
@@ -117,8 +77,10 @@ struct rec_build {
 	uint32_t len[RECORD_SLOT_COUNT];
 	const msgpack_object *meta;               /* the event's mg_meta map, or NULL */
 	uint32_t unknown;                         /* keys that name no column */
-	char num[RECORD_COL_COUNT][REC_NUM_MAX];  /* INT and TIMESTAMPTZ text */
+	char num[TABLE_COLS_MAX][REC_NUM_MAX];    /* INT, TIMESTAMPTZ and UUID text */
 	char id[RECORD_ID_LEN + 1];               /* a generated mg_id */
+	char *json[REC_JSON_MAX];                 /* JSONB columns' text (not mg_meta): malloc'd */
+	int njson;
 };
 
 _Static_assert(RECORD_SLOT_COUNT <= 64, "rec_build.present has one bit per slot");
@@ -153,7 +115,7 @@ struct rec_slot {
 	uint8_t col1;    /* column index + 1; 0 = empty slot */
 	uint8_t len;     /* length of the bare name; 0 for an empty slot */
 };
-static struct rec_slot rec_slots[REC_HASH_SLOTS];
+static struct rec_slot rec_slots[TABLE_COUNT][REC_HASH_SLOTS];
 
 const char *record_reason_label(enum record_reason reason)
 {
@@ -171,9 +133,10 @@ void record_free(struct record *r)
 
 /*
  * Name S of N (1..REC_NAME_MAX) bytes as two words that are equal for two
- * names of the same length exactly when the names are: the first and last
- * 8 bytes (overlapping), or 4 and 4, or for 1..3 bytes the bytes
- * themselves. Loads within S only, as the key lies in the msgpack buffer.
+ * names of the same length up to 16 bytes exactly when the names are: the
+ * first and last 8 bytes (overlapping), or 4 and 4, or for 1..3 bytes the
+ * bytes themselves (longer names are compared whole after a match). Loads
+ * within S only, as the key lies in the msgpack buffer.
  */
 static inline void rec_name_words(const unsigned char *s, size_t n, uint64_t *w0, uint64_t *w1)
 {
@@ -203,21 +166,24 @@ static inline unsigned rec_hash(uint64_t w0, size_t n)
 	return (unsigned)(((w0 ^ n) * UINT64_C(0x9e3779b97f4a7c15)) >> 57);
 }
 
-/* Fill rec_slots[] from record_columns[] before main() runs, so the table
- * can never disagree with the column list and lookups need no once-check. */
+/* Fill rec_slots[] from the table descriptions before main() runs, so
+ * the lookup can never disagree with a column list and needs no
+ * once-check. */
 __attribute__((constructor)) static void rec_slots_init(void)
 {
-	for (int i = 0; i < RECORD_COL_COUNT; i++) {
-		const char *bare = record_columns[i].name + 3;
-		size_t n = strlen(bare);
-		uint64_t w0, w1;
-		unsigned h;
+	for (int t = 0; t < TABLE_COUNT; t++) {
+		for (int i = 0; i < table_list[t]->ncols; i++) {
+			const char *bare = table_list[t]->cols[i].name + 3;
+			size_t n = strlen(bare);
+			uint64_t w0, w1;
+			unsigned h;
 
-		rec_name_words((const unsigned char *)bare, n, &w0, &w1);
-		h = rec_hash(w0, n);
-		while (rec_slots[h].col1)
-			h = (h + 1) & (REC_HASH_SLOTS - 1);
-		rec_slots[h] = (struct rec_slot){ w0, w1, (uint8_t)(i + 1), (uint8_t)n };
+			rec_name_words((const unsigned char *)bare, n, &w0, &w1);
+			h = rec_hash(w0, n);
+			while (rec_slots[t][h].col1)
+				h = (h + 1) & (REC_HASH_SLOTS - 1);
+			rec_slots[t][h] = (struct rec_slot){ w0, w1, (uint8_t)(i + 1), (uint8_t)n };
+		}
 	}
 }
 
@@ -233,10 +199,10 @@ static inline bool rec_has_prefix(const unsigned char *s)
 	return (w & m) == p;
 }
 
-/* Column index for NAME ("mg_prompt" or "prompt"), or -1: a hash and,
- * for a column, one compare. Inlined into the per-key scan. */
+/* Column index of table TI for NAME ("mg_prompt" or "prompt"), or -1: a
+ * hash and, for a column, one compare. Inlined into the per-key scan. */
 static inline __attribute__((always_inline))
-int rec_column_lookup(const char *name, size_t len)
+int rec_column_lookup(int ti, const char *name, size_t len)
 {
 	const unsigned char *s = (const unsigned char *)name;
 	uint64_t w0, w1;
@@ -250,19 +216,22 @@ int rec_column_lookup(const char *name, size_t len)
 		return -1;
 	rec_name_words(s, len, &w0, &w1);
 	for (h = rec_hash(w0, len); ; h = (h + 1) & (REC_HASH_SLOTS - 1)) {
-		const struct rec_slot *sl = &rec_slots[h];
+		const struct rec_slot *sl = &rec_slots[ti][h];
 
 		/* An empty slot has len 0, which no name here has. */
-		if (sl->len == len && sl->w0 == w0 && sl->w1 == w1)
+		if (sl->len == len && sl->w0 == w0 && sl->w1 == w1 &&
+		    (len <= 16 || memcmp(table_list[ti]->cols[sl->col1 - 1].name + 3, s, len) == 0))
 			return sl->col1 - 1;
 		if (!sl->col1)
 			return -1;
 	}
 }
 
-int record_column_find(const char *name, size_t len)
+int record_column_find(int table, const char *name, size_t len)
 {
-	return rec_column_lookup(name, len);
+	if (table < 0 || table >= TABLE_COUNT)
+		return -1;
+	return rec_column_lookup(table, name, len);
 }
 
 /* ---- errors ----------------------------------------------------------- */
@@ -371,7 +340,7 @@ static inline bool rec_text_plain(const char *s, size_t n)
 /* TEXT: str or bin, valid UTF-8, no NUL, within the column's max_bytes. */
 static int rec_take_text(struct rec_build *b, int col, const msgpack_object *o)
 {
-	const struct record_column *c = &record_columns[col];
+	const struct table_column *c = &b->t->cols[col];
 	const char *s;
 	uint32_t n;
 	const void *nul;
@@ -405,7 +374,7 @@ static int rec_take_text(struct rec_build *b, int col, const msgpack_object *o)
 /* INT: a msgpack integer within int4. */
 static int rec_take_int(struct rec_build *b, int col, const msgpack_object *o)
 {
-	const char *name = record_columns[col].name;
+	const char *name = b->t->cols[col].name;
 	char *p = b->num[col] + REC_NUM_MAX;
 	uint64_t mag;
 	bool neg = o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER && o->via.i64 < 0;
@@ -482,29 +451,110 @@ static int rec_take_time(struct rec_build *b, int col, const msgpack_object *o)
 	struct record_time t;
 
 	if (record_time_from_msgpack(o, &t) != 0)
-		return rec_time_fail(b, record_columns[col].name, o);
+		return rec_time_fail(b, b->t->cols[col].name, o);
 	record_time_format(t, b->num[col]);
 	rec_set(b, col, b->num[col], RECORD_TIME_LEN);
+	return 0;
+}
+
+/* UUID: text of 32 hex digits, in PostgreSQL's input forms (dashes after
+ * any group of four, braces around); stored in canonical form. */
+static int rec_take_uuid(struct rec_build *b, int col, const msgpack_object *o)
+{
+	const char *name = b->t->cols[col].name;
+	char *out = b->num[col], text[64];
+	const char *s;
+	uint32_t n, i = 0, digits = 0;
+
+	if (o->type != MSGPACK_OBJECT_STR && o->type != MSGPACK_OBJECT_BIN)
+		return record_fail(b->err, RECORD_REASON_BAD_TYPE, name,
+				   "%s: expected a UUID string, got %s", name, json_type_name(o));
+	s = o->via.str.ptr;
+	n = o->via.str.size;
+	if (n >= 2 && s[0] == '{' && s[n - 1] == '}') {
+		i = 1;
+		n--;
+	}
+	for (; i < n && digits < 32; i++) {
+		char c = s[i];
+
+		if (c == '-' && digits > 0 && digits % 4 == 0 && s[i - 1] != '-')
+			continue;
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+			break;
+		*out++ = (char)(c >= 'A' && c <= 'F' ? c + 32 : c);
+		if (++digits == 8 || digits == 12 || digits == 16 || digits == 20)
+			*out++ = '-';
+	}
+	if (digits != 32 || i != n) {
+		record_clean(text, sizeof(text), o->via.str.ptr, o->via.str.size);
+		return record_fail(b->err, RECORD_REASON_BAD_TYPE, name,
+				   "%s: \"%s\" is not a UUID", name, text);
+	}
+	*out = '\0';
+	rec_set(b, col, b->num[col], 36);
+	return 0;
+}
+
+/* JSONB other than mg_meta: any msgpack value as JSON text (json.c), kept
+ * in a malloc'd buffer until the record is assembled. */
+static int rec_take_json(struct rec_build *b, int col, const msgpack_object *o)
+{
+	const char *name = b->t->cols[col].name;
+	struct evbuffer *out;
+	char msg[200] = "";
+	size_t n;
+	char *text;
+
+	if (b->njson == REC_JSON_MAX)
+		return record_fail(b->err, RECORD_REASON_BAD_META, name, "%s: too many JSON "
+				   "columns", name);
+	out = evbuffer_new();
+	if (!out)
+		return rec_oom(b->err);
+	if (json_append_msgpack(out, o, JSON_STRICT, name, msg, sizeof(msg)) != 0) {
+		evbuffer_free(out);
+		if (!msg[0])
+			return rec_oom(b->err);
+		return record_fail(b->err, RECORD_REASON_BAD_META, name, "%s", msg);
+	}
+	n = evbuffer_get_length(out);
+	text = malloc(n + 1);
+	if (!text || evbuffer_remove(out, text, n) != (int)n) {
+		free(text);
+		evbuffer_free(out);
+		return rec_oom(b->err);
+	}
+	evbuffer_free(out);
+	text[n] = '\0';
+	b->json[b->njson++] = text;
+	rec_set(b, col, text, n);
 	return 0;
 }
 
 /* Value O for column COL: nil means absent; otherwise checked by type. */
 static int rec_take_column(struct rec_build *b, int col, const msgpack_object *o)
 {
+	enum table_type type = b->t->cols[col].type;
+
 	if (o->type == MSGPACK_OBJECT_NIL) {
 		rec_clear(b, col);
-		if (col == RECORD_COL_META)
+		if (col == b->t->col_meta)
 			b->meta = NULL;
 		return 0;
 	}
 	/* Tests rather than a switch: TEXT, most columns, costs one compare
 	 * instead of a jump table's bounds check and indirect jump. */
-	if (record_columns[col].type == RECORD_TYPE_TEXT)
+	if (type == TABLE_TYPE_TEXT)
 		return rec_take_text(b, col, o);
-	if (record_columns[col].type == RECORD_TYPE_INT)
+	if (type == TABLE_TYPE_INT)
 		return rec_take_int(b, col, o);
-	if (record_columns[col].type == RECORD_TYPE_TIMESTAMPTZ)
+	if (type == TABLE_TYPE_TIMESTAMPTZ)
 		return rec_take_time(b, col, o);
+	if (type == TABLE_TYPE_UUID)
+		return rec_take_uuid(b, col, o);
+	if (col != b->t->col_meta)
+		return rec_take_json(b, col, o);
 	if (o->type != MSGPACK_OBJECT_MAP)
 		return record_fail(b->err, RECORD_REASON_BAD_TYPE, "mg_meta",
 				   "mg_meta: expected map, got %s", json_type_name(o));
@@ -538,7 +588,7 @@ static int rec_scan_keys(struct rec_build *b, const msgpack_object_map *m)
 
 		if (rec_key(b, &kv->key, i, &k, &kn) != 0)
 			return -1;
-		col = rec_column_lookup(k, kn);
+		col = rec_column_lookup(b->ti, k, kn);
 		if (col >= 0) {
 			if (rec_take_column(b, col, &kv->val) != 0)
 				return -1;
@@ -582,7 +632,7 @@ static int rec_meta_unknown(struct rec_build *b, const msgpack_object_map *m, si
 	for (uint32_t i = 0; i < m->size; i++) {
 		const msgpack_object *k = &m->ptr[i].key;
 
-		if (rec_column_lookup(k->via.str.ptr, k->via.str.size) >= 0)
+		if (rec_column_lookup(b->ti, k->via.str.ptr, k->via.str.size) >= 0)
 			continue;
 		if (record_meta_entry(b->err, count, k, &m->ptr[i].val, NULL, NULL) != 0)
 			return -1;
@@ -620,64 +670,99 @@ static int rec_meta_build(struct rec_build *b, const msgpack_object_map *m)
 	if (record_meta_end(b->err, &text, &len) != 0)
 		return -1;
 	/* Set last: the text may have moved while it grew. */
-	rec_set(b, RECORD_COL_META, text, len);
+	rec_set(b, b->t->col_meta, text, len);
 	return 0;
 }
 
 /* ---- record type and id (ids are made in record_id.c) ----------------- */
 
-static bool rec_type_known(const char *s, size_t n)
+/* The tag's last dot-separated part ("app.generation" -> "generation"). */
+static const char *rec_tag_tail(const struct record_ctx *ctx, size_t *len)
 {
-	const char *want;
+	const char *tail = memrchr(ctx->tag, '.', ctx->tag_len);
 
-	switch (n) { /* the four names differ in length */
-	case 10: want = record_types[0]; break;
-	case 7: want = record_types[1]; break;
-	case 8: want = record_types[2]; break;
-	case 18: want = record_types[3]; break;
-	default: return false;
-	}
-	return memcmp(want, s, n) == 0;
+	tail = tail ? tail + 1 : ctx->tag;
+	*len = (size_t)(ctx->tag + ctx->tag_len - tail);
+	return tail;
+}
+
+/* TYPE (N bytes) names the event's table, which the scan assumed: 0, or
+ * -1 with the reason (FROM_TAG: the type came from the tag). */
+static int rec_type_check(struct rec_build *b, const char *type, size_t n, bool from_tag)
+{
+	const struct record_ctx *ctx = b->ctx;
+	char text[64], tag[64];
+	const char *why;
+
+	if (table_for_type(type, n) == b->ti)
+		return 0;
+	record_clean(text, sizeof(text), type, n);
+	why = table_refused_why(type, n);
+	if (why)
+		return record_fail(b->err, RECORD_REASON_NOT_AN_EVENT, "mg_record_type",
+				   "mg_record_type: \"%s\" %s", text, why);
+	if (!from_tag)
+		return record_fail(b->err, RECORD_REASON_UNKNOWN_TYPE, "mg_record_type",
+				   "mg_record_type: unknown record type \"%s\" (expected %s)",
+				   text, table_types_text());
+	record_clean(tag, sizeof(tag), ctx->tag, ctx->tag_len);
+	return record_fail(b->err, RECORD_REASON_UNKNOWN_TYPE, "mg_record_type",
+			   "mg_record_type: unknown record type \"%s\" from tag \"%s\" "
+			   "(expected %s)", text, tag, table_types_text());
 }
 
 /* mg_record_type from the event, else the tag's last dot-separated part. */
 static int rec_resolve_type(struct rec_build *b)
 {
 	const struct record_ctx *ctx = b->ctx;
-	const char *s = rec_has(b, RECORD_COL_RECORD_TYPE) ? b->val[RECORD_COL_RECORD_TYPE] : NULL;
 	const char *tail;
-	char text[64], tag[64];
-	static const char expected[] = "expected generation, session, feedback or "
-		"credit_transaction";
+	size_t n;
 
-	if (s) {
-		if (rec_type_known(s, b->len[RECORD_COL_RECORD_TYPE]))
-			return 0;
-		record_clean(text, sizeof(text), s, b->len[RECORD_COL_RECORD_TYPE]);
-		return record_fail(b->err, RECORD_REASON_UNKNOWN_TYPE, "mg_record_type",
-				   "mg_record_type: unknown record type \"%s\" (%s)", text,
-				   expected);
-	}
+	if (rec_has(b, TABLE_COL_RECORD_TYPE))
+		return rec_type_check(b, b->val[TABLE_COL_RECORD_TYPE],
+				      b->len[TABLE_COL_RECORD_TYPE], false);
 	if (!ctx->tag || ctx->tag_len == 0)
 		return record_fail(b->err, RECORD_REASON_MISSING_TYPE, "mg_record_type",
 				   "mg_record_type: missing, and no tag to derive it from");
-	tail = memrchr(ctx->tag, '.', ctx->tag_len);
-	tail = tail ? tail + 1 : ctx->tag;
-	rec_set(b, RECORD_COL_RECORD_TYPE, tail, (size_t)(ctx->tag + ctx->tag_len - tail));
-	if (rec_type_known(tail, b->len[RECORD_COL_RECORD_TYPE]))
-		return 0;
-	record_clean(text, sizeof(text), tail, b->len[RECORD_COL_RECORD_TYPE]);
-	record_clean(tag, sizeof(tag), ctx->tag, ctx->tag_len);
-	return record_fail(b->err, RECORD_REASON_UNKNOWN_TYPE, "mg_record_type",
-			   "mg_record_type: unknown record type \"%s\" from tag \"%s\" (%s)",
-			   text, tag, expected);
+	tail = rec_tag_tail(ctx, &n);
+	rec_set(b, TABLE_COL_RECORD_TYPE, tail, n);
+	return rec_type_check(b, tail, n, true);
+}
+
+/*
+ * The event's table, before its keys are read: from the last
+ * mg_record_type (or record_type) string of MAP, else from the tag. An
+ * event whose type names no table is read as a mega_generations row, so
+ * that its column errors are reported as before its type's.
+ */
+static int rec_pick_table(const msgpack_object_map *m, const struct record_ctx *ctx)
+{
+	const char *type = NULL;
+	size_t n = 0;
+	int t;
+
+	for (uint32_t i = 0; i < m->size; i++) {
+		const msgpack_object *k = &m->ptr[i].key, *v = &m->ptr[i].val;
+
+		if (k->type != MSGPACK_OBJECT_STR || (k->via.str.size != 14 && k->via.str.size != 11))
+			continue;
+		if (memcmp(k->via.str.ptr + k->via.str.size - 11, "record_type", 11) != 0 ||
+		    (k->via.str.size == 14 && memcmp(k->via.str.ptr, "mg_", 3) != 0))
+			continue;
+		type = v->type == MSGPACK_OBJECT_STR ? v->via.str.ptr : NULL;
+		n = type ? v->via.str.size : 0;
+	}
+	if (!type && ctx->tag && ctx->tag_len)
+		type = rec_tag_tail(ctx, &n);
+	t = type ? table_for_type(type, n) : -1;
+	return t < 0 ? 0 : t;
 }
 
 /* mg_id: the event's (non-empty), else derived from the chunk, else v7. */
 static int rec_resolve_id(struct rec_build *b)
 {
-	if (rec_has(b, RECORD_COL_ID)) {
-		if (b->len[RECORD_COL_ID] > 0)
+	if (rec_has(b, TABLE_COL_ID)) {
+		if (b->len[TABLE_COL_ID] > 0)
 			return 0;
 		return record_fail(b->err, RECORD_REASON_BAD_ID, "mg_id", "mg_id: empty string");
 	}
@@ -685,7 +770,7 @@ static int rec_resolve_id(struct rec_build *b)
 		return record_fail(b->err, RECORD_REASON_BAD_FRAME, "mg_id",
 				   "mg_id: cannot generate an id (%s)",
 				   b->ctx->chunk ? "SHA-256 failed" : "no random bytes");
-	rec_set(b, RECORD_COL_ID, b->id, RECORD_ID_LEN);
+	rec_set(b, TABLE_COL_ID, b->id, RECORD_ID_LEN);
 	return 0;
 }
 
@@ -697,10 +782,12 @@ static void rec_default_created(struct rec_build *b)
 	const struct record_ctx *ctx = b->ctx;
 	int64_t ns = ctx->has_time ? ctx->time_ns : (int64_t)ctx->recv_ns;
 
-	if (rec_has(b, RECORD_COL_CREATED_AT))
+	int col = b->t->col_created;
+
+	if (rec_has(b, col))
 		return;
-	record_format_time(ns, b->num[RECORD_COL_CREATED_AT], REC_NUM_MAX);
-	rec_set(b, RECORD_COL_CREATED_AT, b->num[RECORD_COL_CREATED_AT], RECORD_TIME_LEN);
+	record_format_time(ns, b->num[col], REC_NUM_MAX);
+	rec_set(b, col, b->num[col], RECORD_TIME_LEN);
 }
 
 /* TAG and PEER slots: the tag only when it is clean text. */
@@ -719,7 +806,7 @@ static void rec_slots_fill(struct rec_build *b)
 /* One malloc: header, then every present value NUL-terminated. */
 static int rec_assemble(struct rec_build *b, struct record **out)
 {
-	size_t total = sizeof(struct record) + b->bytes, pos = 0;
+	size_t total = RECORD_HEADER_SIZE + b->bytes, pos = 0;
 	struct record *r;
 	uint64_t m;
 
@@ -743,7 +830,8 @@ static int rec_assemble(struct rec_build *b, struct record **out)
 	r->ack = NULL;
 	r->recv_ns = b->ctx->recv_ns;
 	r->size = (uint32_t)total;
-	r->id_hash = record_id_hash(b->val[RECORD_COL_ID], b->len[RECORD_COL_ID]);
+	r->id_hash = record_id_hash(b->val[TABLE_COL_ID], b->len[TABLE_COL_ID]);
+	r->table = (uint32_t)b->ti;
 	*out = r;
 	return 0;
 }
@@ -770,15 +858,18 @@ int record_from_map(const msgpack_object *map, const struct record_ctx *ctx,
 		return record_fail(err, RECORD_REASON_NOT_A_MAP, "", "event is %s, not a map",
 				   json_type_name(map));
 	b.ctx = ctx ? ctx : &no_ctx;
+	b.ti = rec_pick_table(&map->via.map, b.ctx);
+	b.t = table_list[b.ti];
 	b.err = err;
 	b.present = 0;
 	b.bytes = 0;
 	b.meta = NULL;
 	b.unknown = 0;
+	b.njson = 0;
 	if (rec_scan_keys(&b, &map->via.map) != 0 || rec_resolve_type(&b) != 0 ||
-	    rec_resolve_id(&b) != 0)
-		return -1;
-	if (b.meta || b.unknown || b.ctx->fluent_meta) {
+	    rec_resolve_id(&b) != 0) {
+		rc = -1;
+	} else if (b.meta || b.unknown || b.ctx->fluent_meta) {
 		rc = rec_meta_build(&b, &map->via.map);
 		if (rc == 0) {
 			rec_default_created(&b);
@@ -786,9 +877,12 @@ int record_from_map(const msgpack_object *map, const struct record_ctx *ctx,
 			rc = rec_assemble(&b, out);
 		}
 		record_meta_trim();
-		return rc;
+	} else {
+		rec_default_created(&b);
+		rec_slots_fill(&b);
+		rc = rec_assemble(&b, out);
 	}
-	rec_default_created(&b);
-	rec_slots_fill(&b);
-	return rec_assemble(&b, out);
+	while (b.njson > 0)
+		free(b.json[--b.njson]);
+	return rc;
 }

@@ -332,7 +332,7 @@ static void check_created(const struct record *r, int64_t ns)
 	char want[48];
 
 	record_format_time(ns, want, sizeof(want));
-	CHECK_STR(rget(r, RECORD_COL_CREATED_AT), want);
+	CHECK_STR(rget(r, TABLE_GEN_CREATED_AT), want);
 }
 
 /* ---- tests ---------------------------------------------------------------- */
@@ -346,8 +346,8 @@ static void test_plain_map(void)
 	CHECK(feed(&f, sb.data, sb.size) == PROTO_OK);
 	pk_reset();
 	CHECK(fx_pop(&f) == 1);
-	CHECK_STR(rget(f.recs[0], RECORD_COL_ID), "id-plain");
-	CHECK_STR(rget(f.recs[0], RECORD_COL_PROMPT), "hello");
+	CHECK_STR(rget(f.recs[0], TABLE_GEN_ID), "id-plain");
+	CHECK_STR(rget(f.recs[0], TABLE_GEN_PROMPT), "hello");
 	CHECK(record_get(f.recs[0], RECORD_SLOT_TAG) == NULL);
 	CHECK_STR(rget(f.recs[0], RECORD_SLOT_PEER), "tcp:127.0.0.1:5000");
 	CHECK(f.recs[0]->ack == NULL);
@@ -426,7 +426,7 @@ static void test_forward_ack(void)
 		char id[16];
 
 		snprintf(id, sizeof(id), "fw-%d", i);
-		CHECK_STR(rget(f.recs[i], RECORD_COL_ID), id);
+		CHECK_STR(rget(f.recs[i], TABLE_GEN_ID), id);
 		CHECK(f.recs[i]->ack != NULL && f.recs[i]->ack == f.recs[0]->ack);
 		check_created(f.recs[i], (int64_t)(T_SEC + i) * 1000000000);
 	}
@@ -528,7 +528,7 @@ static void test_packed(void)
 	CHECK(fx_pop(&f) == 6);
 	for (int i = 0; i < 6; i++) {
 		snprintf(want, sizeof(want), "pk-%d", i % 2);
-		CHECK_STR(rget(f.recs[i], RECORD_COL_ID), want);
+		CHECK_STR(rget(f.recs[i], TABLE_GEN_ID), want);
 		check_created(f.recs[i], (int64_t)T_SEC * 1000000000 + i % 2);
 		CHECK((f.recs[i]->ack != NULL) == (i >= 4));
 	}
@@ -559,7 +559,7 @@ static void test_gzip(void)
 	pk_reset();
 	CHECK(fx_pop(&f) == 8);
 	for (int i = 0; i < 8 && i < (int)f.nrecs; i++)
-		CHECK_STR(rget(f.recs[i], RECORD_COL_ID), want[i]);
+		CHECK_STR(rget(f.recs[i], TABLE_GEN_ID), want[i]);
 	fx_commit(&f);
 	CHECK(fx_acks(&f, NULL) == 2);
 	free(e1);
@@ -618,12 +618,12 @@ static void test_fluent_bit(void)
 	CHECK(feed(&f, sb.data, sb.size) == PROTO_OK);
 	pk_reset();
 	CHECK(fx_pop(&f) == 2);
-	CHECK_STR(rget(f.recs[0], RECORD_COL_ID), "fb-1");
+	CHECK_STR(rget(f.recs[0], TABLE_GEN_ID), "fb-1");
 	check_created(f.recs[0], (int64_t)T_SEC * 1000000000 + 5);
-	CHECK_CONTAINS(rget(f.recs[0], RECORD_COL_META), "fluent_metadata");
-	CHECK_CONTAINS(rget(f.recs[0], RECORD_COL_META), "otlp");
-	CHECK_STR(rget(f.recs[1], RECORD_COL_ID), "fb-2");
-	CHECK_CONTAINS(rget(f.recs[1], RECORD_COL_META), "fluent_metadata");
+	CHECK_CONTAINS(rget(f.recs[0], TABLE_GEN_META), "fluent_metadata");
+	CHECK_CONTAINS(rget(f.recs[0], TABLE_GEN_META), "otlp");
+	CHECK_STR(rget(f.recs[1], TABLE_GEN_ID), "fb-2");
+	CHECK_CONTAINS(rget(f.recs[1], TABLE_GEN_META), "fluent_metadata");
 	CHECK(stats_get(STAT_events_received_total) == 2);
 	dead = fx_dead(&f);
 	CHECK(count_lines(dead) == 0);
@@ -673,7 +673,7 @@ static void test_split_bytes(void)
 	CHECK(feed(&f, msg + len - 1, 1) == PROTO_OK);
 	CHECK(proto_pending_bytes(f.pc) == 0);
 	CHECK(fx_pop(&f) == 2);
-	CHECK_STR(rget(f.recs[1], RECORD_COL_ID), "split-1");
+	CHECK_STR(rget(f.recs[1], TABLE_GEN_ID), "split-1");
 	free(msg);
 	fx_close(&f);
 }
@@ -698,7 +698,7 @@ static void test_many_values(void)
 	for (size_t i = 0; i < f.nrecs; i++) {
 		int k = -1;
 
-		if (sscanf(rget(f.recs[i], RECORD_COL_ID), "many-%d", &k) == 1 && k >= 0 && k < 200)
+		if (sscanf(rget(f.recs[i], TABLE_GEN_ID), "many-%d", &k) == 1 && k >= 0 && k < 200)
 			seen[k]++;
 	}
 	for (int i = 0; i < 200; i++)
@@ -765,11 +765,11 @@ static void test_bad_frames(void)
 	CHECK(feed(&f, sb.data, sb.size) == PROTO_OK);
 	pk_reset();
 	CHECK(fx_pop(&f) == 5);
-	CHECK_STR(rget(f.recs[0], RECORD_COL_ID), "ok-1");
-	CHECK_STR(rget(f.recs[1], RECORD_COL_ID), "ok-2");
-	CHECK_STR(rget(f.recs[2], RECORD_COL_ID), "ok-3");
-	CHECK_STR(rget(f.recs[3], RECORD_COL_ID), "ok-4");
-	CHECK_STR(rget(f.recs[4], RECORD_COL_ID), "ok-5");
+	CHECK_STR(rget(f.recs[0], TABLE_GEN_ID), "ok-1");
+	CHECK_STR(rget(f.recs[1], TABLE_GEN_ID), "ok-2");
+	CHECK_STR(rget(f.recs[2], TABLE_GEN_ID), "ok-3");
+	CHECK_STR(rget(f.recs[3], TABLE_GEN_ID), "ok-4");
+	CHECK_STR(rget(f.recs[4], TABLE_GEN_ID), "ok-5");
 	dead = fx_dead(&f);
 	CHECK(count_lines(dead) == 10);
 	CHECK_CONTAINS(dead, "frame: expected map, array or nil at top level, got str");
@@ -1001,7 +1001,7 @@ static void test_blocked(void)
 		char id[16];
 
 		snprintf(id, sizeof(id), "blk-%d", i);
-		CHECK_STR(rget(f.recs[i], RECORD_COL_ID), id);
+		CHECK_STR(rget(f.recs[i], TABLE_GEN_ID), id);
 	}
 	fx_close(&f);
 }
@@ -1056,7 +1056,7 @@ static void test_deterministic_id(void)
 		CHECK(fx_pop(&f) == 2);
 		for (int i = 0; i < 2 && i < (int)f.nrecs; i++)
 			snprintf(ids[round][i], sizeof(ids[round][i]), "%s",
-				 rget(f.recs[i], RECORD_COL_ID));
+				 rget(f.recs[i], TABLE_GEN_ID));
 		fx_commit(&f);
 	}
 	CHECK(strcmp(ids[0][0], "(absent)") != 0);
@@ -1097,7 +1097,7 @@ static void test_dead_letter_fails(void)
 	pk_reset();
 	CHECK_CONTAINS(log, "cannot write to");
 	CHECK(fx_pop(&f) == 2);
-	CHECK_STR(rget(f.recs[0], RECORD_COL_ID), "kept");
+	CHECK_STR(rget(f.recs[0], TABLE_GEN_ID), "kept");
 	CHECK(proto_acks_created(f.pc) == 1);
 	fx_commit(&f);
 	CHECK(fx_acks(&f, &a) == 1); /* comes back failed: the listener never sends it */

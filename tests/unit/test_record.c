@@ -135,70 +135,70 @@ static void test_labels_and_lookup(void)
 	static const char *const labels[RECORD_REASON_COUNT] = {
 		"not_a_map", "bad_key", "bad_type", "bad_utf8", "nul_byte", "out_of_range",
 		"too_long", "bad_timestamp", "bad_meta", "missing_record_type",
-		"unknown_record_type", "bad_id", "bad_frame", "unknown_pass_id", "refused",
+		"unknown_record_type", "bad_id", "bad_frame", "unknown_pass_id", "refused", "not_an_event",
 	};
 
 	for (int i = 0; i < RECORD_REASON_COUNT; i++)
 		CHECK_STR(record_reason_label((enum record_reason)i), labels[i]);
-	for (int i = 0; i < RECORD_COL_COUNT; i++) {
-		const char *name = record_columns[i].name;
+	for (int i = 0; i < TABLE_GEN_COUNT; i++) {
+		const char *name = table_generations.cols[i].name;
 
 		CHECK(strncmp(name, "mg_", 3) == 0);
-		CHECK(record_column_find(name, strlen(name)) == i);
-		CHECK(record_column_find(name + 3, strlen(name) - 3) == i);
+		CHECK(record_column_find(0, name, strlen(name)) == i);
+		CHECK(record_column_find(0, name + 3, strlen(name) - 3) == i);
 		/* Names are compared by words: any one byte changed is no match. */
 		for (size_t k = 0; k < strlen(name); k++) {
 			char near[32];
 
 			snprintf(near, sizeof(near), "%s", name);
 			near[k] ^= 0x20;
-			CHECK(record_column_find(near, strlen(near)) != i);
-			CHECK(k < 3 || record_column_find(near + 3, strlen(near) - 3) != i);
+			CHECK(record_column_find(0, near, strlen(near)) != i);
+			CHECK(k < 3 || record_column_find(0, near + 3, strlen(near) - 3) != i);
 		}
 	}
-	CHECK(record_column_find("prompt", 6) == RECORD_COL_PROMPT);
-	CHECK(record_column_find("meta", 4) == RECORD_COL_META);
-	CHECK(record_column_find("mg_updated_at", 13) == -1);
-	CHECK(record_column_find("updated_at", 10) == -1);
-	CHECK(record_column_find("mg_", 3) == -1);
-	CHECK(record_column_find("", 0) == -1);
-	CHECK(record_column_find("MG_ID", 5) == -1);
-	CHECK(record_column_find("mg_mg_id", 8) == -1);
-	CHECK(record_column_find("mg_idx", 6) == -1);
-	CHECK(record_column_find("mg_prompt", 8) == -1); /* length counts, not NUL */
-	CHECK(record_column_find("promptx", 7) == -1);
-	CHECK(record_columns[RECORD_COL_ID].max_bytes == 256);
-	CHECK(record_columns[RECORD_COL_MODEL].max_bytes == 1024);
-	CHECK(record_columns[RECORD_COL_PROMPT].max_bytes == 0);
-	CHECK(record_columns[RECORD_COL_LATENCY_MS].type == RECORD_TYPE_INT);
-	CHECK(record_columns[RECORD_COL_DELETED_AT].type == RECORD_TYPE_TIMESTAMPTZ);
-	CHECK(record_columns[RECORD_COL_META].type == RECORD_TYPE_JSONB);
+	CHECK(record_column_find(0, "prompt", 6) == TABLE_GEN_PROMPT);
+	CHECK(record_column_find(0, "meta", 4) == TABLE_GEN_META);
+	CHECK(record_column_find(0, "mg_updated_at", 13) == -1);
+	CHECK(record_column_find(0, "updated_at", 10) == -1);
+	CHECK(record_column_find(0, "mg_", 3) == -1);
+	CHECK(record_column_find(0, "", 0) == -1);
+	CHECK(record_column_find(0, "MG_ID", 5) == -1);
+	CHECK(record_column_find(0, "mg_mg_id", 8) == -1);
+	CHECK(record_column_find(0, "mg_idx", 6) == -1);
+	CHECK(record_column_find(0, "mg_prompt", 8) == -1); /* length counts, not NUL */
+	CHECK(record_column_find(0, "promptx", 7) == -1);
+	CHECK(table_generations.cols[TABLE_GEN_ID].max_bytes == 256);
+	CHECK(table_generations.cols[TABLE_GEN_MODEL].max_bytes == 1024);
+	CHECK(table_generations.cols[TABLE_GEN_PROMPT].max_bytes == 0);
+	CHECK(table_generations.cols[TABLE_GEN_LATENCY_MS].type == TABLE_TYPE_INT);
+	CHECK(table_generations.cols[TABLE_GEN_DELETED_AT].type == TABLE_TYPE_TIMESTAMPTZ);
+	CHECK(table_generations.cols[TABLE_GEN_META].type == TABLE_TYPE_JSONB);
 }
 
 /* Every column, by type: TEXT echoes, INT is decimal, TIMESTAMPTZ is UTC. */
 static void test_every_column(void)
 {
-	char want[RECORD_COL_COUNT][64];
-	size_t total = sizeof(struct record);
+	char want[TABLE_GEN_COUNT][64];
+	size_t total = RECORD_HEADER_SIZE;
 
 	ctx_reset();
-	ev_map(RECORD_COL_COUNT);
-	for (int i = 0; i < RECORD_COL_COUNT; i++) {
-		const struct record_column *c = &record_columns[i];
+	ev_map(TABLE_GEN_COUNT);
+	for (int i = 0; i < TABLE_GEN_COUNT; i++) {
+		const struct table_column *c = &table_generations.cols[i];
 
 		p_str(c->name);
 		switch (c->type) {
-		case RECORD_TYPE_TEXT:
+		case TABLE_TYPE_TEXT:
 			snprintf(want[i], sizeof(want[i]), "v-%s", c->name);
-			if (i == RECORD_COL_RECORD_TYPE)
+			if (i == TABLE_GEN_RECORD_TYPE)
 				snprintf(want[i], sizeof(want[i]), "session");
 			p_str(want[i]);
 			break;
-		case RECORD_TYPE_INT:
+		case TABLE_TYPE_INT:
 			msgpack_pack_int(&E.pk, -i);
 			snprintf(want[i], sizeof(want[i]), "%d", -i);
 			break;
-		case RECORD_TYPE_TIMESTAMPTZ:
+		case TABLE_TYPE_TIMESTAMPTZ:
 			msgpack_pack_uint32(&E.pk, 1764040098u + (unsigned)i);
 			snprintf(want[i], sizeof(want[i]), "2025-11-25 03:%02d:%02d.000000+00",
 				 (18 + i) / 60 + 8, (18 + i) % 60);
@@ -211,7 +211,7 @@ static void test_every_column(void)
 		}
 	}
 	CHECK(ev_run() == 0);
-	for (int i = 0; i < RECORD_COL_COUNT; i++) {
+	for (int i = 0; i < TABLE_GEN_COUNT; i++) {
 		CHECK_STR(col(i), want[i]);
 		if (rec) {
 			CHECK(rec->len[i] == strlen(want[i]));
@@ -242,15 +242,15 @@ static void test_aliases_and_nil(void)
 	p_str("mg_meta");
 	msgpack_pack_nil(&E.pk);
 	CHECK(ev_run() == 0);
-	CHECK_STR(col(RECORD_COL_RECORD_TYPE), "feedback");
-	CHECK_STR(col(RECORD_COL_PROMPT), "draw a cat");
-	CHECK_STR(col(RECORD_COL_STATUS), "pending");
-	CHECK(col(RECORD_COL_MODEL) == NULL);
-	CHECK(col(RECORD_COL_LATENCY_MS) == NULL);
-	CHECK(col(RECORD_COL_META) == NULL);
-	CHECK(col(RECORD_COL_PASS_ID) == NULL);
-	CHECK(col(RECORD_COL_DELETED_AT) == NULL);
-	CHECK(rec && rec->len[RECORD_COL_MODEL] == RECORD_ABSENT);
+	CHECK_STR(col(TABLE_GEN_RECORD_TYPE), "feedback");
+	CHECK_STR(col(TABLE_GEN_PROMPT), "draw a cat");
+	CHECK_STR(col(TABLE_GEN_STATUS), "pending");
+	CHECK(col(TABLE_GEN_MODEL) == NULL);
+	CHECK(col(TABLE_GEN_LATENCY_MS) == NULL);
+	CHECK(col(TABLE_GEN_META) == NULL);
+	CHECK(col(TABLE_GEN_PASS_ID) == NULL);
+	CHECK(col(TABLE_GEN_DELETED_AT) == NULL);
+	CHECK(rec && rec->len[TABLE_GEN_MODEL] == RECORD_ABSENT);
 	/* A later nil takes back an earlier value. */
 	ev_map(3);
 	kv_str("mg_record_type", "session");
@@ -258,7 +258,7 @@ static void test_aliases_and_nil(void)
 	p_str("model");
 	msgpack_pack_nil(&E.pk);
 	CHECK(ev_run() == 0);
-	CHECK(col(RECORD_COL_MODEL) == NULL);
+	CHECK(col(TABLE_GEN_MODEL) == NULL);
 }
 
 static void test_rejections(void)
@@ -365,7 +365,7 @@ static void test_record_type(void)
 	kv_str("mg_record_type", "foo");
 	want_reject(RECORD_REASON_UNKNOWN_TYPE, "mg_record_type",
 		    "mg_record_type: unknown record type \"foo\" (expected generation, "
-		    "session, feedback or credit_transaction)");
+		    "session, feedback, credit_transaction, admin_audit or admin_session)");
 	ev_map(1);
 	kv_str("mg_record_type", "Generation");
 	CHECK(ev_run() == -1);
@@ -376,33 +376,33 @@ static void test_record_type(void)
 	ev_map(1);
 	kv_str("mg_prompt", "p");
 	CHECK(ev_run() == 0);
-	CHECK_STR(col(RECORD_COL_RECORD_TYPE), "feedback");
+	CHECK_STR(col(TABLE_GEN_RECORD_TYPE), "feedback");
 	CHECK_STR(col(RECORD_SLOT_TAG), "mega.feedback");
 	/* The event's own value wins over the tag. */
 	ev_map(1);
 	kv_str("mg_record_type", "credit_transaction");
 	CHECK(ev_run() == 0);
-	CHECK_STR(col(RECORD_COL_RECORD_TYPE), "credit_transaction");
+	CHECK_STR(col(TABLE_GEN_RECORD_TYPE), "credit_transaction");
 
 	ctx.tag = "session";
 	ctx.tag_len = 7;
 	ev_map(0);
 	CHECK(ev_run() == 0);
-	CHECK_STR(col(RECORD_COL_RECORD_TYPE), "session");
+	CHECK_STR(col(TABLE_GEN_RECORD_TYPE), "session");
 
 	ctx.tag = "mega.foo";
 	ctx.tag_len = 8;
 	ev_map(0);
 	want_reject(RECORD_REASON_UNKNOWN_TYPE, "mg_record_type",
 		    "mg_record_type: unknown record type \"foo\" from tag \"mega.foo\" "
-		    "(expected generation, session, feedback or credit_transaction)");
+		    "(expected generation, session, feedback, credit_transaction, admin_audit or admin_session)");
 
 	/* A tag that is not UTF-8 still names the type, but is not kept. */
 	ctx.tag = "\xff.generation";
 	ctx.tag_len = strlen(ctx.tag);
 	ev_map(0);
 	CHECK(ev_run() == 0);
-	CHECK_STR(col(RECORD_COL_RECORD_TYPE), "generation");
+	CHECK_STR(col(TABLE_GEN_RECORD_TYPE), "generation");
 	CHECK(col(RECORD_SLOT_TAG) == NULL);
 }
 
@@ -422,7 +422,7 @@ static void test_int4_bounds(void)
 		kv_str("mg_record_type", "credit_transaction");
 		kv_int("mg_delta", ok[i].v);
 		CHECK(ev_run() == 0);
-		CHECK_STR(col(RECORD_COL_DELTA), ok[i].text);
+		CHECK_STR(col(TABLE_GEN_DELTA), ok[i].text);
 	}
 	/* 1, 9, 10, 99, ... 10^9: every digit count, both signs, against printf. */
 	for (int64_t m = 1, step = 0; step < 19; step++, m = step % 2 ? m * 10 - 1 : m + 1) {
@@ -434,7 +434,7 @@ static void test_int4_bounds(void)
 			kv_str("mg_record_type", "credit_transaction");
 			kv_int("mg_delta", sign * m);
 			CHECK(ev_run() == 0);
-			CHECK_STR(col(RECORD_COL_DELTA), want);
+			CHECK_STR(col(TABLE_GEN_DELTA), want);
 		}
 	}
 	ev_map(2);
@@ -469,7 +469,7 @@ static const char *time_of(void (*pack)(void))
 	pack();
 	if (ev_run() != 0)
 		return NULL;
-	return col(RECORD_COL_DELETED_AT);
+	return col(TABLE_GEN_DELETED_AT);
 }
 
 static void t_ext32(void) { p_ext(-1, "\x6b\x06\x51\x22", 4); }
@@ -594,8 +594,8 @@ static void test_years_1_to_9999(void)
 	kv_str("mg_deleted_at", "0001-01-01T00:00:00Z");
 	kv_str("mg_created_at", "9999-12-31T23:59:59.999999999Z");
 	CHECK(ev_run() == 0);
-	CHECK_STR(col(RECORD_COL_DELETED_AT), "0001-01-01 00:00:00.000000+00");
-	CHECK_STR(col(RECORD_COL_CREATED_AT), "9999-12-31 23:59:59.999999+00");
+	CHECK_STR(col(TABLE_GEN_DELETED_AT), "0001-01-01 00:00:00.000000+00");
+	CHECK_STR(col(TABLE_GEN_CREATED_AT), "9999-12-31 23:59:59.999999+00");
 	ev_map(2);
 	kv_str("mg_record_type", "generation");
 	kv_str("mg_deleted_at", "0001-01-01T00:00:00+00:01"); /* year 0 in UTC */
@@ -673,16 +673,16 @@ static void test_meta_merge(void)
 	msgpack_pack_nil(&E.pk);
 	kv_str("mg_updated_at", "2026-01-01T00:00:00Z");
 	CHECK(ev_run() == 0);
-	CHECK_STR(col(RECORD_COL_META), "{\"a\":1,\"x\":\"inner\",\"x\":\"top\",\"zz\":[true,null],"
+	CHECK_STR(col(TABLE_GEN_META), "{\"a\":1,\"x\":\"inner\",\"x\":\"top\",\"zz\":[true,null],"
 		  "\"mg_updated_at\":\"2026-01-01T00:00:00Z\"}");
-	CHECK(rec && rec->len[RECORD_COL_META] == strlen(col(RECORD_COL_META)));
+	CHECK(rec && rec->len[TABLE_GEN_META] == strlen(col(TABLE_GEN_META)));
 
 	/* Only unknown keys. */
 	ev_map(2);
 	kv_str("mg_record_type", "generation");
 	kv_int("app_build", 77);
 	CHECK(ev_run() == 0);
-	CHECK_STR(col(RECORD_COL_META), "{\"app_build\":77}");
+	CHECK_STR(col(TABLE_GEN_META), "{\"app_build\":77}");
 
 	/* Nothing for mg_meta: absent, not "{}". */
 	ev_map(2);
@@ -690,7 +690,7 @@ static void test_meta_merge(void)
 	p_str("mg_meta");
 	msgpack_pack_map(&E.pk, 0);
 	CHECK(ev_run() == 0);
-	CHECK(col(RECORD_COL_META) == NULL);
+	CHECK(col(TABLE_GEN_META) == NULL);
 
 	/* Keys that need escaping, or are long, take the JSON writer's path. */
 	{
@@ -704,9 +704,9 @@ static void test_meta_merge(void)
 		kv_int("\xd0\xba\xd0\xbb\xd1\x8e\xd1\x87", 2);
 		kv_int(longkey, 3);
 		CHECK(ev_run() == 0);
-		CHECK_CONTAINS(col(RECORD_COL_META), "{\"we\\\"ird\\\\\":1,"
+		CHECK_CONTAINS(col(TABLE_GEN_META), "{\"we\\\"ird\\\\\":1,"
 			       "\"\xd0\xba\xd0\xbb\xd1\x8e\xd1\x87\":2,\"kkkk");
-		CHECK(rec && rec->len[RECORD_COL_META] == 2 + 13 + 13 + 204 + 1);
+		CHECK(rec && rec->len[TABLE_GEN_META] == 2 + 13 + 13 + 204 + 1);
 	}
 
 	ev_map(3);
@@ -714,7 +714,7 @@ static void test_meta_merge(void)
 	kv_int("back\\slash", 1);
 	kv_int("tab\tkey", 2);
 	CHECK(ev_run() == 0);
-	CHECK_STR(col(RECORD_COL_META), "{\"back\\\\slash\":1,\"tab\\tkey\":2}");
+	CHECK_STR(col(TABLE_GEN_META), "{\"back\\\\slash\":1,\"tab\\tkey\":2}");
 
 	/* Bin key that is UTF-8 is a name like any other. */
 	ev_map(2);
@@ -722,7 +722,7 @@ static void test_meta_merge(void)
 	p_bin("k\xc3\xa9", 3);
 	p_bin("v", 1);
 	CHECK(ev_run() == 0);
-	CHECK_STR(col(RECORD_COL_META), "{\"k\xc3\xa9\":\"v\"}");
+	CHECK_STR(col(TABLE_GEN_META), "{\"k\xc3\xa9\":\"v\"}");
 }
 
 /* The empty key "" as msgpack-c's streaming unpacker delivers it, with a
@@ -746,7 +746,7 @@ static void test_empty_key_with_null_ptr(void)
 	rec = NULL;
 	memset(&err, 0, sizeof(err));
 	CHECK(record_from_map(&m, &ctx, &rec, &err) == 0);
-	CHECK_STR(col(RECORD_COL_META), "{\"\":5}");
+	CHECK_STR(col(TABLE_GEN_META), "{\"\":5}");
 }
 
 /*
@@ -843,9 +843,9 @@ static void test_meta_simple_like_json(void)
 		refused += rrc != 0;
 		if (jrc != rrc)
 			mismatches++;
-		else if (jrc == 0 && (!col(RECORD_COL_META) ||
-				      rec->len[RECORD_COL_META] != evbuffer_get_length(want) ||
-				      memcmp(col(RECORD_COL_META), evbuffer_pullup(want, -1),
+		else if (jrc == 0 && (!col(TABLE_GEN_META) ||
+				      rec->len[TABLE_GEN_META] != evbuffer_get_length(want) ||
+				      memcmp(col(TABLE_GEN_META), evbuffer_pullup(want, -1),
 					     evbuffer_get_length(want)) != 0))
 			mismatches++;
 		evbuffer_free(want);
@@ -868,10 +868,10 @@ static void test_meta_large(void)
 		kv_str("mg_record_type", "generation");
 		kv_str("note", round == 1 ? "small" : big);
 		CHECK(ev_run() == 0);
-		CHECK(rec && rec->len[RECORD_COL_META] ==
+		CHECK(rec && rec->len[TABLE_GEN_META] ==
 		      (round == 1 ? strlen("{\"note\":\"small\"}") : sizeof(big) - 1 + 11));
 		snprintf(want, sizeof(want), "{\"note\":\"%s", round == 1 ? "small\"}" : "bbbb");
-		CHECK(col(RECORD_COL_META) && strncmp(col(RECORD_COL_META), want, strlen(want)) == 0);
+		CHECK(col(TABLE_GEN_META) && strncmp(col(TABLE_GEN_META), want, strlen(want)) == 0);
 	}
 }
 
@@ -947,11 +947,11 @@ static void test_fluent_meta(void)
 	kv_str("mg_record_type", "generation");
 	kv_int("u", 1);
 	CHECK(ev_run() == 0);
-	CHECK_STR(col(RECORD_COL_META), "{\"u\":1,\"fluent_metadata\":{\"host\":\"h1\"}}");
+	CHECK_STR(col(TABLE_GEN_META), "{\"u\":1,\"fluent_metadata\":{\"host\":\"h1\"}}");
 	ev_map(1);
 	kv_str("mg_record_type", "generation");
 	CHECK(ev_run() == 0);
-	CHECK_STR(col(RECORD_COL_META), "{\"fluent_metadata\":{\"host\":\"h1\"}}");
+	CHECK_STR(col(TABLE_GEN_META), "{\"fluent_metadata\":{\"host\":\"h1\"}}");
 	ctx.fluent_meta = NULL;
 	msgpack_unpacked_destroy(&fm);
 	msgpack_sbuffer_destroy(&sb);
@@ -965,7 +965,7 @@ static void test_bin_text(void)
 	p_str("mg_prompt");
 	p_bin("caf\xc3\xa9", 5);
 	CHECK(ev_run() == 0);
-	CHECK_STR(col(RECORD_COL_PROMPT), "caf\xc3\xa9");
+	CHECK_STR(col(TABLE_GEN_PROMPT), "caf\xc3\xa9");
 	ev_map(2);
 	kv_str("mg_record_type", "generation");
 	p_str("mg_prompt");
@@ -1003,8 +1003,8 @@ static void test_text_edges(void)
 		rc = ev_run();
 		if (cases[i].reason == RECORD_REASON_COUNT) {
 			CHECK(rc == 0);
-			CHECK(rec && rec->len[RECORD_COL_COMMENT] == cases[i].n &&
-			      memcmp(col(RECORD_COL_COMMENT), cases[i].s, cases[i].n) == 0);
+			CHECK(rec && rec->len[TABLE_GEN_COMMENT] == cases[i].n &&
+			      memcmp(col(TABLE_GEN_COMMENT), cases[i].s, cases[i].n) == 0);
 		} else {
 			CHECK(rc == -1 && err.reason == cases[i].reason);
 		}
@@ -1033,7 +1033,7 @@ static void derived_id(char out[37])
 	kv_str("mg_record_type", "generation");
 	out[0] = '\0';
 	if (ev_run() == 0)
-		snprintf(out, 37, "%s", col(RECORD_COL_ID));
+		snprintf(out, 37, "%s", col(TABLE_GEN_ID));
 }
 
 static void test_derived_id(void)
@@ -1069,7 +1069,7 @@ static void test_derived_id(void)
 	kv_str("mg_record_type", "generation");
 	kv_str("id", "gen-123");
 	CHECK(ev_run() == 0);
-	CHECK_STR(col(RECORD_COL_ID), "gen-123");
+	CHECK_STR(col(TABLE_GEN_ID), "gen-123");
 }
 
 /* id_hash: a function of mg_id alone, and spread evenly over writers. */
@@ -1129,18 +1129,18 @@ static void test_created_at_default(void)
 	ev_map(1);
 	kv_str("mg_record_type", "session");
 	CHECK(ev_run() == 0);
-	CHECK_STR(col(RECORD_COL_CREATED_AT), "2026-11-25 03:08:18.123456+00");
+	CHECK_STR(col(TABLE_GEN_CREATED_AT), "2026-11-25 03:08:18.123456+00");
 	ctx.has_time = true;
 	ctx.time_ns = INT64_C(1764040098500000000);
 	ev_map(1);
 	kv_str("mg_record_type", "session");
 	CHECK(ev_run() == 0);
-	CHECK_STR(col(RECORD_COL_CREATED_AT), "2025-11-25 03:08:18.500000+00");
+	CHECK_STR(col(TABLE_GEN_CREATED_AT), "2025-11-25 03:08:18.500000+00");
 	ev_map(2);
 	kv_str("mg_record_type", "session");
 	kv_int("created_at", 0);
 	CHECK(ev_run() == 0);
-	CHECK_STR(col(RECORD_COL_CREATED_AT), "1970-01-01 00:00:00.000000+00");
+	CHECK_STR(col(TABLE_GEN_CREATED_AT), "1970-01-01 00:00:00.000000+00");
 }
 
 /* Values are NUL-terminated, inside the allocation, and don't overlap. */
@@ -1168,12 +1168,12 @@ static void test_layout(void)
 		CHECK(strlen(record_get(rec, i)) == rec->len[i]);
 		end = rec->off[i] + rec->len[i] + 1;
 	}
-	CHECK(sizeof(struct record) + end == rec->size);
-	CHECK_STR(col(RECORD_COL_PROMPT), "");
-	CHECK_STR(col(RECORD_COL_LATENCY_MS), "12");
+	CHECK(RECORD_HEADER_SIZE + end == rec->size);
+	CHECK_STR(col(TABLE_GEN_PROMPT), "");
+	CHECK_STR(col(TABLE_GEN_LATENCY_MS), "12");
 	CHECK_STR(col(RECORD_SLOT_PEER), "tcp:127.0.0.1:5000");
 	CHECK_STR(col(RECORD_SLOT_TAG), "mega.generation");
-	CHECK_STR(col(RECORD_COL_META), "{\"other\":\"o\"}");
+	CHECK_STR(col(TABLE_GEN_META), "{\"other\":\"o\"}");
 }
 
 int main(void)

@@ -125,9 +125,9 @@ static int replay_all(struct spool_stream *st, int *next_expected, int *frames)
 			char want[32];
 
 			snprintf(want, sizeof(want), "ev-%d", *next_expected);
-			if (strcmp(record_get(recs[i], RECORD_COL_ID), want) != 0) {
+			if (strcmp(record_get(recs[i], TABLE_GEN_ID), want) != 0) {
 				fprintf(stderr, "replay: got %s, want %s\n",
-					record_get(recs[i], RECORD_COL_ID), want);
+					record_get(recs[i], TABLE_GEN_ID), want);
 				ok = 0;
 			}
 			(*next_expected)++;
@@ -267,7 +267,7 @@ static void test_round_trip_through_disk(void)
 	CHECK(ok);
 	/* Without a commit the same frame comes back. */
 	CHECK(spool_stream_next(st, &out, &n) == 1 && n == 30);
-	CHECK(strcmp(record_get(out[0], RECORD_COL_ID), "ev-0") == 0);
+	CHECK(strcmp(record_get(out[0], TABLE_GEN_ID), "ev-0") == 0);
 	for (size_t i = 0; i < n; i++)
 		record_free(out[i]);
 	CHECK(spool_stream_commit(st) == 0);
@@ -529,7 +529,7 @@ static int replay_writer(struct spool *s, int w, int nwriters)
 
 	while (spool_stream_next(st, &recs, &n) > 0) {
 		for (size_t i = 0; i < n; i++) {
-			int num = atoi(record_get(recs[i], RECORD_COL_ID) + 3);
+			int num = atoi(record_get(recs[i], TABLE_GEN_ID) + 3);
 
 			ok &= recs[i]->id_hash % (uint32_t)nwriters == (uint32_t)w && num > last;
 			last = num;

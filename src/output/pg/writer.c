@@ -12,14 +12,16 @@
  *     mi_staging_<hash> ...;              pooler may give every transaction
  *     SET LOCAL statement_timeout         another server session
  *   COPY mi_staging_<hash> FROM STDIN   -- the batch, binary format, streamed
- *                                          while it is encoded (writer_copy.c)
+ *                                          while it is encoded (writer_copy.c);
+ *                                          one COPY per table the batch holds
  *   INSERT INTO mega_customers ...      -- stub rows for new pass ids, sorted,
  *        ON CONFLICT DO NOTHING            no lock on existing rows; left out
  *                                          when every pass id of the batch is
  *                                          known to exist (writer_known.c)
  *   INSERT INTO <table> SELECT ... FROM mi_staging WHERE mi_pass = k
- *        ON CONFLICT (mg_id) DO UPDATE  -- once per pass k; the WHERE of the
- *                                          update skips rows of another type
+ *        ON CONFLICT (mg_id) DO UPDATE  -- once per table and pass k; the WHERE
+ *                                          of the update skips rows of another
+ *                                          type and immutable rows
  *   SELECT ... FROM mi_staging ...      -- only when pass k merged fewer rows
  *                                          than it staged: which rows were
  *                                          not merged, and why
@@ -41,7 +43,10 @@
  * INSERT sees every id at most once (PostgreSQL refuses to touch a row twice
  * in one statement) and repeated ids merge in arrival order under exactly the
  * same rules as across batches. Values travel only in COPY data and
- * parameters; the SQL text is built once from record_columns[] (writer_sql.c).
+ * parameters; the SQL text is built once from the table descriptions
+ * (table.h, writer_sql.c). A batch may hold rows of several tables: it is
+ * ordered by table first (writer_group), so each table's rows are one run
+ * and mi_idx is the position in the whole batch.
  *
  * Outcomes follow a three-way verdict. WRITE_OK: acks are released.
  * WRITE_REJECT (a data or constraint error caused by a row): bisect the
@@ -235,14 +240,15 @@ static int writer_number_passes(struct writer *w, struct record **recs, size_t n
 	memset(w->slots, -1, mask * sizeof(*w->slots));
 	mask--;
 	for (size_t i = 0; i < n; i++) {
-		const char *id = record_get(recs[i], RECORD_COL_ID);
+		const char *id = record_get(recs[i], TABLE_COL_ID);
 		size_t h = recs[i]->id_hash & mask;
 
 		w->pass[i] = 1;
 		while (w->slots[h] >= 0) {
 			struct record *o = recs[w->slots[h]];
 
-			if (o->id_hash == recs[i]->id_hash && strcmp(record_get(o, RECORD_COL_ID), id) == 0) {
+			if (o->id_hash == recs[i]->id_hash && o->table == recs[i]->table &&
+			    strcmp(record_get(o, TABLE_COL_ID), id) == 0) {
 				w->pass[i] = w->pass[w->slots[h]] + 1;
 				break;
 			}
@@ -252,16 +258,56 @@ static int writer_number_passes(struct writer *w, struct record **recs, size_t n
 		if (w->pass[i] > maxpass)
 			maxpass = w->pass[i];
 	}
-	memset(w->pass_rows, 0, ((size_t)maxpass + 1) * sizeof(*w->pass_rows));
-	for (size_t i = 0; i < n; i++)
-		w->pass_rows[w->pass[i]]++;
 	return maxpass;
+}
+
+/* Rows of each pass among RECS[LO..HI) (one table's run). */
+static void writer_count_passes(struct writer *w, size_t lo, size_t hi, int maxpass)
+{
+	memset(w->pass_rows, 0, ((size_t)maxpass + 1) * sizeof(*w->pass_rows));
+	for (size_t i = lo; i < hi; i++)
+		w->pass_rows[w->pass[i]]++;
+}
+
+/* Order RECS[0..N) by table, keeping arrival order within each table (the
+ * order of an mg_id's events is what merges). Usually one table: a scan. */
+static void writer_group(struct writer *w, struct record **recs, size_t n)
+{
+	size_t k = 0;
+	bool mixed = false;
+
+	for (size_t i = 1; i < n && !mixed; i++)
+		mixed = recs[i]->table < recs[i - 1]->table;
+	if (!mixed)
+		return;
+	for (int t = 0; t < TABLE_COUNT; t++)
+		for (size_t i = 0; i < n; i++)
+			if (recs[i]->table == (uint32_t)t)
+				w->sorted[k++] = recs[i];
+	memcpy(recs, w->sorted, n * sizeof(*recs));
+}
+
+/* End of the run of RECS[LO..N) that belongs to LO's table. */
+static size_t writer_run_end(struct record **recs, size_t lo, size_t n)
+{
+	size_t hi = lo + 1;
+
+	while (hi < n && recs[hi]->table == recs[lo]->table)
+		hi++;
+	return hi;
 }
 
 /* ---- one transaction -------------------------------------------------- */
 
-static void writer_skip_set(struct writer_skip *sk, char kind)
+static void writer_skip_set(struct writer_skip *sk, int table, char kind)
 {
+	/* Static text: one per table with immutable rows. */
+	static const char *const immutable[TABLE_COUNT] = {
+		"credit_transaction rows are immutable; this repeat carries other values and "
+		"was ignored",
+		"admin_audit rows are immutable; this repeat carries other values and was ignored",
+	};
+
 	switch (kind) {
 	case 't':
 		sk->reason = RECORD_REASON_BAD_TYPE;
@@ -271,21 +317,22 @@ static void writer_skip_set(struct writer_skip *sk, char kind)
 	case 'c':
 		sk->reason = RECORD_REASON_COUNT; /* not a rejection: reported only */
 		sk->field = "mg_id";
-		sk->message = "credit_transaction rows are immutable; this repeat carries other "
-			      "values and was ignored";
+		sk->message = immutable[table];
 		break;
 	default:
 		sk->reason = RECORD_REASON_UNKNOWN_PASS_ID;
-		sk->field = "mg_pass_id";
-		sk->message = "mg_pass_id is not a known customer (postgres.unknown_pass_id: "
-			      "dead_letter)";
+		sk->field = table_list[table]->cols[table_list[table]->col_customer].name;
+		sk->message = table ? "mg_actor_pass_id is not a known customer "
+				      "(postgres.unknown_pass_id: dead_letter)" :
+				      "mg_pass_id is not a known customer (postgres.unknown_pass_id: "
+				      "dead_letter)";
 		break;
 	}
 }
 
 /* Remove from staging the rows of skips [FIRST, nskips) that are to be
  * dead-lettered (not the credit repeats, which are only reported). */
-static enum write_verdict writer_drop_skips(struct writer *w, size_t first,
+static enum write_verdict writer_drop_skips(struct writer *w, int table, size_t first,
 					    struct writer_err *e)
 {
 	struct evbuffer *ids = evbuffer_new();
@@ -307,19 +354,19 @@ static enum write_verdict writer_drop_skips(struct writer *w, size_t first,
 	}
 	params[0] = list;
 	if (n > 0)
-		v = writer_pq_exec(w, w->sql_drop, 1, params, e, NULL);
+		v = writer_pq_exec(w, w->sql_drop[table], 1, params, e, NULL);
 	free(list);
 	return v;
 }
 
 /* Remember the rows of pass PASS that must not be merged; with DROP, also
  * remove those to be dead-lettered from staging (before the merge). */
-static enum write_verdict writer_check(struct writer *w, const char *pass, bool drop,
+static enum write_verdict writer_check(struct writer *w, int table, const char *pass, bool drop,
 				       struct writer_err *e)
 {
 	const char *params[1] = { pass };
 	PGresult *res = NULL;
-	enum write_verdict v = writer_pq_exec(w, w->sql_check, 1, params, e, &res);
+	enum write_verdict v = writer_pq_exec(w, w->sql_check[table], 1, params, e, &res);
 	size_t first = w->nskips;
 	int rows;
 
@@ -330,19 +377,19 @@ static enum write_verdict writer_check(struct writer *w, const char *pass, bool 
 		struct writer_skip *sk = &w->skips[w->nskips++];
 
 		sk->idx = atoi(PQgetvalue(res, i, 0));
-		writer_skip_set(sk, PQgetvalue(res, i, 1)[0]);
+		writer_skip_set(sk, table, PQgetvalue(res, i, 1)[0]);
 	}
 	PQclear(res);
-	return drop && w->nskips > first ? writer_drop_skips(w, first, e) : WRITE_OK;
+	return drop && w->nskips > first ? writer_drop_skips(w, table, first, e) : WRITE_OK;
 }
 
 /* Merge pass PASS; *MERGED is the number of rows it inserted or changed. */
-static enum write_verdict writer_merge_pass(struct writer *w, const char *pass, long *merged,
-					    struct writer_err *e)
+static enum write_verdict writer_merge_pass(struct writer *w, int table, const char *pass,
+					    long *merged, struct writer_err *e)
 {
 	const char *params[1] = { pass };
 	PGresult *res = NULL;
-	enum write_verdict v = writer_pq_exec(w, w->sql_merge, 1, params, e, &res);
+	enum write_verdict v = writer_pq_exec(w, w->sql_merge[table], 1, params, e, &res);
 
 	if (v != WRITE_OK)
 		return v;
@@ -362,24 +409,52 @@ static enum write_verdict writer_merge_pass(struct writer *w, const char *pass, 
  * dead_letter the check must run first: the foreign key would refuse the
  * whole statement.
  */
-static enum write_verdict writer_merge(struct writer *w, int maxpass, struct writer_err *e)
+static enum write_verdict writer_merge(struct writer *w, int table, int maxpass,
+				       struct writer_err *e)
 {
-	for (int p = 1; p <= maxpass; p++) {
+	for (int p = 1; p <= maxpass && w->pass_rows[p] > 0; p++) {
 		char pass[16];
 		long merged = 0;
 		enum write_verdict v = WRITE_OK;
 
 		snprintf(pass, sizeof(pass), "%d", p);
 		if (w->pass_id_dead_letter)
-			v = writer_check(w, pass, true, e);
+			v = writer_check(w, table, pass, true, e);
 		if (v == WRITE_OK)
-			v = writer_merge_pass(w, pass, &merged, e);
+			v = writer_merge_pass(w, table, pass, &merged, e);
 		if (v == WRITE_OK && !w->pass_id_dead_letter && merged < w->pass_rows[p])
-			v = writer_check(w, pass, false, e);
+			v = writer_check(w, table, pass, false, e);
 		if (v != WRITE_OK)
 			return v;
 	}
 	return WRITE_OK;
+}
+
+/* Each table's run of RECS: COPY into its staging table. */
+static enum write_verdict writer_copy_all(struct writer *w, struct record **recs, size_t n,
+					  struct writer_err *e)
+{
+	enum write_verdict v = WRITE_OK;
+
+	for (size_t lo = 0, hi; lo < n && v == WRITE_OK; lo = hi) {
+		hi = writer_run_end(recs, lo, n);
+		v = writer_copy(w, recs, lo, hi, e);
+	}
+	return v;
+}
+
+/* Each table's run of RECS: its passes merged in order. */
+static enum write_verdict writer_merge_all(struct writer *w, struct record **recs, size_t n,
+					   int maxpass, struct writer_err *e)
+{
+	enum write_verdict v = WRITE_OK;
+
+	for (size_t lo = 0, hi; lo < n && v == WRITE_OK; lo = hi) {
+		hi = writer_run_end(recs, lo, n);
+		writer_count_passes(w, lo, hi, maxpass);
+		v = writer_merge(w, recs[lo]->table, maxpass, e);
+	}
+	return v;
 }
 
 /* The first round trip of a transaction: BEGIN, the server-side statement
@@ -402,13 +477,13 @@ static enum write_verdict writer_attempt(struct writer *w, struct record **recs,
 	w->nskips = 0;
 	v = writer_begin(w, e);
 	if (v == WRITE_OK)
-		v = writer_copy(w, recs, n, e);
+		v = writer_copy_all(w, recs, n, e);
 	if (v == WRITE_OK && !w->pass_id_dead_letter && w->apply_credits)
 		v = writer_pq_exec(w, w->sql_last_active, 0, NULL, e, NULL);
 	else if (v == WRITE_OK && stubs)
 		v = writer_pq_exec(w, w->sql_stubs, 0, NULL, e, NULL);
 	if (v == WRITE_OK)
-		v = writer_merge(w, maxpass, e);
+		v = writer_merge_all(w, recs, n, maxpass, e);
 	/* Last, so the customer row locks it takes are held only until COMMIT. */
 	if (v == WRITE_OK && !w->pass_id_dead_letter && !w->apply_credits)
 		v = writer_pq_exec(w, w->sql_last_active, 0, NULL, e, NULL);
@@ -434,8 +509,12 @@ enum write_verdict writer_transaction(struct writer *w, struct record **recs, si
 				     struct writer_err *e)
 {
 	bool customers = !w->pass_id_dead_letter && !w->apply_credits;
-	bool stubs = customers && !writer_known_all(w, recs, n);
-	enum write_verdict v = writer_attempt(w, recs, n, stubs, e);
+	bool stubs;
+	enum write_verdict v;
+
+	writer_group(w, recs, n);
+	stubs = customers && !writer_known_all(w, recs, n);
+	v = writer_attempt(w, recs, n, stubs, e);
 
 	/* A deadlock or serialization failure (class 40) is another
 	 * transaction's timing, not a fault: try again at once, a few times. */
@@ -474,14 +553,14 @@ void writer_dead_letter(struct writer *w, const struct record *r, enum record_re
 	stats_reject(reason);
 	stats_add(STAT_events_dead_lettered_total, 1);
 	log_warn("writer", "writer=%d: event mg_id=%s dead-lettered: %s%s%s", w->id,
-		 record_get(r, RECORD_COL_ID), message, sqlstate && *sqlstate ? " SQLSTATE " : "",
+		 record_get(r, TABLE_COL_ID), message, sqlstate && *sqlstate ? " SQLSTATE " : "",
 		 sqlstate ? sqlstate : "");
 	if (spool_dead_letter(w->spool, &dl) < 0) {
 		/* Not recorded anywhere: no ack, so the client keeps the event
 		 * (its connection is closed instead, and it resends). */
 		log_error("writer", "writer=%d: mg_id=%s could not be dead-lettered either "
 			  "(write failed or spool.dead_letter_max_bytes reached); its message is "
-			  "not acked", w->id, record_get(r, RECORD_COL_ID));
+			  "not acked", w->id, record_get(r, TABLE_COL_ID));
 		if (r->ack)
 			atomic_store(&r->ack->failed, true);
 	}
@@ -526,7 +605,7 @@ void writer_committed(struct writer *w, struct record **recs, size_t n)
 		if (sk->reason == RECORD_REASON_COUNT) {
 			stats_add(STAT_credit_conflicts_total, 1);
 			log_warn("writer", "writer=%d: mg_id=%s: %s", w->id,
-				 record_get(recs[sk->idx], RECORD_COL_ID), sk->message);
+				 record_get(recs[sk->idx], TABLE_COL_ID), sk->message);
 			continue;
 		}
 		dropped++;
@@ -558,10 +637,13 @@ static void writer_free(struct writer *w)
 	free(w->conninfo);
 	free(w->sql_begin);
 	free(w->sql_begin_buf);
-	free(w->sql_copy);
-	free(w->sql_check);
-	free(w->sql_merge);
-	free(w->sql_drop);
+	for (int t = 0; t < TABLE_COUNT; t++) {
+		free(w->sql_copy[t]);
+		free(w->sql_check[t]);
+		free(w->sql_merge[t]);
+		free(w->sql_drop[t]);
+	}
+	free(w->sorted);
 	free(w->sql_stubs);
 	free(w->sql_last_active);
 	free(w->copy_buf);
@@ -576,23 +658,26 @@ static void writer_free(struct writer *w)
 }
 
 /* The SQL text, built once; NULL members on ENOMEM. */
-static int writer_alloc_sql(struct writer *w, const struct config *cfg)
+static int writer_alloc_sql(struct writer *w)
 {
-	char staging[32];
+	int ok = 1;
 
-	if (writer_sql_staging_name(staging, sizeof(staging)) < 0)
-		return -1;
-	w->sql_begin = writer_sql_begin(staging);
+	w->sql_begin = writer_sql_begin();
 	w->sql_begin_cap = w->sql_begin ? strlen(w->sql_begin) + 16 : 0;
 	w->sql_begin_buf = malloc(w->sql_begin_cap);
-	w->sql_copy = writer_sql_copy(staging);
-	w->sql_check = writer_sql_check(cfg->pg_table, staging, w->pass_id_dead_letter);
-	w->sql_merge = writer_sql_merge(cfg->pg_table, staging, w->apply_credits);
-	w->sql_drop = writer_sql_drop(staging);
-	w->sql_stubs = writer_sql_stubs(staging);
-	w->sql_last_active = writer_sql_last_active(staging);
-	return w->sql_begin && w->sql_begin_buf && w->sql_copy && w->sql_check && w->sql_merge &&
-	       w->sql_drop && w->sql_stubs && w->sql_last_active ? 0 : -1;
+	for (int t = 0; t < TABLE_COUNT; t++) {
+		const struct table *tb = table_list[t];
+
+		w->sql_copy[t] = writer_sql_copy(tb);
+		w->sql_check[t] = writer_sql_check(tb, table_name(t), w->pass_id_dead_letter);
+		w->sql_merge[t] = writer_sql_merge(tb, table_name(t), w->apply_credits);
+		w->sql_drop[t] = writer_sql_drop(tb);
+		ok = ok && w->sql_copy[t] && w->sql_check[t] && w->sql_merge[t] && w->sql_drop[t];
+	}
+	w->sql_stubs = writer_sql_stubs();
+	w->sql_last_active = writer_sql_last_active();
+	return ok && w->sql_begin && w->sql_begin_buf && w->sql_stubs && w->sql_last_active ?
+	       0 : -1;
 }
 
 static int writer_alloc(struct writer *w, const struct config *cfg)
@@ -601,13 +686,14 @@ static int writer_alloc(struct writer *w, const struct config *cfg)
 	w->conninfo = strdup(cfg->pg_conninfo);
 	w->copy_buf = malloc(WRITER_COPY_CHUNK);
 	w->batch = calloc(w->cap, sizeof(*w->batch));
+	w->sorted = calloc(w->cap, sizeof(*w->sorted));
 	w->pass = calloc(w->cap, sizeof(*w->pass));
 	w->pass_rows = calloc(w->cap + 1, sizeof(*w->pass_rows));
 	w->pass_hash = calloc(w->cap, sizeof(*w->pass_hash));
 	w->slots = calloc(w->cap * 4, sizeof(*w->slots));
 	w->skips = calloc(w->cap, sizeof(*w->skips));
-	return w->conninfo && writer_alloc_sql(w, cfg) == 0 && w->copy_buf &&
-	       w->batch && w->pass && w->pass_rows && w->pass_hash && w->slots && w->skips &&
+	return w->conninfo && writer_alloc_sql(w) == 0 && w->copy_buf &&
+	       w->batch && w->sorted && w->pass && w->pass_rows && w->pass_hash && w->slots && w->skips &&
 	       writer_known_init(&w->known) == 0 ? 0 : -1;
 }
 

@@ -38,16 +38,16 @@
 #include <libpq-fe.h>
 
 #include "record.h"
+#include "table.h"
 #include "writer_private.h"
 
 /* Binary COPY: signature, flags word, header extension length. */
 static const char writer_copy_header[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
 
-/* Fields per row: mi_idx, mi_pass, then every column. */
-#define WRITER_COPY_FIELDS (2 + RECORD_COL_COUNT)
 /* Most bytes a row adds beyond its values: field count, length words,
- * the two int4 of the head, 8-byte timestamps, jsonb version bytes. */
-#define WRITER_COPY_ROW_OVERHEAD (2 + WRITER_COPY_FIELDS * 13)
+ * the two int4 of the head, 8-byte timestamps, 16-byte uuids, jsonb
+ * version bytes (mi_idx, mi_pass and the widest table's columns). */
+#define WRITER_COPY_ROW_OVERHEAD (2 + (2 + TABLE_COLS_MAX) * 21)
 
 static char *writer_copy_be16(char *p, uint16_t v)
 {
@@ -117,14 +117,46 @@ static int writer_copy_int4(const char *s, size_t len, int32_t *out)
 	return 0;
 }
 
-/* An int4 or timestamptz field (length word and value) at P; returns the
- * end. A value not in record.c's form is sent one byte too long. */
-static char *writer_copy_fixed(char *p, const char *v, size_t len, enum record_type type)
+/* Canonical UUID text (as record.c writes it) -> 16 bytes; 0 or -1. */
+static int writer_copy_uuid(const char *s, size_t len, unsigned char out[16])
+{
+	size_t k = 0;
+
+	if (len != 36)
+		return -1;
+	for (size_t i = 0; i < len && k < 32; i++) {
+		int c = (unsigned char)s[i], d;
+
+		if (c == '-')
+			continue;
+		d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+		if (d < 0)
+			return -1;
+		out[k / 2] = (unsigned char)(k % 2 ? out[k / 2] | d : d << 4);
+		k++;
+	}
+	return k == 32 ? 0 : -1;
+}
+
+/* An int4, timestamptz or uuid field (length word and value) at P;
+ * returns the end. A value not in record.c's form is sent one byte too
+ * long. */
+static char *writer_copy_fixed(char *p, const char *v, size_t len, enum table_type type)
 {
 	int32_t i4;
 	int64_t us;
+	unsigned char u[16];
 
-	if (type == RECORD_TYPE_INT) {
+	if (type == TABLE_TYPE_UUID) {
+		if (writer_copy_uuid(v, len, u) == 0) {
+			p = writer_copy_be32(p, 16);
+			memcpy(p, u, 16);
+			return p + 16;
+		}
+		p = writer_copy_be32(p, 17);
+		memset(p, 0, 16);
+		p += 16;
+	} else if (type == TABLE_TYPE_INT) {
 		if (writer_copy_int4(v, len, &i4) == 0)
 			return writer_copy_be32(writer_copy_be32(p, 4), (uint32_t)i4);
 		p = writer_copy_be32(writer_copy_be32(p, 5), 0);
@@ -137,18 +169,24 @@ static char *writer_copy_fixed(char *p, const char *v, size_t len, enum record_t
 	return p;
 }
 
-/* Row head: the field count, mi_idx and mi_pass, at P; returns the end. */
-static char *writer_copy_head(char *p, uint32_t idx, uint32_t pass)
+/* True for the types sent as a fixed-size binary value. */
+static inline bool writer_copy_is_fixed(enum table_type type)
 {
-	p = writer_copy_be16(p, WRITER_COPY_FIELDS);
+	return type == TABLE_TYPE_INT || type == TABLE_TYPE_TIMESTAMPTZ || type == TABLE_TYPE_UUID;
+}
+
+/* Row head: the field count, mi_idx and mi_pass, at P; returns the end. */
+static char *writer_copy_head(char *p, const struct table *t, uint32_t idx, uint32_t pass)
+{
+	p = writer_copy_be16(p, (uint16_t)(2 + t->ncols));
 	p = writer_copy_be32(writer_copy_be32(p, 4), idx);
 	return writer_copy_be32(writer_copy_be32(p, 4), pass);
 }
 
 /* Length word of a text or jsonb value of LEN bytes (jsonb: + version). */
-static char *writer_copy_varlen(char *p, size_t len, enum record_type type)
+static char *writer_copy_varlen(char *p, size_t len, enum table_type type)
 {
-	if (type != RECORD_TYPE_JSONB)
+	if (type != TABLE_TYPE_JSONB)
 		return writer_copy_be32(p, (uint32_t)len);
 	p = writer_copy_be32(p, (uint32_t)len + 1);
 	*p++ = 1; /* jsonb binary format version: the JSON text follows */
@@ -159,17 +197,18 @@ static char *writer_copy_varlen(char *p, size_t len, enum record_type type)
 static void writer_copy_row_slow(struct writer *w, const struct record *r, uint32_t idx,
 				 uint32_t pass)
 {
+	const struct table *t = record_table(r);
 	char tmp[24];
 
-	writer_copy_put(w, tmp, (size_t)(writer_copy_head(tmp, idx, pass) - tmp));
-	for (int i = 0; i < RECORD_COL_COUNT; i++) {
-		enum record_type type = record_columns[i].type;
+	writer_copy_put(w, tmp, (size_t)(writer_copy_head(tmp, t, idx, pass) - tmp));
+	for (int i = 0; i < t->ncols; i++) {
+		enum table_type type = t->cols[i].type;
 		const char *v = r->data + r->off[i];
 		uint32_t len = r->len[i];
 
 		if (len == RECORD_ABSENT) {
 			writer_copy_put(w, tmp, (size_t)(writer_copy_be32(tmp, UINT32_MAX) - tmp));
-		} else if (type == RECORD_TYPE_INT || type == RECORD_TYPE_TIMESTAMPTZ) {
+		} else if (writer_copy_is_fixed(type)) {
 			writer_copy_put(w, tmp, (size_t)(writer_copy_fixed(tmp, v, len, type) - tmp));
 		} else {
 			writer_copy_put(w, tmp, (size_t)(writer_copy_varlen(tmp, len, type) - tmp));
@@ -182,6 +221,7 @@ static void writer_copy_row_slow(struct writer *w, const struct record *r, uint3
 static void writer_copy_row(struct writer *w, const struct record *r, uint32_t idx,
 			    uint32_t pass)
 {
+	const struct table *t = record_table(r);
 	size_t need = WRITER_COPY_ROW_OVERHEAD + (size_t)r->size;
 	char *p;
 
@@ -191,14 +231,14 @@ static void writer_copy_row(struct writer *w, const struct record *r, uint32_t i
 		writer_copy_row_slow(w, r, idx, pass);
 		return;
 	}
-	p = writer_copy_head(w->copy_buf + w->copy_len, idx, pass);
-	for (int i = 0; i < RECORD_COL_COUNT; i++) {
-		enum record_type type = record_columns[i].type;
+	p = writer_copy_head(w->copy_buf + w->copy_len, t, idx, pass);
+	for (int i = 0; i < t->ncols; i++) {
+		enum table_type type = t->cols[i].type;
 		uint32_t len = r->len[i];
 
 		if (len == RECORD_ABSENT) {
 			p = writer_copy_be32(p, UINT32_MAX); /* -1: NULL */
-		} else if (type == RECORD_TYPE_INT || type == RECORD_TYPE_TIMESTAMPTZ) {
+		} else if (writer_copy_is_fixed(type)) {
 			p = writer_copy_fixed(p, r->data + r->off[i], len, type);
 		} else {
 			p = writer_copy_varlen(p, len, type);
@@ -209,11 +249,11 @@ static void writer_copy_row(struct writer *w, const struct record *r, uint32_t i
 	w->copy_len = (size_t)(p - w->copy_buf);
 }
 
-enum write_verdict writer_copy(struct writer *w, struct record **recs, size_t n,
+enum write_verdict writer_copy(struct writer *w, struct record **recs, size_t lo, size_t hi,
 			       struct writer_err *e)
 {
 	PGresult *res = NULL;
-	enum write_verdict v = writer_pq_exec(w, w->sql_copy, -1, NULL, e, &res);
+	enum write_verdict v = writer_pq_exec(w, w->sql_copy[recs[lo]->table], -1, NULL, e, &res);
 
 	if (v != WRITE_OK)
 		return v;
@@ -222,7 +262,7 @@ enum write_verdict writer_copy(struct writer *w, struct record **recs, size_t n,
 	w->copy_failed = false;
 	memcpy(w->copy_buf, writer_copy_header, sizeof(writer_copy_header));
 	w->copy_len = sizeof(writer_copy_header);
-	for (size_t i = 0; i < n && !w->copy_failed; i++)
+	for (size_t i = lo; i < hi && !w->copy_failed; i++)
 		writer_copy_row(w, recs[i], (uint32_t)i, (uint32_t)w->pass[i]);
 	writer_copy_put(w, "\377\377", 2); /* trailer: field count -1 */
 	writer_copy_flush(w);

@@ -69,7 +69,7 @@ bool writer_known_all(struct writer *w, struct record **recs, size_t n)
 	bool all = true;
 
 	for (size_t i = 0; i < n; i++) {
-		const char *p = record_get(recs[i], RECORD_COL_PASS_ID);
+		const char *p = record_get(recs[i], record_table(recs[i])->col_customer);
 
 		w->pass_hash[i] = p ? writer_known_hash(p) : 0;
 		if (all && p && !w->known.slots[writer_known_slot(&w->known, w->pass_hash[i])])

@@ -97,10 +97,10 @@ struct writer {
 	char *sql_begin;             /* BEGIN, SET LOCAL ..., the staging table */
 	char *sql_begin_buf;         /* sql_begin with the statement timeout appended */
 	size_t sql_begin_cap;
-	char *sql_copy;
-	char *sql_check;
-	char *sql_merge;
-	char *sql_drop;
+	char *sql_copy[TABLE_COUNT]; /* per table (table.h), built once */
+	char *sql_check[TABLE_COUNT];
+	char *sql_merge[TABLE_COUNT];
+	char *sql_drop[TABLE_COUNT];
 	char *sql_stubs;
 	char *sql_last_active;
 	char *copy_buf;              /* WRITER_COPY_CHUNK bytes of COPY data (writer_copy.c) */
@@ -113,6 +113,7 @@ struct writer {
 	int *slots;                  /* hash set for pass numbering */
 	size_t cap;                  /* capacity of pass/slots/batch */
 	struct record **batch;
+	struct record **sorted;      /* scratch of writer_group: a batch ordered by table */
 	struct writer_skip *skips;
 	size_t nskips;
 	int64_t drain_deadline_ns;   /* 0 until the queue is seen closed */
@@ -171,8 +172,9 @@ int writer_pq_connect_step(struct writer *w, int wait_ms);
 
 /* writer.c: the verdict on a failed statement (RES may be NULL); fills E. */
 enum write_verdict writer_classify(struct writer *w, PGresult *res, struct writer_err *e);
-/* writer_copy.c: COPY RECS[0..N) (numbered by w->pass) into the staging table. */
-enum write_verdict writer_copy(struct writer *w, struct record **recs, size_t n,
+/* writer_copy.c: COPY RECS[LO..HI) (one table's run, numbered by their
+ * batch position and w->pass) into that table's staging table. */
+enum write_verdict writer_copy(struct writer *w, struct record **recs, size_t lo, size_t hi,
 			       struct writer_err *e);
 /* writer_known.c: the set of pass ids known to exist. */
 int writer_known_init(struct writer_known *k);

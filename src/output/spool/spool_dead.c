@@ -89,21 +89,21 @@ static int spool_add_time(struct evbuffer *b, const char *v, size_t len)
 /* The row as the daemon built it: {"mg_id": "...", "mg_latency_ms": 12, ...}. */
 static int spool_add_record(struct evbuffer *b, const struct record *r)
 {
+	const struct table *t = record_table(r);
 	const char *sep = "{";
 
-	for (int i = 0; i < RECORD_COL_COUNT; i++) {
+	for (int i = 0; i < t->ncols; i++) {
 		const char *v = record_get(r, i);
 
 		if (!v)
 			continue;
-		if (evbuffer_add_printf(b, "%s\"%s\":", sep, record_columns[i].name) < 0)
+		if (evbuffer_add_printf(b, "%s\"%s\":", sep, t->cols[i].name) < 0)
 			return -1;
 		sep = ",";
-		if (record_columns[i].type == RECORD_TYPE_INT ||
-		    record_columns[i].type == RECORD_TYPE_JSONB) {
+		if (t->cols[i].type == TABLE_TYPE_INT || t->cols[i].type == TABLE_TYPE_JSONB) {
 			if (evbuffer_add(b, v, r->len[i]) < 0)
 				return -1;
-		} else if (record_columns[i].type == RECORD_TYPE_TIMESTAMPTZ) {
+		} else if (t->cols[i].type == TABLE_TYPE_TIMESTAMPTZ) {
 			if (spool_add_time(b, v, r->len[i]) < 0)
 				return -1;
 		} else if (json_append_string(b, v, r->len[i]) < 0) {

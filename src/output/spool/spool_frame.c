@@ -16,9 +16,10 @@
 
 #include "record.h"
 #include "spool_frame.h"
+#include "table.h"
 
 #define SPOOL_FRAME_MAGIC 0x3146494dU     /* "MIF1" read as a little-endian u32 */
-#define SPOOL_FRAME_REC_FIXED (8 + 4 + 8) /* recv_ns, id_hash, present bits */
+#define SPOOL_FRAME_REC_FIXED (8 + 4 + 8 + 1) /* recv_ns, id_hash, present bits, table */
 
 _Static_assert(RECORD_SLOT_COUNT <= 64, "one bit per slot in a u64");
 
@@ -121,6 +122,7 @@ static uint8_t *spool_frame_put_record(uint8_t *p, const struct record *r)
 	spool_frame_put64(p, r->recv_ns);
 	spool_frame_put32(p + 8, r->id_hash);
 	spool_frame_put64(p + 12, present);
+	p[20] = (uint8_t)r->table;
 	p += SPOOL_FRAME_REC_FIXED;
 	for (int i = 0; i < RECORD_SLOT_COUNT; i++) {
 		if (r->len[i] == RECORD_ABSENT)
@@ -185,26 +187,38 @@ static int spool_frame_scan_record(const uint8_t *p, const uint8_t *end, uint64_
 	return 0;
 }
 
+/* The slots no record of table T has: past its columns, before the tag. */
+static uint64_t spool_frame_foreign_slots(const struct table *t)
+{
+	uint64_t ours = (UINT64_C(1) << t->ncols) - 1;
+
+	ours |= UINT64_C(1) << RECORD_SLOT_TAG | UINT64_C(1) << RECORD_SLOT_PEER;
+	return ~ours;
+}
+
 /* Decode one record at *P; advances *P. NULL when malformed or out of memory. */
 static struct record *spool_frame_get_record(const uint8_t **p, const uint8_t *end)
 {
 	uint64_t present;
 	size_t data, pos = 0, total;
 	struct record *r;
+	uint8_t table;
 
 	if ((size_t)(end - *p) < SPOOL_FRAME_REC_FIXED)
 		return NULL;
 	present = spool_frame_get64(*p + 12);
-	if (present >> RECORD_SLOT_COUNT ||
+	table = (*p)[20];
+	if (table >= TABLE_COUNT || (present & spool_frame_foreign_slots(table_list[table])) ||
 	    spool_frame_scan_record(*p + SPOOL_FRAME_REC_FIXED, end, present, &data) < 0)
 		return NULL;
-	total = sizeof(*r) + data;
+	total = RECORD_HEADER_SIZE + data;
 	if (total > UINT32_MAX || !(r = malloc(total)))
 		return NULL;
 	r->ack = NULL;
 	r->recv_ns = spool_frame_get64(*p);
 	r->id_hash = spool_frame_get32(*p + 8);
 	r->size = (uint32_t)total;
+	r->table = table;
 	memset(r->off, 0, sizeof(r->off));
 	memset(r->len, 0xff, sizeof(r->len)); /* RECORD_ABSENT */
 	*p += SPOOL_FRAME_REC_FIXED;

@@ -1,13 +1,15 @@
 /*
- * spool_frame: the on-disk encoding of spooled batches (src/spool_frame.c).
+ * spool_frame: the on-disk encoding of spooled batches (spool_frame.c).
  *
  * A frame is one batch (or part of a large one):
  *
  *   magic "MIF1" | u32 payload length | u32 CRC-32 of length and payload | payload
  *
  * and the payload is a u32 record count followed by each record as
- * u64 recv_ns | u32 id_hash | u64 bit set of present slots | for each present
- * slot, ascending: varint length, bytes. Integers are little-endian. Decoding
+ * u64 recv_ns | u32 id_hash | u64 bit set of present slots | u8 table (its
+ * index in table_list) | for each present slot, ascending: varint length,
+ * bytes. Slot numbers are the table's column positions, so the segment
+ * header records the tables' fingerprint (spool_stream.c). Integers are little-endian. Decoding
  * rebuilds a struct record byte for byte as record_from_map built it (same
  * slot order, offsets, size), with ack NULL: acks are sent once the frame is
  * fsync'ed, so they are never needed again.

@@ -55,10 +55,11 @@
 #include "spool.h"
 #include "spool_frame.h"
 #include "spool_private.h"
+#include "table.h"
 
 #define SPOOL_SEG_HEADER 32
 #define SPOOL_SEG_MAGIC "MISPOOL1"
-#define SPOOL_SEG_VERSION 1
+#define SPOOL_SEG_VERSION 2      /* 2: the header carries the tables' fingerprint */
 #define SPOOL_FRAME_TARGET (16u << 20)   /* split batches into frames of about this */
 #define SPOOL_SEG_TARGET_MIN (64u << 10)
 #define SPOOL_SEG_TARGET_MAX (64u << 20)
@@ -158,26 +159,59 @@ static void spool_stream_sync_dir(const struct spool *s)
 		log_error("spool", "cannot fsync %s: %s", s->dir, strerror(errno));
 }
 
+/*
+ * Header: magic (8), version (u32), writer (u16), writer count (u16), the
+ * fingerprint of every table's columns (u32, table_fingerprint), sequence
+ * (u64), CRC-32 of the 28 bytes before it. Frames hold records encoded for
+ * exactly those columns, so a segment of another fingerprint is refused,
+ * never decoded.
+ */
 static void spool_stream_header(uint8_t *h, int writer, int nwriters, uint64_t seq)
 {
 	memcpy(h, SPOOL_SEG_MAGIC, 8);
 	spool_frame_put32(h + 8, SPOOL_SEG_VERSION);
-	spool_frame_put32(h + 12, (uint32_t)writer);
-	spool_frame_put32(h + 16, (uint32_t)nwriters);
+	spool_frame_put32(h + 12, (uint32_t)writer | (uint32_t)nwriters << 16);
+	spool_frame_put32(h + 16, table_fingerprint());
 	spool_frame_put64(h + 20, seq);
 	spool_frame_put32(h + 28, (uint32_t)crc32(crc32(0L, Z_NULL, 0), h, 28));
 }
 
-/* Writer count a header records for WRITER/SEQ, or -1 when it is not ours. */
+/* Writer count a header records for WRITER/SEQ; -1 when it is damaged or
+ * not for this place; SPOOL_SEG_FOREIGN when it is intact but written for
+ * other columns (or by a format version before the fingerprint). */
+#define SPOOL_SEG_FOREIGN (-2)
 static int spool_stream_header_check(const uint8_t *h, int writer, uint64_t seq)
 {
+	uint32_t who = spool_frame_get32(h + 12), nw = who >> 16;
+
 	if (memcmp(h, SPOOL_SEG_MAGIC, 8) != 0 ||
-	    spool_frame_get32(h + 28) != (uint32_t)crc32(crc32(0L, Z_NULL, 0), h, 28) ||
-	    spool_frame_get32(h + 8) != SPOOL_SEG_VERSION ||
-	    spool_frame_get32(h + 12) != (uint32_t)writer || spool_frame_get64(h + 20) != seq ||
-	    spool_frame_get32(h + 16) == 0 || spool_frame_get32(h + 16) > 65536)
+	    spool_frame_get32(h + 28) != (uint32_t)crc32(crc32(0L, Z_NULL, 0), h, 28))
 		return -1;
-	return (int)spool_frame_get32(h + 16);
+	if (spool_frame_get32(h + 8) != SPOOL_SEG_VERSION ||
+	    spool_frame_get32(h + 16) != table_fingerprint())
+		return SPOOL_SEG_FOREIGN;
+	if ((who & 0xffff) != (uint32_t)writer || spool_frame_get64(h + 20) != seq || nw == 0)
+		return -1;
+	return (int)nw;
+}
+
+/* Segment PATH holds frames of another column set: set aside as
+ * PATH.foreign, loudly, and never replayed or re-split. */
+static int spool_stream_set_aside(const char *path, const uint8_t *h)
+{
+	char aside[4200];
+
+	snprintf(aside, sizeof(aside), "%s.foreign", path);
+	log_error("spool", "%s was written for other table columns (format %u, fingerprint "
+		  "%08x; this build writes format %d, fingerprint %08x): its frames are NOT "
+		  "replayed; set aside as %s. Replay it with the megaingestd version that wrote "
+		  "it.", path, spool_frame_get32(h + 8), spool_frame_get32(h + 16),
+		  SPOOL_SEG_VERSION, table_fingerprint(), aside);
+	if (rename(path, aside) < 0) {
+		log_error("spool", "cannot rename %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 1;
 }
 
 static struct spool_stream *spool_stream_new(struct spool *s, int writer)
@@ -603,6 +637,8 @@ static int spool_stream_examine(struct spool *s, int writer, uint64_t seq, struc
 	if (sb.st_size >= SPOOL_SEG_HEADER && spool_stream_pread(fd, h, sizeof(h), 0) == 1)
 		nw = spool_stream_header_check(h, writer, seq);
 	close(fd);
+	if (nw == SPOOL_SEG_FOREIGN)
+		return spool_stream_set_aside(path, h);
 	if (sb.st_size <= SPOOL_SEG_HEADER) {
 		/* Created but never written to (or torn while being created). */
 		log_info("spool", "%s holds no frames: removed", path);
