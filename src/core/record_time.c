@@ -275,7 +275,7 @@ static int rec_parse_time(const char *s, size_t n, struct record_time *t, char *
 		return rec_text_fail(s, n, why, len, rc == 1 ?
 				     "offset \"%s\" is not Z, +HH, +HHMM or +HH:MM" :
 				     "offset \"%s\" is out of range (hours 00..23, minutes "
-				     "00..59)", o);
+				     "and seconds 00..59)", o);
 	}
 	t->sec = rec_days_from_civil(f[0], (unsigned)f[1], (unsigned)f[2]) * 86400 +
 		 f[3] * 3600 + f[4] * 60 + f[5] - off;

@@ -160,7 +160,7 @@ static void check_refused(const char *got, enum record_reason reason, const char
 
 #define TS RECORD_REASON_BAD_TIMESTAMP
 #define OFFSET_FORMS "is not Z, +HH, +HHMM or +HH:MM"
-#define OFFSET_RANGE "is out of range (hours 00..23, minutes 00..59)"
+#define OFFSET_RANGE "is out of range (hours 00..23, minutes and seconds 00..59)"
 
 static void test_text_refused(void)
 {
