@@ -23,13 +23,9 @@
 
 #include <event2/buffer.h>
 #include <msgpack.h>
-#include <msgpack/timestamp.h>
 
 #include "json.h"
-
-/* Seconds of 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z: RFC 3339's years. */
-#define JSON_MIN_SEC INT64_C(-62135596800)
-#define JSON_MAX_SEC INT64_C(253402300799)
+#include "record_time.h"
 
 #define SWAR_ONES UINT64_C(0x0101010101010101)
 #define SWAR_HIGH UINT64_C(0x8080808080808080)
@@ -507,46 +503,21 @@ static int walk_time(struct json_walk *w, int64_t sec, uint32_t nsec)
 	return walk_put(w, buf, (size_t)n);
 }
 
-/* Time of an ext -1 (msgpack timestamp) or ext 0 (EventTime); -1 if malformed. */
-static int json_ext_time(const msgpack_object *o, int64_t *sec, uint32_t *nsec)
-{
-	const unsigned char *p = (const unsigned char *)o->via.ext.ptr;
-	msgpack_timestamp ts;
-
-	if (o->via.ext.type == -1) {
-		if (!msgpack_object_to_timestamp(o, &ts))
-			return -1;
-		*sec = ts.tv_sec;
-		*nsec = ts.tv_nsec;
-	} else {
-		if (o->via.ext.size != 8)
-			return -1;
-		*sec = (int64_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-				 (uint32_t)p[2] << 8 | p[3]);
-		*nsec = (uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7];
-	}
-	return *nsec < 1000000000u ? 0 : -1;
-}
-
-/* ext -1 and 0 as RFC 3339 strings; other ext types are refused (STRICT)
- * or written as {"$ext": type, "$base64": "..."} (LENIENT). */
+/* ext -1 and 0 as RFC 3339 strings (read by the one time parser,
+ * record_time.h); other ext types, and those two when malformed or out of
+ * range, are refused (STRICT) or written as {"$ext": type, "$base64":
+ * "..."} (LENIENT). */
 static int walk_ext(struct json_walk *w, const msgpack_object *o)
 {
 	int type = o->via.ext.type;
-	int64_t sec;
-	uint32_t nsec;
+	struct record_time t;
+	char why[128];
 
 	if (type == -1 || type == 0) {
-		const char *what = type ? "msgpack timestamp" : "EventTime";
-		bool ok = json_ext_time(o, &sec, &nsec) == 0;
-
-		if (ok && sec >= JSON_MIN_SEC && sec <= JSON_MAX_SEC)
-			return walk_time(w, sec, nsec);
-		if (w->mode == JSON_STRICT && ok)
-			return walk_fail(w, "%s outside years 1..9999", what);
+		if (record_time_from_msgpack(o, &t, why, sizeof(why)) == 0)
+			return walk_time(w, t.sec, t.nsec);
 		if (w->mode == JSON_STRICT)
-			return walk_fail(w, "malformed %s (%" PRIu32 " bytes)", what,
-					 o->via.ext.size);
+			return walk_fail(w, "%s", why);
 	} else if (w->mode == JSON_STRICT) {
 		return walk_fail(w, "ext type %d has no JSON form", type);
 	}

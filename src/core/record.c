@@ -7,8 +7,8 @@
  * of the record. The other files of the module each own one leaf
  * (record_private.h is all they share): record_meta.c writes mg_meta's JSON
  * text and words why an entry cannot be stored there; record_time.c
- * converts and formats timestamps and record_id.c makes ids and the id
- * hash, both saying only 0 or -1, so their rejections are worded here.
+ * parses and formats timestamps and words why a time is refused;
+ * record_id.c makes ids and the id hash.
  *
  * Shaped for the loop thread's hot path. One pass over the map's keys finds
  * each key's column through a small hash table and converts its value where
@@ -23,7 +23,6 @@
  * else.
  */
 #include <inttypes.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -403,55 +402,17 @@ static int rec_take_int(struct rec_build *b, int col, const msgpack_object *o)
 	return 0;
 }
 
-/* Why O is no valid time, as a message; always returns -1. */
-static int rec_time_fail(struct rec_build *b, const char *name, const msgpack_object *o)
-{
-	char text[64];
-
-	switch (o->type) {
-	case MSGPACK_OBJECT_STR:
-	case MSGPACK_OBJECT_BIN:
-		record_clean(text, sizeof(text), o->via.str.ptr, o->via.str.size);
-		return record_fail(b->err, RECORD_REASON_BAD_TIMESTAMP, name,
-				   "%s: \"%s\" is not an RFC 3339 timestamp within years 1..9999",
-				   name, text);
-	case MSGPACK_OBJECT_POSITIVE_INTEGER:
-		return record_fail(b->err, RECORD_REASON_BAD_TIMESTAMP, name,
-				   "%s: %" PRIu64 " epoch seconds is outside years 1..9999",
-				   name, o->via.u64);
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-		return record_fail(b->err, RECORD_REASON_BAD_TIMESTAMP, name,
-				   "%s: %" PRId64 " epoch seconds is outside years 1..9999",
-				   name, o->via.i64);
-	case MSGPACK_OBJECT_FLOAT32:
-	case MSGPACK_OBJECT_FLOAT64:
-		if (!isfinite(o->via.f64))
-			return record_fail(b->err, RECORD_REASON_BAD_TIMESTAMP, name,
-					   "%s: %g is not a time", name, o->via.f64);
-		return record_fail(b->err, RECORD_REASON_BAD_TIMESTAMP, name,
-				   "%s: %.17g epoch seconds is outside years 1..9999", name,
-				   o->via.f64);
-	case MSGPACK_OBJECT_EXT:
-		if (o->via.ext.type == -1 || o->via.ext.type == 0)
-			return record_fail(b->err, RECORD_REASON_BAD_TIMESTAMP, name,
-					   "%s: malformed or out-of-range %s (%" PRIu32 " bytes)",
-					   name, o->via.ext.type ? "msgpack timestamp" :
-					   "EventTime", o->via.ext.size);
-		return record_fail(b->err, RECORD_REASON_BAD_TIMESTAMP, name,
-				   "%s: ext type %d is not a timestamp", name, o->via.ext.type);
-	default:
-		return record_fail(b->err, RECORD_REASON_BAD_TYPE, name,
-				   "%s: expected timestamp, got %s", name, json_type_name(o));
-	}
-}
-
-/* TIMESTAMPTZ: ext -1, ext 0, epoch seconds (int or float) or RFC 3339. */
+/* TIMESTAMPTZ: any form record_time.h lists; its reason when refused. */
 static int rec_take_time(struct rec_build *b, int col, const msgpack_object *o)
 {
+	const char *name = b->t->cols[col].name;
 	struct record_time t;
+	char why[200];
+	int rc = record_time_from_msgpack(o, &t, why, sizeof(why));
 
-	if (record_time_from_msgpack(o, &t) != 0)
-		return rec_time_fail(b, b->t->cols[col].name, o);
+	if (rc != 0)
+		return record_fail(b->err, rc == RECORD_TIME_WRONG_TYPE ? RECORD_REASON_BAD_TYPE :
+				   RECORD_REASON_BAD_TIMESTAMP, name, "%s: %s", name, why);
 	record_time_format(t, b->num[col]);
 	rec_set(b, col, b->num[col], RECORD_TIME_LEN);
 	return 0;

@@ -18,16 +18,11 @@
 #include <msgpack.h>
 
 #include "record.h"
+#include "record_time.h"
 
 #define RECORD_ID_LEN 36   /* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" */
 #define RECORD_TIME_LEN 29 /* "YYYY-MM-DD HH:MM:SS.ffffff+00" */
 
-/* A point in time: seconds since the epoch and nanoseconds within it.
- * Wider than record.h's int64 nanoseconds: years 1..9999 all fit. */
-struct record_time {
-	int64_t sec;
-	uint32_t nsec; /* 0..999999999 */
-};
 
 /* ---- record.c ---- */
 
@@ -123,15 +118,8 @@ int record_meta_end(struct record_error *err, const char **text, size_t *len)
 void record_meta_trim(void);
 
 /*
- * ---- record_time.c ----
- * O as a time: ext -1 (msgpack timestamp), ext 0 (Fluent EventTime), epoch
- * seconds as int or float, or an RFC 3339 str/bin. 0 and *T set when it is
- * one within years 1..9999; -1 otherwise (*T then undefined). The caller
- * words the error. Any thread.
- */
-int record_time_from_msgpack(const msgpack_object *o, struct record_time *t);
-
-/* T (years 1..9999) as "YYYY-MM-DD HH:MM:SS.ffffff+00" plus NUL into BUF;
+ * ---- record_time.c ---- (the parser: include/record_time.h)
+ * T (years 1..9999) as "YYYY-MM-DD HH:MM:SS.ffffff+00" plus NUL into BUF;
  * microseconds truncated. Reuses a per-thread text of the last second. */
 void record_time_format(struct record_time t, char buf[RECORD_TIME_LEN + 1]);
 

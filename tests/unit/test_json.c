@@ -443,16 +443,17 @@ static void test_timestamps(void)
 	CHECK_STR(lenient(&o), "\"2026-11-25T03:08:18.123456Z\"");
 	o = o_ext(0, et, 5);
 	CHECK(strict(&o) == NULL);
-	CHECK_STR(errbuf, "mg_meta: malformed EventTime (5 bytes)");
+	CHECK_STR(errbuf, "mg_meta: EventTime (ext 0) must have 8 bytes, got 5");
 	CHECK_STR(lenient(&o), "{\"$ext\":0,\"$base64\":\"awZRIgc=\"}");
 	o = o_ext(-1, et, 3);
 	CHECK(strict(&o) == NULL);
-	CHECK_STR(errbuf, "mg_meta: malformed msgpack timestamp (3 bytes)");
+	CHECK_STR(errbuf, "mg_meta: malformed msgpack timestamp (ext -1, 3 bytes)");
 	/* year 10000 in a timestamp 96 */
 	memcpy(ts96, "\0\0\0\0\0\0\0\x3a\xff\xf4\x41\x80", 12);
 	o = o_ext(-1, ts96, 12);
 	CHECK(strict(&o) == NULL);
-	CHECK_STR(errbuf, "mg_meta: msgpack timestamp outside years 1..9999");
+	CHECK_STR(errbuf, "mg_meta: msgpack timestamp of 253402300800 epoch seconds is outside "
+		  "years 1..9999");
 	o = o_ext(5, "ab", 2);
 	CHECK(strict(&o) == NULL);
 	CHECK_STR(errbuf, "mg_meta: ext type 5 has no JSON form");

@@ -398,6 +398,99 @@ static void test_message_times(void)
 	fx_close(&f);
 }
 
+/* Pack time form I (of TIME_FORMS) for test_time_both_paths. */
+#define TIME_FORMS 9
+static void pk_time_form(int i)
+{
+	switch (i) {
+	case 0: msgpack_pack_double(&pk, 1700000000.000001); break;
+	case 1: msgpack_pack_double(&pk, 1700000000.123456); break;
+	case 2: msgpack_pack_double(&pk, 1700000000.9999997); break;
+	case 3: msgpack_pack_double(&pk, -1.5); break;
+	case 4: msgpack_pack_float(&pk, (float)T_SEC); break;
+	case 5: msgpack_pack_uint32(&pk, T_SEC); break;
+	case 6: msgpack_pack_int64(&pk, -86400); break;
+	case 7: pk_eventtime(T_SEC, 999999999); break;
+	default: pk_timestamp64(T_SEC, 1000); break;
+	}
+}
+
+/* One parser: each time form, sent as the Forward entry time and as
+ * mg_deleted_at of the same event, is stored as the same text. */
+static void test_time_both_paths(void)
+{
+	static const char *const want[TIME_FORMS] = {
+		"2023-11-14 22:13:20.000001+00", "2023-11-14 22:13:20.123456+00",
+		"2023-11-14 22:13:21.000000+00", "1969-12-31 23:59:58.500000+00",
+		"2023-11-14 22:13:20.000000+00", "2023-11-14 22:13:20.000000+00",
+		"1969-12-31 00:00:00.000000+00", "2023-11-14 22:13:20.999999+00",
+		"2023-11-14 22:13:20.000001+00",
+	};
+	struct fx f;
+	char *dead;
+
+	fx_open(&f);
+	for (int i = 0; i < TIME_FORMS; i++) {
+		msgpack_pack_array(&pk, 3);
+		pk_str("mega.generation");
+		pk_time_form(i);
+		msgpack_pack_map(&pk, 2);
+		pk_str("mg_record_type");
+		pk_str("generation");
+		pk_str("mg_deleted_at");
+		pk_time_form(i);
+	}
+	/* A refused time: the same reason either way. */
+	msgpack_pack_array(&pk, 3);
+	pk_str("mega.generation");
+	msgpack_pack_double(&pk, 1e300);
+	pk_event("far", "x");
+	msgpack_pack_array(&pk, 3);
+	pk_str("mega.generation");
+	msgpack_pack_uint32(&pk, T_SEC);
+	msgpack_pack_map(&pk, 2);
+	pk_str("mg_record_type");
+	pk_str("generation");
+	pk_str("mg_deleted_at");
+	msgpack_pack_double(&pk, 1e300);
+	CHECK(feed(&f, sb.data, sb.size) == PROTO_OK);
+	pk_reset();
+	CHECK(fx_pop(&f) == TIME_FORMS);
+	for (int i = 0; i < TIME_FORMS && i < (int)f.nrecs; i++) {
+		CHECK_STR(rget(f.recs[i], TABLE_GEN_CREATED_AT), want[i]);
+		CHECK_STR(rget(f.recs[i], TABLE_GEN_DELETED_AT), want[i]);
+	}
+	dead = fx_dead(&f);
+	CHECK(count_lines(dead) == 2);
+	CHECK_CONTAINS(dead, "message: time: 1.0000000000000001e+300 epoch seconds is outside "
+		       "years 1..9999");
+	CHECK_CONTAINS(dead, "mg_deleted_at: 1.0000000000000001e+300 epoch seconds is outside "
+		       "years 1..9999");
+	free(dead);
+	fx_close(&f);
+}
+
+/* A Forward time within years 1..9999 but past int64 nanoseconds. */
+static void test_time_forward_range(void)
+{
+	struct fx f;
+	char *dead;
+
+	fx_open(&f);
+	msgpack_pack_array(&pk, 3);
+	pk_str("mega.generation");
+	msgpack_pack_uint64(&pk, UINT64_C(9300000000)); /* year 2264 */
+	pk_event("late", "x");
+	CHECK(feed(&f, sb.data, sb.size) == PROTO_OK);
+	pk_reset();
+	CHECK(fx_pop(&f) == 0);
+	dead = fx_dead(&f);
+	CHECK_CONTAINS(dead, "message: time: 9300000000 epoch seconds is outside the Forward "
+		       "time's range (1677-09-21..2262-04-11)");
+	free(dead);
+	fx_close(&f);
+}
+
 /* Forward with option.chunk: one ack, sent only after every event is released. */
 static void test_forward_ack(void)
 {
@@ -1418,6 +1511,8 @@ int main(void)
 	log_set_level(LOG_LEVEL_WARN);
 	test_plain_map();
 	test_message_times();
+	test_time_both_paths();
+	test_time_forward_range();
 	test_forward_ack();
 	test_ack_encode();
 	test_packed();

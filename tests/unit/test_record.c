@@ -518,15 +518,14 @@ static void test_timestamp_inputs(void)
 	CHECK(time_of(t_bad_rfc) == NULL);
 	CHECK(err.reason == RECORD_REASON_BAD_TIMESTAMP);
 	CHECK_STR(err.field, "mg_deleted_at");
-	CHECK_STR(err.message, "mg_deleted_at: \"2026-02-29T00:00:00Z\" is not an RFC 3339 "
-		  "timestamp within years 1..9999");
+	CHECK_STR(err.message, "mg_deleted_at: \"2026-02-29T00:00:00Z\" is not a timestamp: "
+		  "2026-02-29 is not a date");
 	CHECK(time_of(t_bad_ext) == NULL);
 	CHECK(err.reason == RECORD_REASON_BAD_TIMESTAMP);
-	CHECK_STR(err.message, "mg_deleted_at: malformed or out-of-range msgpack timestamp "
-		  "(3 bytes)");
+	CHECK_STR(err.message, "mg_deleted_at: malformed msgpack timestamp (ext -1, 3 bytes)");
 	CHECK(time_of(t_other_ext) == NULL);
 	CHECK(err.reason == RECORD_REASON_BAD_TIMESTAMP);
-	CHECK_STR(err.message, "mg_deleted_at: ext type 9 is not a timestamp");
+	CHECK_STR(err.message, "mg_deleted_at: ext type 9 of 1 bytes is not a timestamp");
 	CHECK(time_of(t_ms) == NULL);
 	CHECK(err.reason == RECORD_REASON_BAD_TIMESTAMP);
 	CHECK_STR(err.message, "mg_deleted_at: 1764040098123 epoch seconds is outside years "
@@ -549,6 +548,8 @@ static void test_rfc3339_table(void)
 		{ "2026-11-25T03:08:18.1234567891234Z", INT64_C(1795576098123456789) },
 		{ "2026-11-25T08:38:18.123456+05:30", INT64_C(1795576098123456000) },
 		{ "2026-11-24T23:08:18-04:00", INT64_C(1795576098000000000) },
+		{ "2026-11-25T08:38:18+0530", INT64_C(1795576098000000000) },
+		{ "2026-11-25 03:08:18+00", INT64_C(1795576098000000000) },
 		{ "1970-01-01T00:00:00Z", 0 },
 		{ "1969-12-31T23:59:59.5Z", INT64_C(-500000000) },
 		{ "2024-02-29T00:00:00Z", INT64_C(1709164800000000000) },
@@ -560,7 +561,7 @@ static void test_rfc3339_table(void)
 		"2026-13-01T00:00:00Z", "2026-00-01T00:00:00Z", "2026-11-00T00:00:00Z",
 		"2026-11-31T00:00:00Z", "2026-02-29T00:00:00Z", "1900-02-29T00:00:00Z",
 		"2026-11-25T24:00:00Z", "2026-11-25T23:60:00Z", "2026-11-25T23:59:61Z",
-		"2026-11-25T03:08:18.Z", "2026-11-25T03:08:18+0530", "2026-11-25T03:08:18+24:00",
+		"2026-11-25T03:08:18.Z", "2026-11-25T03:08:18+530", "2026-11-25T03:08:18+24:00",
 		"2026-11-25T03:08:18+05:60", "2026-11-25X03:08:18Z", "2026-11-25T03:08:18Zjunk",
 		"0000-01-01T00:00:00Z", "+026-11-25T03:08:18Z", "2026-1a-25T03:08:18Z",
 		"2026-11-25T03:08:18 Z", "2026/11/25T03:08:18Z",

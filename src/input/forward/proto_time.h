@@ -1,6 +1,7 @@
 /*
- * proto_time.h: decoding a Forward-protocol event time (proto_time.c),
- * shared by the proto module only.
+ * proto_time.h: the Forward framing of an event time (proto_time.c; the
+ * time itself is read by include/record_time.h's parser), shared by the
+ * proto module only.
  */
 #ifndef MI_PROTO_TIME_H
 #define MI_PROTO_TIME_H
