@@ -3,7 +3,7 @@
  *
  * The dead-letter file, spool.dir/dead-letter.jsonl: one JSON object per
  * line for every event the daemon could not write, with the reason. One
- * thread (src/spool_dead.c) writes the lines callers queue and fdatasyncs
+ * thread (src/output/spool/spool_dead.c) writes the lines callers queue and fdatasyncs
  * them in groups; a line counts as written only once durable, so an ack
  * sent afterwards never covers an event that is not on disk. The file may
  * grow to spool.dead_letter_max_bytes; a line that would pass it is
@@ -12,7 +12,7 @@
  * back as it came. When the file is moved away (to replay it), the next
  * line starts a new one. Any thread.
  *
- * Spool segments (src/spool_stream.c): when PostgreSQL is away, each writer
+ * Spool segments (src/output/spool/spool_stream.c): when PostgreSQL is away, each writer
  * appends its batches to its own stream of segment files
  * (spool.dir/spool-W-SEQ.seg), as framed, CRC-checked records, fsync'ed
  * before the append returns; once PostgreSQL is back the writer replays its
@@ -88,7 +88,7 @@ void spool_dead_letter_set_max(struct spool *s, uint64_t max_bytes);
 /* Path of the dead-letter file (for messages). */
 const char *spool_dead_letter_path(const struct spool *s);
 
-/* ---- segment streams (src/spool_stream.c) ------------------------------ */
+/* ---- segment streams (src/output/spool/spool_stream.c) ------------------------------ */
 
 struct spool_stream;
 

@@ -1,7 +1,7 @@
 """Shared-key authentication: the Fluentd Forward protocol handshake.
 
-The client side here is written from the protocol text (DESIGN.md "Wire
-protocol", Fluentd's Forward Protocol Specification v1, "Handshake
+The client side here is written from the protocol text (the README,
+Fluentd's Forward Protocol Specification v1, "Handshake
 Messages"), not from the daemon's code:
 
   server: ["HELO", {"nonce": 16 random bytes, "auth": "", "keepalive": true}]

@@ -1,4 +1,4 @@
-"""Ledger semantics (issue 4): what a mega_generations row ends up holding
+"""Ledger semantics: what a mega_generations row ends up holding
 however events are retried, repeated, reordered or split across batches,
 and what happens to mega_customers. Each test fails without its rule."""
 

@@ -1,4 +1,4 @@
-"""Event -> row (DESIGN.md): every column mapped and typed, mg_meta, ids,
+"""Event -> row: every column mapped and typed, mg_meta, ids,
 record types, times."""
 
 import datetime

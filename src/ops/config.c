@@ -80,7 +80,7 @@ _Static_assert(offsetof(struct config, listen_tcp_count) ==
 #define SECRET true
 #define PLAIN false
 
-/* Every key, in file order. The defaults are DESIGN.md's example file. */
+/* Every key, in file order, with its default (etc/megaingest.yaml shows them). */
 const struct config_key config_keys[] = {
 	K_LIST("listen.tcp", listen_tcp, CONFIG_MAX_TCP, "127.0.0.1:24224",
 	       config_check_hostport, RESTART,

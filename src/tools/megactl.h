@@ -31,7 +31,7 @@ struct megactl_command {
 };
 
 /* megactl replay FILE: send dead-letter lines back through the daemon
- * (src/megactl_replay.c). */
+ * (src/tools/megactl_replay.c). */
 int megactl_replay(int argc, char **argv);
 
 /*

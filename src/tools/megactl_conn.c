@@ -1,7 +1,7 @@
 /*
  * megactl_conn.c: megactl's client side of a megaingestd listener — the
  * socket, TLS over it, and the Fluentd Forward shared-key handshake as the
- * client (DESIGN.md "Wire protocol").
+ * client (the wire protocol in the README, "Sending events").
  *
  * Everything is blocking with SO_RCVTIMEO/SO_SNDTIMEO bounds: megactl has
  * one connection and nothing else to do while it waits, so an event loop

@@ -1,6 +1,6 @@
 -- merge.sql: what the ceiling run (a) does after each COPY of a batch into
 -- mi_staging, the same three statements megaingestd's writer issues
--- (src/writer_sql.c): stub customers for the batch's new pass ids in sorted
+-- (src/output/pg/writer_sql.c): stub customers for the batch's new pass ids in sorted
 -- key order (DO NOTHING: no lock on existing rows), one INSERT ... SELECT ...
 -- ON CONFLICT (mg_id) DO UPDATE with the daemon's merge rules (COALESCE per
 -- column, meta merged with ||, a terminal status never turned back into
@@ -11,7 +11,7 @@
 -- (run only when a pass merged fewer rows than it staged) are left out: the
 -- ceiling is the least work these semantics need from a stateless session.
 -- The daemon does less where it can know more: it skips the stub statement
--- for batches whose pass ids it has seen committed (src/writer_known.c),
+-- for batches whose pass ids it has seen committed (src/output/pg/writer_known.c),
 -- and it COPYs in binary. tests/bench/run wraps this: BEGIN; COPY ...;
 -- <this>; COMMIT.
 INSERT INTO mega_customers AS c (mg_pass_id, mg_credits, mg_source_system, mg_last_active)

@@ -1,5 +1,5 @@
 -- staging.sql: the temporary staging table of the ceiling run (a), shaped as
--- megaingestd's writer makes its own (src/writer.c writer_sql_staging): every
+-- megaingestd's writer makes its own (src/output/pg/writer_sql.c): every
 -- ledger column but mg_updated_at, all nullable, emptied at each commit.
 -- Applied once per psql session by tests/bench/run before the batches.
 CREATE TEMP TABLE IF NOT EXISTS mi_staging (
