@@ -28,12 +28,14 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "record.h"
+#include "table.h"
 
 struct evbuffer;
 
 #define STATS_METRICS(X) \
 	X(events_received_total, COUNTER, "Events decoded from clients") \
 	X(events_committed_total, COUNTER, "Events committed to PostgreSQL") \
+	X(rows_committed_total, TABLES, "Events committed to PostgreSQL, by output table") \
 	X(events_rejected_total, REJECTS, "Events rejected (and dead-lettered), by reason") \
 	X(events_dead_lettered_total, COUNTER, "Events written to the dead-letter file") \
 	X(batches_committed_total, COUNTER, "Transactions committed by the writers") \
@@ -84,6 +86,7 @@ enum stats_kind {
 	STATS_HISTOGRAM,
 	STATS_INFO,
 	STATS_WRITERS,
+	STATS_TABLES,
 	STATS_KIND_COUNT /* number of kinds; not a kind */
 };
 
@@ -96,6 +99,7 @@ enum stats_kind {
 #define STATS_K_HISTOGRAM(c, r, g, h, i) h
 #define STATS_K_INFO(c, r, g, h, i) i
 #define STATS_K_WRITERS(c, r, g, h, i) i
+#define STATS_K_TABLES(c, r, g, h, i) i
 #define STATS_NONE_(name)
 #define STATS_ENUM_(name) STAT_##name,
 
@@ -163,6 +167,7 @@ enum stats_writer_state {
 struct stats_snapshot {
 	uint64_t counter[STAT_COUNT];
 	uint64_t rejected[RECORD_REASON_COUNT];
+	uint64_t table_rows[TABLE_COUNT];   /* rows_committed_total by table_list index */
 	int64_t gauge[STAT_GAUGE_COUNT];
 	struct stats_hist_snap hist[STAT_HIST_COUNT];
 	int64_t taken_ns;                   /* CLOCK_MONOTONIC when taken */
@@ -178,6 +183,8 @@ void stats_add(enum stats_counter c, uint64_t n);
 void stats_reject(enum record_reason reason);
 /* Count N rejected events for REASON. */
 void stats_reject_n(enum record_reason reason, uint64_t n);
+/* Add N to the events committed into table TABLE (an index in table_list). */
+void stats_table_rows(int table, uint64_t n);
 /* Record one observation of NS nanoseconds into histogram H (negative: 0). */
 void stats_observe_ns(enum stats_hist h, int64_t ns);
 /* Store gauge G (for gauges without a provider). */

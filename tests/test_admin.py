@@ -130,7 +130,10 @@ def test_configuration_types_and_bad_values_are_refused(daemon_factory, pg):
     assert 'mg_user_id: "not-a-uuid" is not a UUID' in by_id["bad-uuid"]["reason"]
     assert admin_row(pg, "ok-1")["mg_action"] == "kept"
     assert pg.value("SELECT count(*) FROM mega_admin") == 1
-    assert m(metrics(daemon.admin_port), "events_rejected_total", reason="not_an_event") == 3
+    s = metrics(daemon.admin_port)
+    assert m(s, "events_rejected_total", reason="not_an_event") == 3
+    assert m(s, "rows_committed_total", table="mega_admin") == 1
+    assert m(s, "rows_committed_total", table="mega_generations") == 0
 
 
 def test_both_tables_in_one_chunk_one_batch(daemon_factory, pg):

@@ -12,7 +12,9 @@ from opshelpers import admin_daemon, admin_get, m, metrics, parse_metrics
 
 REASONS = ["not_a_map", "bad_key", "bad_type", "bad_utf8", "nul_byte", "out_of_range",
            "too_long", "bad_timestamp", "bad_meta", "missing_record_type",
-           "unknown_record_type", "bad_id", "bad_frame", "unknown_pass_id", "refused"]
+           "unknown_record_type", "bad_id", "bad_frame", "unknown_pass_id", "refused",
+           "not_an_event"]
+TABLES = ["mega_generations", "mega_admin"]
 COUNTERS = ["events_received_total", "events_committed_total", "events_dead_lettered_total",
             "batches_committed_total", "postgres_reconnects_total",
             "connections_accepted_total", "connections_refused_total", "acks_sent_total",
@@ -39,6 +41,7 @@ def expected_samples():
     keys.add(("megaingest_build_info", (("version", "0.1.0"),)))
     keys |= {("megaingest_writer_state", (("state", st), ("writer", "0")))
              for st in WRITER_STATES}
+    keys |= {("megaingest_rows_committed_total", (("table", t),)) for t in TABLES}
     return keys
 
 
@@ -52,13 +55,14 @@ def test_metric_set_types_and_zero_at_start(daemon_factory):
     assert status == 200
     samples, types = parse_metrics(text)
     assert set(samples) == expected_samples()
-    assert len(samples) == len(COUNTERS) + len(GAUGES) + 15 + 2 * 19 + 1 + len(WRITER_STATES)
+    assert len(samples) == len(COUNTERS) + len(GAUGES) + len(REASONS) + 2 * 19 + 1 + \
+        len(WRITER_STATES) + len(TABLES)
     # prometheus_client names counter families without _total
     assert types["megaingest_events_received"] == "counter"
     assert types["megaingest_events_rejected"] == "counter"
     assert types["megaingest_batch_commit_seconds"] == "histogram"
     assert types["megaingest_queue_events"] == "gauge"
-    assert text.count("# HELP ") == len(types) == 32
+    assert text.count("# HELP ") == len(types) == 33
     for c in COUNTERS:
         if c not in ("postgres_reconnects_total", "connections_accepted_total"):
             assert m(samples, c) == 0, c
@@ -91,6 +95,8 @@ def test_counters_match_what_was_sent_and_postgres(daemon_factory, pg):
     d.wait_rows(good)
     wait_for(lambda: m(metrics(d.admin_port), "events_received_total") == good + bad_type + nul
              and m(metrics(d.admin_port), "connections") == 0)
+    # Counted when handed to the dead-letter thread; the line follows.
+    wait_for(lambda: len(d.dead_letters()) == bad_type + nul, what="the dead-letter lines")
     after = metrics(d.admin_port)
     dd = delta(after, before)
     assert m(dd, "events_received_total") == good + bad_type + nul
@@ -132,6 +138,7 @@ def test_stats_json_holds_the_same_figures(daemon_factory, pg):
     assert js["events_rejected_total"] == {r: m(samples, "events_rejected_total", reason=r)
                                            for r in REASONS}
     assert js["events_rejected_total"]["unknown_record_type"] == 1
+    assert js["rows_committed_total"] == {"mega_generations": 20, "mega_admin": 0}
     for h in HISTOGRAMS:
         assert js[h]["count"] == m(samples, h + "_count")
         assert abs(js[h]["sum"] - m(samples, h + "_sum")) < 1e-6

@@ -38,6 +38,7 @@ const double stats_bucket_bounds[STATS_BUCKETS] = {
 
 static atomic_uint_least64_t stats_counters[STAT_COUNT];         /* any thread, relaxed */
 static atomic_uint_least64_t stats_rejects[RECORD_REASON_COUNT]; /* any thread, relaxed */
+static atomic_uint_least64_t stats_tables[TABLE_COUNT];          /* writers add, relaxed */
 static atomic_int_least64_t stats_gauges[STAT_GAUGE_COUNT];      /* owner stores, relaxed */
 static atomic_uint_least64_t stats_buckets[STAT_HIST_COUNT][STATS_BUCKETS + 1]; /* relaxed */
 static atomic_uint_least64_t stats_sums_ns[STAT_HIST_COUNT];     /* relaxed */
@@ -72,6 +73,12 @@ void stats_reject(enum record_reason reason)
 void stats_reject_n(enum record_reason reason, uint64_t n)
 {
 	atomic_fetch_add_explicit(&stats_rejects[reason], n, memory_order_relaxed);
+}
+
+void stats_table_rows(int table, uint64_t n)
+{
+	if (table >= 0 && table < TABLE_COUNT)
+		atomic_fetch_add_explicit(&stats_tables[table], n, memory_order_relaxed);
 }
 
 void stats_observe_ns(enum stats_hist h, int64_t ns)
@@ -233,6 +240,8 @@ void stats_snapshot(struct stats_snapshot *out)
 		out->counter[i] = stats_get(i);
 	for (int i = 0; i < RECORD_REASON_COUNT; i++)
 		out->rejected[i] = stats_rejected(i);
+	for (int i = 0; i < TABLE_COUNT; i++)
+		out->table_rows[i] = atomic_load_explicit(&stats_tables[i], memory_order_relaxed);
 	for (int i = 0; i < STAT_GAUGE_COUNT; i++)
 		out->gauge[i] = stats_gauge(i);
 	for (int i = 0; i < STAT_HIST_COUNT; i++)
@@ -249,6 +258,8 @@ void stats_reset(void)
 		atomic_store(&stats_counters[i], 0);
 	for (int i = 0; i < RECORD_REASON_COUNT; i++)
 		atomic_store(&stats_rejects[i], 0);
+	for (int i = 0; i < TABLE_COUNT; i++)
+		atomic_store(&stats_tables[i], 0);
 	for (int i = 0; i < STAT_GAUGE_COUNT; i++)
 		atomic_store(&stats_gauges[i], 0);
 	for (int h = 0; h < STAT_HIST_COUNT; h++) {
@@ -386,7 +397,7 @@ void stats_summary(char *buf, size_t len)
 /* ---- Prometheus text ------------------------------------------------------ */
 
 static const char *const stats_prom_type[STATS_KIND_COUNT] = {
-	"counter", "counter", "gauge", "histogram", "gauge", "gauge"
+	"counter", "counter", "gauge", "histogram", "gauge", "gauge", "counter"
 };
 
 /* writer_state: one series per writer and state, 1 for the current one. */
@@ -444,6 +455,12 @@ static int stats_prom_samples(const struct stats_snapshot *s, const struct stats
 		return stats_prom_hist(&s->hist[m->index], m->name, o);
 	case STATS_WRITERS:
 		return stats_prom_writers(s, m->name, o);
+	case STATS_TABLES:
+		for (int i = 0; i < TABLE_COUNT; i++)
+			rc |= evbuffer_add_printf(o, STATS_PREFIX "%s{table=\"%s\"} %llu\n",
+						  m->name, table_name(i),
+						  (unsigned long long)s->table_rows[i]) < 0;
+		return rc ? -1 : 0;
 	case STATS_INFO:
 	case STATS_KIND_COUNT:
 		break;
@@ -507,6 +524,11 @@ static int stats_json_value(const struct stats_snapshot *s, const struct stats_m
 			rc |= evbuffer_add_printf(o, "%s\"%s\"", i ? "," : "[",
 						  stats_writer_state_label(s->writer_state[i])) < 0;
 		return rc | (evbuffer_add(o, s->writers ? "]" : "[]", s->writers ? 1 : 2) < 0);
+	case STATS_TABLES:
+		for (int i = 0; i < TABLE_COUNT; i++)
+			rc |= evbuffer_add_printf(o, "%s\"%s\":%llu", i ? "," : "{", table_name(i),
+						  (unsigned long long)s->table_rows[i]) < 0;
+		return rc | (evbuffer_add(o, "}", 1) < 0);
 	case STATS_INFO:
 	case STATS_KIND_COUNT:
 		break;
@@ -625,6 +647,17 @@ static int stats_take_rejected(struct stats_snapshot *out, const struct stats_sa
 	return 0; /* a reason this megactl does not know */
 }
 
+/* rows_committed_total{table="T"} N. */
+static int stats_take_table(struct stats_snapshot *out, const struct stats_sample *s)
+{
+	for (int i = 0; i < TABLE_COUNT; i++)
+		if (strcmp(s->label, table_name(i)) == 0) {
+			out->table_rows[i] = (uint64_t)s->value;
+			return 1;
+		}
+	return 0; /* a table this megactl does not know */
+}
+
 /* writer_state{writer="N",state="S"} 1: writer N is in state S. */
 static int stats_take_writer(struct stats_snapshot *out, const struct stats_sample *s)
 {
@@ -659,6 +692,7 @@ static int stats_take(struct stats_snapshot *out, const struct stats_sample *s)
 		case STATS_GAUGE: out->gauge[m->index] = (int64_t)s->value; return 1;
 		case STATS_REJECTS: return stats_take_rejected(out, s);
 		case STATS_WRITERS: return stats_take_writer(out, s);
+		case STATS_TABLES: return stats_take_table(out, s);
 		default: return 1;
 		}
 	}

@@ -49,7 +49,8 @@ static void test_list(void)
 	for (size_t i = 0; i < stats_metric_count; i++)
 		kinds[stats_metrics[i].kind]++;
 	/* Changing the list must be a conscious act: update these numbers. */
-	CHECK(stats_metric_count == 32);
+	CHECK(stats_metric_count == 33);
+	CHECK(kinds[STATS_TABLES] == 1);
 	CHECK(kinds[STATS_COUNTER] == STAT_COUNT && STAT_COUNT == 19);
 	CHECK(kinds[STATS_GAUGE] == STAT_GAUGE_COUNT && STAT_GAUGE_COUNT == 8);
 	CHECK(kinds[STATS_HISTOGRAM] == STAT_HIST_COUNT && STAT_HIST_COUNT == 2);
@@ -147,6 +148,7 @@ static void fill_some(void)
 	stats_add(STAT_events_committed_total, 990);
 	stats_add(STAT_batches_committed_total, 4);
 	stats_reject(RECORD_REASON_NUL_BYTE);
+	stats_table_rows(1, 7);
 	stats_set_gauge(STAT_spool_bytes, 4096);
 	for (int i = 0; i < 990; i++)
 		stats_observe_ns(STAT_event_commit_latency_seconds, 1000000LL * (i % 40));
@@ -180,11 +182,14 @@ static void test_prometheus_round_trip(void)
 	CHECK_CONTAINS(text, "megaingest_build_info{version=\"" PACKAGE_VERSION "\"} 1\n");
 	CHECK_CONTAINS(text, "megaingest_writer_state{writer=\"1\",state=\"stalled\"} 1\n");
 	CHECK_CONTAINS(text, "megaingest_writer_state{writer=\"1\",state=\"writing\"} 0\n");
+	CHECK_CONTAINS(text, "megaingest_rows_committed_total{table=\"mega_admin\"} 7\n");
 	n = stats_parse_prometheus(text, &back, err, sizeof(err));
 	/* counters + gauges + one line per reason + (buckets + Inf + sum + count) + info
-	 * + one line per writer and state */
+	 * + one line per writer and state + one per table */
 	CHECK(n == STAT_COUNT + STAT_GAUGE_COUNT + RECORD_REASON_COUNT +
-	      STAT_HIST_COUNT * (STATS_BUCKETS + 3) + 1 + 2 * STATS_WRITER_STATE_COUNT);
+	      STAT_HIST_COUNT * (STATS_BUCKETS + 3) + 1 + 2 * STATS_WRITER_STATE_COUNT +
+	      TABLE_COUNT);
+	CHECK(memcmp(back.table_rows, s.table_rows, sizeof(s.table_rows)) == 0);
 	CHECK(back.writers == 2 && back.writer_state[0] == STATS_WRITER_WRITING &&
 	      back.writer_state[1] == STATS_WRITER_STALLED);
 	CHECK(memcmp(back.counter, s.counter, sizeof(s.counter)) == 0);

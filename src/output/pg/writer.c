@@ -573,12 +573,13 @@ static int writer_skip_cmp(const void *a, const void *b)
 	return (x->idx > y->idx) - (x->idx < y->idx);
 }
 
-/* Receive -> commit latency of every committed event of RECS (the dropped
- * skips, dead-lettered, are left out). Sorts w->skips, which is done with. */
+/* Receive -> commit latency of every committed event of RECS, and the rows
+ * committed per table (the dropped skips, dead-lettered, are left out). Sorts w->skips, which is done with. */
 static void writer_observe_latency(struct writer *w, struct record **recs, size_t n,
 				   size_t dropped)
 {
 	int64_t now = writer_now_ns(CLOCK_REALTIME);
+	uint64_t rows[TABLE_COUNT] = { 0 };
 	size_t k = 0;
 
 	if (dropped)
@@ -589,10 +590,14 @@ static void writer_observe_latency(struct writer *w, struct record **recs, size_
 		for (; dropped && k < w->nskips && (size_t)w->skips[k].idx == i; k++)
 			if (w->skips[k].reason != RECORD_REASON_COUNT)
 				committed = false;
-		if (committed)
-			stats_observe_ns(STAT_event_commit_latency_seconds,
-					 now - (int64_t)recs[i]->recv_ns);
+		if (!committed)
+			continue;
+		stats_observe_ns(STAT_event_commit_latency_seconds, now - (int64_t)recs[i]->recv_ns);
+		rows[recs[i]->table]++;
 	}
+	for (int t = 0; t < TABLE_COUNT; t++)
+		if (rows[t])
+			stats_table_rows(t, rows[t]);
 }
 
 void writer_committed(struct writer *w, struct record **recs, size_t n)
