@@ -49,6 +49,12 @@ SESSION = {"mg_id": uid(2), "mg_record_type": "session", "mg_pass_id": "pass-1",
 FEEDBACK = {"mg_id": uid(3), "mg_record_type": "feedback", "mg_pass_id": "pass-1",
             "rating": 5, "comment": "great", "mg_meta": {"ui": {"v": [1, 2.5, None, True]}}}
 CREDIT = {"mg_id": uid(4), "mg_pass_id": "pass-1", "delta": -1, "reason": "generation"}
+AUDIT = {"mg_id": uid(8), "mg_record_type": "admin_audit", "actor_pass_id": "pass-1",
+         "user_id": "5b3a9f1e-2c4d-4e6f-8a9b-0c1d2e3f4a5b", "action": "refund", "status": 200,
+         "detail": {"amount": 5, "why": ["dup"]}, "value": [1, "x"], "ticket": "T-9"}
+ADMIN_SESSION = {"mg_id": uid(9), "mg_record_type": "admin_session",
+                 "first_seen_at": "2026-12-06 19:57:03+00", "last_seen_at": T,
+                 "profile_id": "{0f0e0d0c-0b0a-0908-0706-050403020100}", "ip": "10.0.0.1"}
 
 
 def entries(recs, t=T):
@@ -102,6 +108,10 @@ def proto_seeds():
                     mg_updated_at=msgpack.Timestamp(2 ** 34, 0),
                     mg_deleted_at="2023-11-14T22:13:20.5+01:00"))),
         ("bad-types", one, packb(dict(GEN, latency_ms="fast", prompt=12, mg_meta="flat"))),
+        ("admin-both-tables", one,
+         packb(["mega.admin", entries([AUDIT, ADMIN_SESSION, GEN, dict(AUDIT, user_id="x")]),
+                {"chunk": "admin-1"}])),
+        ("admin-config-refused", one, packb(dict(AUDIT, mg_record_type="profile"))),
         ("bad-utf8-bin", one, packb(dict(GEN, prompt=b"\xff\xfe"))),
         ("bad-nul", one, packb(dict(GEN, comment="a\x00b", mg_meta={"k": "a\x00"}))),
         ("bad-key-type", one, b"\x82" + packb("mg_id") + packb(uid(6)) + packb(7) + packb(1)),
@@ -148,7 +158,10 @@ COLUMNS = """mg_id mg_record_type mg_pass_id mg_session_id mg_generation_id mg_c
     mg_input_tokens mg_output_tokens mg_input_chars mg_output_chars mg_output_url mg_output_key
     mg_image_url mg_video_url mg_content_type mg_result_type mg_error mg_title mg_platform
     mg_device mg_browser mg_os mg_client_version mg_source mg_source_system mg_comment mg_delta
-    mg_reason mg_ref_id mg_ref_type mg_meta""".split()
+    mg_reason mg_ref_id mg_ref_type mg_meta mg_actor_pass_id mg_session_hash mg_user_id
+    mg_email mg_ip mg_user_agent mg_first_seen_at mg_last_seen_at mg_profile_id
+    mg_shopify_customer_id mg_action mg_route mg_method mg_detail mg_runtime_id
+    mg_runtime_flat mg_key mg_value""".split()
 
 CONFIG_KEYS = """listen tcp unix unix_mode max_connections max_event_bytes idle_timeout_s reuseport
     shared_key tls cert key ca postgres conninfo table unknown_pass_id apply_credits queue
@@ -174,6 +187,7 @@ def proto_dict():
               b"\x1f\x8b\x08\x00"]
     words = ["PING", "HELO", "PONG", "chunk", "compressed", "gzip", "text", "size", "ack",
              "generation", "session", "feedback", "credit_transaction", "mega.generation",
+             "admin_audit", "admin_session", "profile", "app_config", "runtime_config",
              "2023-11-14T22:13:20Z", uid(7)]
     tokens += [msgpack_str(w) for w in words]
     for c in COLUMNS:
