@@ -24,6 +24,7 @@ PG_PORT=5432
 DEB_PACKAGES=(
 	build-essential autoconf automake libtool pkg-config
 	libevent-dev libpq-dev libmsgpack-dev libyaml-dev zlib1g-dev libssl-dev libsystemd-dev
+	libyajl-dev
 	postgresql-15 postgresql-client-15 pgbouncer
 	python3 python3-pytest python3-pytest-timeout python3-msgpack python3-fluent-logger
 	python3-psycopg2 python3-prometheus-client
