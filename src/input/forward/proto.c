@@ -66,7 +66,6 @@
 
 #define PROTO_UNPACKER_INITIAL (4 * 1024)  /* decoder buffer at connect; grows with use */
 #define PROTO_FILL_STEP (1024 * 1024)      /* bytes moved into the decoder per evbuffer_remove */
-#define PROTO_GZIP_FACTOR 16               /* inflated bytes allowed per max_event_bytes */
 #define PROTO_NS 1000000000LL
 #define PROTO_PEEK_VECS 32                 /* chunks of input scanned in place */
 #define PROTO_MSG_REJECT_MAX 16            /* rejected entries of one message written one by one */

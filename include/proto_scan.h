@@ -1,8 +1,8 @@
 /*
- * proto_scan.h: the msgpack header scanner of the proto module, shared by
- * proto.c (which runs it ahead of msgpack_unpacker over a connection's
- * stream, and over PackedForward entries) and proto_scan.c (the scanner).
- * Not for other modules: they use include/proto.h.
+ * proto_scan.h: the msgpack header scanner (proto_scan.c), run ahead of
+ * msgpack_unpacker by proto.c (over a connection's stream and over
+ * PackedForward entries) and by http_body.c (over application/msgpack
+ * bodies).
  *
  * The scanner knows only msgpack's headers: where each value ends, how deep
  * it nests and how many bytes it must at least take. It jumps over str, bin

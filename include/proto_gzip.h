@@ -1,11 +1,15 @@
 /*
- * proto_gzip.h: inflating gzip data within a bound (proto_gzip.c), for the
- * proto module only.
+ * proto_gzip.h: inflating gzip data within a bound (proto_gzip.c): Forward's
+ * CompressedPackedForward entries and HTTP bodies sent with
+ * Content-Encoding: gzip.
  */
 #ifndef MI_PROTO_GZIP_H
 #define MI_PROTO_GZIP_H
 
 #include <stddef.h>
+
+/* Inflated bytes allowed per listen.max_event_bytes, for every gzip input. */
+#define PROTO_GZIP_FACTOR 16
 
 enum proto_gz {
 	PROTO_GZ_OK = 0,
