@@ -5,6 +5,8 @@
  *   for l in YAJL:yajl JSONC:json-c JANSSON:jansson; do cc -O2 -DBENCH_${l%:*} \
  *     -o /tmp/jl tests/bench/json_libs.c $(pkg-config --cflags --libs ${l#*:}) -lmsgpackc \
  *     && /tmp/jl [MiB] [rounds]; done
+ *   cc -O2 -DBENCH_HTTP_BODY -Iinclude -o /tmp/jl tests/bench/json_libs.c \
+ *     .dev/build/libmegaingest.a $(pkg-config --libs yajl zlib libevent libcrypto) -lmsgpackc && /tmp/jl
  *
  * Builds a JSON array of ~500-byte events (strings with escapes and UTF-8,
  * integers, floats, a nested mg_meta), then for each library converts it to
@@ -20,7 +22,11 @@
 #include <time.h>
 
 #include <msgpack.h>
-#if defined(BENCH_YAJL)
+#if defined(BENCH_HTTP_BODY)
+#include "../../src/input/http/http_body.h"
+#define BENCH_NAME "http_body_decode (yajl, msgpack_object)"
+#define BENCH_RUN run_http_body
+#elif defined(BENCH_YAJL)
 #include <yajl/yajl_parse.h>
 #define BENCH_NAME "yajl 2.1.0 (callbacks -> packer)"
 #define BENCH_RUN run_yajl
@@ -69,7 +75,37 @@ static char *make_body(size_t want, size_t *len, size_t *nevents)
 	return buf;
 }
 
-#if defined(BENCH_YAJL)
+#if defined(BENCH_HTTP_BODY)
+/* ---- the module itself: every event handed out as a msgpack_object ----- */
+
+static int count_event(void *arg, uint32_t index, const msgpack_object *map)
+{
+	(void)index;
+	*(size_t *)arg += map->type == MSGPACK_OBJECT_MAP;
+	return 0;
+}
+
+static int count_reject(void *arg, const struct http_body_reject *r)
+{
+	(void)arg;
+	(void)r;
+	return -1;
+}
+
+static size_t run_http_body(const char *body, size_t len)
+{
+	size_t n = 0;
+	struct http_body_cb cb = { count_event, count_reject, &n };
+	struct http_body_error err;
+
+	if (http_body_decode("application/json", NULL, body, len, 1 << 20, &cb, &err) != HTTP_BODY_OK) {
+		fprintf(stderr, "http_body_decode: %s\n", err.message);
+		exit(1);
+	}
+	return n;
+}
+
+#elif defined(BENCH_YAJL)
 /* ---- yajl: callbacks straight into msgpack_packer ---------------------- */
 
 struct ys {

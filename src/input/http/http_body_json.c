@@ -21,8 +21,11 @@
  * into "?" or a wrong character. Those, numbers out of range and events
  * over max_event_bytes reject their element only; the parse goes on and
  * skips the rest of it. Nesting deeper than HTTP_BODY_MAX_DEPTH stops the
- * parse (yajl's own stack then stays that small). yajl aborts on a failed
- * allocation of its own (it never checks); those are bounded by the body.
+ * parse (yajl's own stack then stays that small). yajl never checks its
+ * own allocations (a failure would be a NULL dereference inside it), so
+ * they go through hb_yajl_alloc, which ends the process with a log line
+ * instead; they are small: the decoded form of one string and a byte per
+ * open container.
  */
 #include <errno.h>
 #include <math.h>
@@ -37,6 +40,7 @@
 
 #include "http_body_private.h"
 #include "json.h"
+#include "log.h"
 
 #define HB_NUMBER_MAX 512   /* longest number text we convert */
 #define HB_BUF_INITIAL 1024 /* event buffer at start; doubles up to max_event_bytes */
@@ -73,6 +77,38 @@ struct hb_json {
 	bool ismap[HTTP_BODY_MAX_DEPTH];
 	msgpack_zone zone;
 };
+
+/* ---- yajl's allocations --------------------------------------------------- */
+
+static void *hb_yajl_checked(void *p)
+{
+	if (!p) {
+		log_error("http", "out of memory inside the JSON parser (yajl cannot recover); "
+			  "exiting");
+		abort();
+	}
+	return p;
+}
+
+static void *hb_yajl_malloc(void *ctx, size_t n)
+{
+	(void)ctx;
+	return hb_yajl_checked(malloc(n));
+}
+
+static void *hb_yajl_realloc(void *ctx, void *p, size_t n)
+{
+	(void)ctx;
+	return hb_yajl_checked(realloc(p, n));
+}
+
+static void hb_yajl_free(void *ctx, void *p)
+{
+	(void)ctx;
+	free(p);
+}
+
+static yajl_alloc_funcs hb_yajl_alloc = { hb_yajl_malloc, hb_yajl_realloc, hb_yajl_free, NULL };
 
 /* Reject the current element for REASON (the first reason stands). */
 static void hb_spoil(struct hb_json *j, enum record_reason reason, const char *fmt, ...)
@@ -274,7 +310,8 @@ static bool hb_text_ok(struct hb_json *j, const unsigned char *s, size_t n, bool
 {
 	const char *p = (const char *)s;
 	const char *where = key ? "a key" : j->field[0] ? j->field : "a string";
-	bool escaped = p < j->body || p >= j->body + j->len; /* yajl's decode buffer */
+	uintptr_t at = (uintptr_t)p, body = (uintptr_t)j->body;
+	bool escaped = at < body || at - body >= j->len; /* in yajl's decode buffer */
 
 	if (escaped && !hb_escapes_paired(j->body, hb_here(j))) {
 		hb_spoil(j, RECORD_REASON_BAD_UTF8, "%s: unpaired UTF-16 surrogate escape", where);
@@ -299,17 +336,20 @@ static int hb_string(void *ctx, const unsigned char *s, size_t n)
 	return hb_scalar_done(j, msgpack_pack_str_with_body(&j->pk, s, n));
 }
 
-static int hb_key(void *ctx, const unsigned char *s, size_t n)
+static int hb_key(void *ctx, const unsigned char *s, size_t len)
 {
 	struct hb_json *j = ctx;
 	int ed = j->depth - j->base;
+	size_t n = len < sizeof(j->field) - 1 ? len : sizeof(j->field) - 1;
 
 	j->count[ed - 1]++;
-	if (j->skip || !hb_text_ok(j, s, n, true))
+	if (j->skip || !hb_text_ok(j, s, len, true))
 		return 1;
-	if (ed == 1)
-		snprintf(j->field, sizeof(j->field), "%.*s", (int)(n < 63 ? n : 63), (const char *)s);
-	return msgpack_pack_str_with_body(&j->pk, s, n) == 0 || j->status == HTTP_BODY_OK;
+	if (ed == 1) { /* for messages; memcpy, as every key passes here */
+		memcpy(j->field, s, n);
+		j->field[n] = '\0';
+	}
+	return msgpack_pack_str_with_body(&j->pk, s, len) == 0 || j->status == HTTP_BODY_OK;
 }
 
 /* ---- numbers and constants -------------------------------------------- */
@@ -468,7 +508,7 @@ static size_t hb_locate(const struct hb_json *j, size_t stop)
 	bool ok;
 
 	for (int k = 0; k < 2; k++) {
-		if (!(h = yajl_alloc(NULL, NULL, NULL)))
+		if (!(h = yajl_alloc(NULL, &hb_yajl_alloc, NULL)))
 			return stop;
 		if (j->ndjson)
 			yajl_config(h, yajl_allow_multiple_values, 1);
@@ -538,7 +578,7 @@ enum http_body_status http_body_json(const char *body, size_t len, bool ndjson,
 	msgpack_packer_init(&j.pk, &j, hb_write);
 	if (!msgpack_zone_init(&j.zone, MSGPACK_ZONE_CHUNK_SIZE))
 		return http_body_fail(err, HTTP_BODY_NOMEM, 0, "out of memory");
-	j.h = yajl_alloc(&hb_callbacks, NULL, &j);
+	j.h = yajl_alloc(&hb_callbacks, &hb_yajl_alloc, &j);
 	if (!j.h || (ndjson && !yajl_config(j.h, yajl_allow_multiple_values, 1))) {
 		st = http_body_fail(err, HTTP_BODY_NOMEM, 0, "out of memory");
 	} else {
