@@ -6,7 +6,8 @@
  * caller's callbacks as a msgpack map with its index in the request, or as
  * a rejection of that one element. Accepted types: application/json (one
  * object, or an array of objects), application/x-ndjson (one object a
- * line; blank lines and CRLF ends are fine), application/msgpack (one map,
+ * line; blank lines and CRLF ends are fine, and so is any other JSON
+ * whitespace between values), application/msgpack (one map,
  * or an array of maps); any of them gzip-compressed. JSON goes through
  * yajl's callbacks into msgpack_packer, one event at a time, so the cost
  * is the body plus one event, never a document tree.
