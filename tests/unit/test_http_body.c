@@ -577,12 +577,15 @@ static void test_stop(void)
 	G.stop_after = 2;
 	CHECK(http_body_decode("application/json", NULL, "[{},{},{}]", 10, MAX_EVENT, &cb, &E) ==
 	      HTTP_BODY_STOPPED);
-	CHECK(G.nev == 2);
+	CHECK(G.nev == 2 && E.status == HTTP_BODY_STOPPED);
+	CHECK_STR(E.message, "stopped by the caller at element 1");
 	memset(&G, 0, sizeof(G));
 	G.stop_after = 1;
 	CHECK(http_body_decode("application/msgpack", NULL, "\x92\x80\x80", 3, MAX_EVENT, &cb, &E)
 	      == HTTP_BODY_STOPPED);
-	CHECK(G.nev == 1);
+	CHECK(G.nev == 1 && E.status == HTTP_BODY_STOPPED);
+	CHECK_STR(E.message, "stopped by the caller at element 0");
+	CHECK(http_body_http_status(HTTP_BODY_STOPPED) == 500);
 }
 
 int main(void)

@@ -10,6 +10,7 @@
  * 2^32 elements in 5 bytes costs nothing, and each item is unpacked on its
  * own into a zone cleared for the next.
  */
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -260,7 +261,8 @@ static enum http_body_status http_body_mp_items(const char *p, size_t len, size_
 					     "undecodable msgpack value");
 		}
 		if (http_body_mp_item(cb, (uint32_t)i, &o, off - prev, max_event_bytes) < 0)
-			return http_body_fail(err, HTTP_BODY_STOPPED, prev, "stopped by the caller");
+			return http_body_fail(err, HTTP_BODY_STOPPED, prev,
+					      "stopped by the caller at element %" PRIu64, i);
 	}
 	if (off != len)
 		return http_body_bad(err, p, len, off, "bytes after the last item");

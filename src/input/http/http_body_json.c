@@ -31,6 +31,7 @@
  * open container.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -149,7 +150,7 @@ static int hb_write(void *data, const char *p, size_t n)
 		if (ncap > j->max_event_bytes)
 			ncap = j->max_event_bytes;
 		if (!(nbuf = realloc(j->buf, ncap))) {
-			j->status = HTTP_BODY_NOMEM;
+			j->status = http_body_fail(j->err, HTTP_BODY_NOMEM, 0, "out of memory");
 			return -1;
 		}
 		j->buf = nbuf;
@@ -228,7 +229,7 @@ static int hb_finish(struct hb_json *j)
 			value = &o;
 			break;
 		case MSGPACK_UNPACK_NOMEM_ERROR:
-			j->status = HTTP_BODY_NOMEM;
+			j->status = http_body_fail(j->err, HTTP_BODY_NOMEM, 0, "out of memory");
 			return -1;
 		default: /* our own packing: cannot happen */
 			hb_spoil(j, RECORD_REASON_BAD_FRAME, "internal: undecodable event");
@@ -243,7 +244,8 @@ static int hb_finish(struct hb_json *j)
 		rc = j->cb->event(j->cb->arg, j->index, value);
 	j->index++;
 	if (rc < 0)
-		j->status = HTTP_BODY_STOPPED;
+		j->status = http_body_fail(j->err, HTTP_BODY_STOPPED, hb_here(j),
+					   "stopped by the caller at element %" PRIu32, j->index - 1);
 	return rc < 0 ? -1 : 0;
 }
 
