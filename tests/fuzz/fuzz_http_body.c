@@ -6,7 +6,8 @@
  * The first input byte is a control byte: bits 0-1 pick the Content-Type
  * (JSON, NDJSON, msgpack, JSON), bit 2 gzips the rest before decoding it
  * (so the inflate path sees real gzip; bit 3 sends the rest as gzip
- * unchanged instead), bits 4-5 pick listen.max_event_bytes. Every event
+ * unchanged instead), bits 4-5 pick listen.max_event_bytes, bits 6-7 make
+ * the event callback stop at that many events (0: never). Every event
  * must be a map with a rising index, and every call must fill the error;
  * anything else aborts.
  */
@@ -27,6 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 struct fuzz_seen {
 	int64_t last;   /* index of the last element seen, -1 before */
+	int events;     /* events seen */
+	int stop_at;    /* the event callback returns -1 at this many; 0: never */
 };
 
 static void fuzz_die(const char *what)
@@ -55,13 +58,15 @@ static int fuzz_event(void *arg, uint32_t index, const msgpack_object *map)
 	struct record_ctx ctx = { .peer = "tcp:fuzz", .recv_ns = 1 };
 	struct record_error err;
 	struct record *rec = NULL;
+	struct fuzz_seen *s = arg;
 
-	fuzz_next(arg, index);
+	fuzz_next(s, index);
 	if (map->type != MSGPACK_OBJECT_MAP)
 		fuzz_die("an event that is not a map");
 	if (record_from_map(map, &ctx, &rec, &err) == 0)
 		record_free(rec);
-	return 0;
+	s->events++;
+	return s->stop_at && s->events >= s->stop_at ? -1 : 0;
 }
 
 static int fuzz_reject(void *arg, const struct http_body_reject *r)
@@ -110,6 +115,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	ctl = data[0];
+	seen.stop_at = ctl >> 6;
 	if (ctl & 4) {
 		zipped = fuzz_gzip(data + 1, size - 1, &len);
 		body = zipped;
@@ -120,6 +126,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			      &err);
 	if (err.status != st || !err.message[0] || http_body_http_status(st) < 200)
 		fuzz_die("the error does not match the status");
+	if ((st == HTTP_BODY_STOPPED) != (seen.stop_at && seen.events == seen.stop_at))
+		fuzz_die("a stop that the callback did not ask for, or one not reported");
 	if (st == HTTP_BODY_BAD && err.offset > (encoding ? SIZE_MAX : len))
 		fuzz_die("an offset past the body");
 	free(zipped);
