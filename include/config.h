@@ -46,6 +46,16 @@ struct config {
 	char *listen_tls_ca;
 	char *listen_tls_ciphers;      /* OpenSSL cipher list for TLS 1.2 */
 
+	/* http: POST /v1/events */
+	char *http_listen[CONFIG_MAX_TCP]; /* "host:port"; none: the HTTP input is off */
+	int http_listen_count;
+	long http_max_body_bytes;
+	int http_timeout_s;
+	char *http_tokens_file;        /* "": no bearer token needed */
+	char *http_tls_cert;
+	char *http_tls_key;
+	char *http_tls_ca;
+
 	/* postgres */
 	char *pg_conninfo;
 	char *pg_table;

@@ -46,6 +46,9 @@ _Static_assert(sizeof(enum config_unknown_pass_id) == sizeof(int), "ENUM fields 
 _Static_assert(offsetof(struct config, listen_tcp_count) ==
 	       offsetof(struct config, listen_tcp) + sizeof(((struct config *)0)->listen_tcp),
 	       "a LIST field is followed by its int count");
+_Static_assert(offsetof(struct config, http_listen_count) ==
+	       offsetof(struct config, http_listen) + sizeof(((struct config *)0)->http_listen),
+	       "a LIST field is followed by its int count");
 
 /* offsetof(struct config, F), refusing to compile unless F has type T. */
 #define CONFIG_FIELD(f, T) \
@@ -115,6 +118,20 @@ const struct config_key config_keys[] = {
 	K_STR("listen.tls.ciphers", listen_tls_ciphers, 1, 1024, CONFIG_TLS12_CIPHERS,
 	      config_check_ciphers, PLAIN, RESTART,
 	      "OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are all forward-secret AEAD)"),
+	K_LIST("http.listen", http_listen, CONFIG_MAX_TCP, "", config_check_hostport, RESTART,
+	       "HTTP listeners for POST /v1/events, \"host:port\"; none (the default): off"),
+	K_LONG("http.max_body_bytes", http_max_body_bytes, 1024, 1073741824L, 8388608L, RESTART,
+	       "largest request body; a larger one is answered 413 without being read"),
+	K_INT("http.timeout_s", http_timeout_s, 1, 3600, 30, RESTART,
+	      "a connection that sends nothing for this long (headers or body) is closed"),
+	K_STR("http.tokens_file", http_tokens_file, 0, 4096, "", NULL, PLAIN, RESTART,
+	      "file of bearer tokens, one a line; non-empty: every request needs one"),
+	K_STR("http.tls.cert", http_tls_cert, 0, 4096, "", NULL, PLAIN, RESTART,
+	      "PEM certificate chain; with key, the HTTP listeners speak HTTPS"),
+	K_STR("http.tls.key", http_tls_key, 0, 4096, "", NULL, PLAIN, RESTART,
+	      "PEM private key of http.tls.cert"),
+	K_STR("http.tls.ca", http_tls_ca, 0, 4096, "", NULL, PLAIN, RESTART,
+	      "PEM CA bundle; non-empty: HTTPS clients must present a certificate it signed"),
 	K_STR_HIDE("postgres.conninfo", pg_conninfo, 0, 8192, "", config_conninfo_hide, RESTART,
 		   "libpq connection string or URI; PG* environment variables apply"),
 	K_STR("postgres.table", pg_table, 1, 127, "mega_generations", config_check_table,
@@ -306,21 +323,27 @@ static void config_conflict(struct config_loader *ld, const char *a, const char 
 		config_report(ld, &sb->mark, b, "%s", msg_b);
 }
 
-static void config_check_tls(struct config_loader *ld, const struct config *c)
+/* TLS settings under PFX ("listen.tls", "http.tls"): cert and key go
+ * together, and ca needs them. */
+static void config_check_tls(struct config_loader *ld, const char *pfx, const char *cert,
+			     const char *key, const char *ca)
 {
-	static const char half[] = "is set but %s is empty (TLS needs cert and key, or neither)";
-	char ma[160], mb[160];
+	static const char half[] = "is set but %s.%s is empty (TLS needs cert and key, or neither)";
+	char ma[200], ka[64], kb[64], kc[64];
 
-	if (c->listen_tls_cert[0] && !c->listen_tls_key[0]) {
-		snprintf(ma, sizeof(ma), half, "listen.tls.key");
-		config_conflict(ld, "listen.tls.cert", "listen.tls.key", ma, ma);
-	} else if (!c->listen_tls_cert[0] && c->listen_tls_key[0]) {
-		snprintf(mb, sizeof(mb), half, "listen.tls.cert");
-		config_conflict(ld, "listen.tls.key", "listen.tls.cert", mb, mb);
-	} else if (c->listen_tls_ca[0] && !c->listen_tls_cert[0]) {
-		config_conflict(ld, "listen.tls.ca", "listen.tls.cert",
-				"is set but TLS is off "
-				"(listen.tls.cert and listen.tls.key are empty)", "");
+	snprintf(ka, sizeof(ka), "%s.cert", pfx);
+	snprintf(kb, sizeof(kb), "%s.key", pfx);
+	snprintf(kc, sizeof(kc), "%s.ca", pfx);
+	if (cert[0] && !key[0]) {
+		snprintf(ma, sizeof(ma), half, pfx, "key");
+		config_conflict(ld, ka, kb, ma, ma);
+	} else if (!cert[0] && key[0]) {
+		snprintf(ma, sizeof(ma), half, pfx, "cert");
+		config_conflict(ld, kb, ka, ma, ma);
+	} else if (ca[0] && !cert[0]) {
+		snprintf(ma, sizeof(ma), "is set but TLS is off (%s.cert and %s.key are empty)",
+			 pfx, pfx);
+		config_conflict(ld, kc, ka, ma, "");
 	}
 }
 
@@ -358,7 +381,8 @@ static void config_cross_check(struct config_loader *ld)
 			 c->queue_max_bytes);
 		config_conflict(ld, "queue.max_bytes", "listen.max_event_bytes", ma, mb);
 	}
-	config_check_tls(ld, c);
+	config_check_tls(ld, "listen.tls", c->listen_tls_cert, c->listen_tls_key, c->listen_tls_ca);
+	config_check_tls(ld, "http.tls", c->http_tls_cert, c->http_tls_key, c->http_tls_ca);
 	config_check_conninfo(ld, c);
 }
 
