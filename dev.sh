@@ -30,6 +30,7 @@ DEB_PACKAGES=(
 	python3-psycopg2 python3-prometheus-client
 	openssl clang libclang-rt-14-dev
 	systemd man-db
+	debhelper dpkg-dev lintian   # make deb, tests/test_deb.py
 	chromium prometheus python3-yaml
 )
 
