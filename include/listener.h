@@ -4,9 +4,9 @@
  * Each connection is a bufferevent feeding a proto_conn. Owns
  * max_connections, idle_timeout_s, the handshake limits, the memory budget
  * of unfinished values, the descriptor limit and the bounded read buffer;
- * pauses every
- * connection's reading while a queue is full and resumes it when the
- * writers wake the loop; sends acks the writers post. Loop thread only.
+ * pauses every connection's reading while the intake is busy and resumes
+ * it when the intake flushes its ack channel; sends the acks the intake
+ * hands back. Loop thread only.
  */
 #ifndef MI_LISTENER_H
 #define MI_LISTENER_H
@@ -28,9 +28,6 @@ void listener_stop_accepting(struct listener *l);
 
 /* Stop reading from every connection for good (shutdown: acks still go out). */
 void listener_stop_reading(struct listener *l);
-
-/* Deliver every ack the writers posted (also runs on the ackq eventfd). */
-void listener_flush_acks(struct listener *l);
 
 /* Apply live keys (max_connections, idle timeout, max_event_bytes). */
 void listener_reconfigure(struct listener *l, const struct config *cfg);

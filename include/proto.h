@@ -5,9 +5,10 @@
  * value split across reads is completed by later reads and many values in
  * one read are all taken. A value is a plain event map, a Fluentd Forward
  * protocol message (Message, Forward, PackedForward, CompressedPackedForward)
- * or nil (heartbeat). Valid events go to the writers' queues, invalid ones to
- * the dead-letter file with their reason; acks are created here and sent by
- * the listener once the writers post them back. Loop thread only.
+ * or nil (heartbeat). Every event goes to the intake (intake.h), which
+ * queues or dead-letters it; a message's ack is opened here with the
+ * listener's callback, which sends it once the intake hands it back. Loop
+ * thread only.
  */
 #ifndef MI_PROTO_H
 #define MI_PROTO_H
@@ -15,11 +16,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ack.h"
+
 struct evbuffer;
-struct queue;
-struct spool;
-struct ack;
-struct ackq;
+struct intake;
 
 /*
  * The memory every connection's unfinished input may take together
@@ -35,10 +35,7 @@ struct proto_budget {
 
 /* Everything proto needs from the rest of the daemon; owned by main. */
 struct proto_env {
-	struct queue **queues;     /* one per writer; events go to id_hash % nqueues */
-	int nqueues;
-	struct spool *spool;       /* dead-letter file */
-	struct ackq *ackq;         /* where writers post finished acks */
+	struct intake *intake;     /* where events go */
 	size_t max_event_bytes;    /* listen.max_event_bytes (read live on reload) */
 	struct proto_budget *budget; /* or NULL: no memory budget */
 };
@@ -49,7 +46,7 @@ struct proto_env {
 
 enum proto_status {
 	PROTO_OK = 0,     /* consumed all complete values; wants more bytes */
-	PROTO_BLOCKED,    /* a queue is full: stop reading, call proto_run again later */
+	PROTO_BLOCKED,    /* intake_busy: stop reading, call proto_run again later */
 	PROTO_CLOSE,      /* fatal stream error (logged): close the connection */
 	PROTO_HELD,       /* over the memory budget: stop reading this connection until
 			   * proto_budget.used falls, then call proto_run again */
@@ -58,17 +55,17 @@ enum proto_status {
 
 struct proto_conn;
 
-/* New decoder for one connection. OWNER is stored in acks (see ack.h).
- * PEER is copied ("tcp:127.0.0.1:5000", "unix"). NULL on ENOMEM. */
-struct proto_conn *proto_conn_new(const struct proto_env *env, void *owner,
-				  const char *peer, uint64_t conn_id)
+/* New decoder for one connection. Its acks get ACK_CB(ack, durable, ACK_ARG)
+ * (see ack.h). PEER is copied ("tcp:127.0.0.1:5000", "unix"). NULL on ENOMEM. */
+struct proto_conn *proto_conn_new(const struct proto_env *env, ack_done_cb *ack_cb,
+				  void *ack_arg, const char *peer, uint64_t conn_id)
 	__attribute__((warn_unused_result));
 void proto_conn_free(struct proto_conn *pc);
 
 /*
  * Move the bytes of IN into the decoder and decode every complete value,
- * pushing events to the queues. Stops early with PROTO_BLOCKED when a queue
- * is full (bytes stay buffered in the decoder; call again with an empty IN to
+ * handing events to the intake. Stops early with PROTO_BLOCKED when the
+ * intake is busy (bytes stay buffered in the decoder; call again with an empty IN to
  * resume). PROTO_HELD, with the bytes left in IN, when taking them could
  * pass the memory budget and this connection holds at least its share.
  * PROTO_CLOSE on bytes that are not msgpack, a value over max_event_bytes

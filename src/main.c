@@ -2,7 +2,7 @@
  * main.c: megaingestd's command line, start-up order, signals and shutdown.
  *
  * Start-up: config -> spool (and the segments an earlier run left) -> ack
- * channel -> queues -> writer threads -> listeners -> READY. Signals are
+ * channel -> queues -> writer threads -> intake -> listeners -> READY. Signals are
  * libevent evsignal events, so their handlers run inside the loop without
  * async-signal restrictions.
  * SIGTERM/SIGINT: stop accepting and reading, close the queues, let the
@@ -25,6 +25,7 @@
 #include "admin.h"
 #include "autoconfig.h"
 #include "config.h"
+#include "intake.h"
 #include "listener.h"
 #include "log.h"
 #include "proto.h"
@@ -48,6 +49,7 @@ struct daemon {
 	struct queue **queues;        /* one per writer */
 	struct writer **writers;
 	int nwriters;
+	struct intake *intake;        /* every input's door to the queues */
 	struct proto_env env;
 	struct listener *listener;
 	struct admin *admin;          /* NULL when admin.http is "" */
@@ -131,8 +133,9 @@ static void main_stop_tick_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (!main_writers_done(d))
 		return;
-	listener_flush_acks(d->listener);
-	if (listener_output_pending(d->listener) == 0 || ++d->flush_ticks > MAIN_FLUSH_GRACE_TICKS)
+	intake_flush(d->intake);
+	if (intake_pending(d->intake) + listener_output_pending(d->listener) == 0 ||
+	    ++d->flush_ticks > MAIN_FLUSH_GRACE_TICKS)
 		event_base_loopbreak(d->base);
 }
 
@@ -172,6 +175,7 @@ static void main_apply(struct daemon *d, const struct config *cfg)
 				 (size_t)cfg->queue_max_bytes);
 		writer_reconfigure(d->writers[i], cfg);
 	}
+	spool_dead_letter_set_max(d->spool, (uint64_t)cfg->spool_dead_letter_max_bytes);
 	listener_reconfigure(d->listener, cfg);
 }
 
@@ -387,8 +391,13 @@ static int main_start(struct daemon *d)
 		log_error("main", "start-up failed (see above)");
 		return -1;
 	}
-	d->env = (struct proto_env){ .queues = d->queues, .nqueues = d->nwriters,
-				     .spool = d->spool, .ackq = d->ackq,
+	spool_dead_letter_set_max(d->spool, (uint64_t)d->cfg->spool_dead_letter_max_bytes);
+	d->intake = intake_new(d->base, d->queues, d->nwriters, d->spool, d->ackq);
+	if (!d->intake) {
+		log_error("main", "start-up failed (see above)");
+		return -1;
+	}
+	d->env = (struct proto_env){ .intake = d->intake,
 				     .max_event_bytes = (size_t)d->cfg->listen_max_event_bytes };
 	main_providers(d, true);
 	d->listener = listener_start(d->base, d->cfg, &d->env);
@@ -411,6 +420,7 @@ static void main_teardown(struct daemon *d)
 	admin_free(d->admin);
 	main_providers(d, false);
 	listener_free(d->listener);
+	intake_free(d->intake);
 	for (int i = 0; d->queues && i < d->cfg->writer_connections; i++)
 		queue_free(d->queues[i]);
 	free(d->queues);

@@ -1,6 +1,6 @@
 /*
- * ack.c: reference-counted forward-protocol acks and the completion channel
- * that carries them from the writer threads back to the event loop.
+ * ack.c: reference-counted acks and the completion channel that carries
+ * them from the writer and dead-letter threads back to the event loop.
  *
  * The channel is a mutex-protected list plus an eventfd registered with the
  * loop (the Redis bio / memcached notify shape). Wakeups are coalesced with
@@ -25,7 +25,8 @@ struct ackq {
 	int fd;                   /* eventfd; written by any thread, read by the loop */
 };
 
-struct ack *ack_new(void *owner, const char *chunk, uint32_t len, bool is_bin)
+struct ack *ack_new(ack_done_cb *done_cb, void *arg, const char *chunk, uint32_t len,
+		    bool is_bin)
 {
 	struct ack *a = malloc(sizeof(*a) + len);
 
@@ -34,10 +35,12 @@ struct ack *ack_new(void *owner, const char *chunk, uint32_t len, bool is_bin)
 	atomic_init(&a->pending, 1);
 	atomic_init(&a->failed, false);
 	a->next = NULL;
-	a->owner = owner;
+	a->done_cb = done_cb;
+	a->arg = arg;
 	a->chunk_is_bin = is_bin;
 	a->chunk_len = len;
-	memcpy(a->chunk, chunk, len);
+	if (len > 0)
+		memcpy(a->chunk, chunk, len);
 	return a;
 }
 

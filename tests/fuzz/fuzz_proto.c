@@ -1,8 +1,8 @@
 /*
  * fuzz_proto.c: libFuzzer target for the wire protocol as a client reaches
  * it: the shared-key handshake reader (proto_auth), the stream decoder and
- * framing (proto), and event validation (record) with the dead-letter path
- * (spool), all real, against a real queue.
+ * framing (proto), and the intake with event validation (record) and the
+ * dead-letter path (spool), all real, against a real queue.
  *
  * The first input byte is a control byte: bit 7 routes the stream through
  * the PING reader first (as on a TCP connection with listen.shared_key;
@@ -24,6 +24,7 @@
 #include <event2/buffer.h>
 
 #include "ack.h"
+#include "intake.h"
 #include "log.h"
 #include "proto.h"
 #include "proto_auth.h"
@@ -42,6 +43,8 @@ static struct proto_env fuzz_env;
 static struct queue *fuzz_queues[FUZZ_NQUEUES];
 static struct ackq *fuzz_ackq;
 static char fuzz_dir[64];
+static struct spool *fuzz_spool;
+static struct intake *fuzz_intake;
 static int fuzz_owner;
 static unsigned long fuzz_runs;
 
@@ -56,8 +59,8 @@ static void fuzz_cleanup(void)
 {
 	char path[128];
 
-	snprintf(path, sizeof(path), "%s", spool_dead_letter_path(fuzz_env.spool));
-	spool_close(fuzz_env.spool);
+	snprintf(path, sizeof(path), "%s", spool_dead_letter_path(fuzz_spool));
+	spool_close(fuzz_spool);
 	unlink(path);
 	rmdir(fuzz_dir);
 }
@@ -72,17 +75,18 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	if (!mkdtemp(fuzz_dir))
 		fuzz_die("mkdtemp failed");
 	fuzz_ackq = ackq_new();
-	fuzz_env.spool = spool_open(fuzz_dir);
-	if (!fuzz_ackq || !fuzz_env.spool)
+	fuzz_spool = spool_open(fuzz_dir);
+	if (!fuzz_ackq || !fuzz_spool)
 		fuzz_die("cannot open the ack channel or the spool");
 	for (int i = 0; i < FUZZ_NQUEUES; i++) {
 		fuzz_queues[i] = queue_new(FUZZ_QUEUE_EVENTS, 1 << 30, fuzz_ackq);
 		if (!fuzz_queues[i])
 			fuzz_die("cannot create a queue");
 	}
-	fuzz_env.queues = fuzz_queues;
-	fuzz_env.nqueues = FUZZ_NQUEUES;
-	fuzz_env.ackq = fuzz_ackq;
+	fuzz_intake = intake_new(NULL, fuzz_queues, FUZZ_NQUEUES, fuzz_spool, fuzz_ackq);
+	if (!fuzz_intake)
+		fuzz_die("cannot create the intake");
+	fuzz_env.intake = fuzz_intake;
 	atexit(fuzz_cleanup);
 	return 0;
 }
@@ -105,15 +109,10 @@ static void fuzz_drain(void)
 	}
 }
 
-/* Be the listener: take every finished ack and free it. */
+/* Be the loop: take every finished ack and free it. */
 static void fuzz_free_acks(void)
 {
-	struct ack *a = ackq_take(fuzz_ackq), *next;
-
-	for (; a; a = next) {
-		next = a->next;
-		free(a);
-	}
+	intake_flush(fuzz_intake);
 }
 
 /* Feed IN to the decoder until it wants more bytes or closes; 0, or -1 on close. */
@@ -179,7 +178,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	ctl = data[0];
 	fuzz_env.max_event_bytes = max_bytes[ctl & 3];
-	pc = proto_conn_new(&fuzz_env, &fuzz_owner, "tcp:fuzz", 1);
+	pc = proto_conn_new(&fuzz_env, NULL, &fuzz_owner, "tcp:fuzz", 1);
 	if ((ctl & 0x80) && !(auth = proto_auth_new("fuzz-key", "tcp:fuzz", 1)))
 		fuzz_die("proto_auth_new failed");
 	if (!pc)
@@ -187,11 +186,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fuzz_stream(pc, auth, data + 1, size - 1, steps[(ctl >> 2) & 7]);
 	proto_conn_free(pc);
 	proto_auth_free(auth);
-	spool_dead_letter_drain(fuzz_env.spool); /* dead-letter lines hold ack references */
+	spool_dead_letter_drain(fuzz_spool); /* dead-letter lines hold ack references */
 	fuzz_drain();
 	fuzz_free_acks();
 	if (++fuzz_runs % FUZZ_TRUNCATE_EVERY == 0 &&
-	    truncate(spool_dead_letter_path(fuzz_env.spool), 0) < 0)
+	    truncate(spool_dead_letter_path(fuzz_spool), 0) < 0)
 		fuzz_die("cannot truncate the dead-letter file");
 	return 0;
 }

@@ -20,6 +20,7 @@
 #include <zlib.h>
 
 #include "ack.h"
+#include "intake.h"
 #include "log.h"
 #include "proto.h"
 #include "queue.h"
@@ -39,13 +40,15 @@ struct fx {
 	struct queue *q[2];
 	struct ackq *ackq;
 	struct spool *spool;
+	struct intake *intake;
+	int nq;
 	struct proto_env env;
 	struct proto_conn *pc;
 	struct record *recs[T_MAXREC];
 	size_t nrecs;
 };
 
-static int fx_owner; /* address stored as the acks' owner */
+static int fx_owner; /* address stored as the acks' callback argument */
 
 /* Fresh queues, ack channel, spool dir (DEV_FULL: dead letters cannot be written). */
 static void fx_open_full(struct fx *f, int nqueues, size_t max_event_bytes, size_t max_events,
@@ -74,12 +77,12 @@ static void fx_open_full(struct fx *f, int nqueues, size_t max_event_bytes, size
 		fprintf(stderr, "fixture setup failed\n");
 		exit(2);
 	}
-	f->env.queues = f->q;
-	f->env.nqueues = nqueues;
-	f->env.spool = f->spool;
-	f->env.ackq = f->ackq;
+	f->nq = nqueues;
+	f->intake = intake_new(NULL, f->q, nqueues, f->spool, f->ackq);
+	CHECK(f->intake != NULL);
+	f->env.intake = f->intake;
 	f->env.max_event_bytes = max_event_bytes;
-	f->pc = proto_conn_new(&f->env, &fx_owner, "tcp:127.0.0.1:5000", 7);
+	f->pc = proto_conn_new(&f->env, NULL, &fx_owner, "tcp:127.0.0.1:5000", 7);
 	CHECK(f->pc != NULL);
 	stats_reset();
 }
@@ -92,11 +95,11 @@ static void fx_open(struct fx *f)
 /* Pop every queued record (arrival order per queue) into f->recs. */
 static size_t fx_pop(struct fx *f)
 {
-	for (int i = 0; i < f->env.nqueues; i++) {
+	for (int i = 0; i < f->nq; i++) {
 		size_t n = queue_pop_batch(f->q[i], f->recs + f->nrecs, T_MAXREC - f->nrecs, 0);
 
 		for (size_t k = 0; k < n; k++)
-			CHECK(f->recs[f->nrecs + k]->id_hash % (uint32_t)f->env.nqueues == (uint32_t)i);
+			CHECK(f->recs[f->nrecs + k]->id_hash % (uint32_t)f->nq == (uint32_t)i);
 		f->nrecs += n;
 	}
 	return f->nrecs;
@@ -125,7 +128,7 @@ static int fx_acks(struct fx *f, struct ack **first)
 		*first = a;
 	for (; a; a = next) {
 		next = a->next;
-		CHECK(a->owner == &fx_owner);
+		CHECK(a->arg == &fx_owner);
 		if (n++ > 0 || !first)
 			free(a);
 	}
@@ -174,6 +177,7 @@ static void fx_close(struct fx *f)
 	fx_commit(f);
 	fx_acks(f, NULL);
 	proto_conn_free(f->pc);
+	intake_free(f->intake);
 	for (int i = 0; i < 2; i++)
 		if (f->q[i])
 			queue_free(f->q[i]);
@@ -556,8 +560,8 @@ static void test_forward_ack(void)
 /* The reply echoes the chunk byte for byte, as str or bin like the request. */
 static void test_ack_encode(void)
 {
-	struct ack *a = ack_new(NULL, "abc\n", 4, false);
-	struct ack *b = ack_new(NULL, "\x00\xff\n", 3, true);
+	struct ack *a = ack_new(NULL, NULL, "abc\n", 4, false);
+	struct ack *b = ack_new(NULL, NULL, "\x00\xff\n", 3, true);
 	struct evbuffer *out = evbuffer_new();
 	const unsigned char want_a[] = { 0x81, 0xa3, 'a', 'c', 'k', 0xa4, 'a', 'b', 'c', '\n' };
 	const unsigned char want_b[] = { 0x81, 0xa3, 'a', 'c', 'k', 0xc4, 3, 0x00, 0xff, '\n' };

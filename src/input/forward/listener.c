@@ -4,10 +4,11 @@
  * Every connection is a bufferevent whose input is moved into the
  * connection's proto decoder on each read. The read high-water mark bounds
  * what libevent buffers per connection; listen.max_event_bytes bounds what
- * the decoder buffers. When a writer's queue is full every connection stops
- * reading (backpressure reaches the clients through TCP); the writers wake
- * the loop through the ack channel's eventfd once there is room, and the
- * same wakeup delivers acks.
+ * the decoder buffers. While the intake is busy (a writer's queue is full)
+ * every connection stops reading (backpressure reaches the clients through
+ * TCP); the intake runs listener_room_cb after each flush of its ack
+ * channel, whose eventfd the writers poke once there is room, and the same
+ * flush delivers acks through conn_ack_cb.
  *
  * Limits that keep one client from hurting the others: a TCP connection in
  * the TLS or shared-key handshake gets listen.handshake_timeout_s, at most
@@ -54,15 +55,14 @@
 
 #include "ack.h"
 #include "config.h"
+#include "intake.h"
 #include "listener.h"
 #include "listener_private.h"
 #include "listener_tls.h"
 #include "log.h"
 #include "proto.h"
 #include "proto_auth.h"
-#include "queue.h"
 #include "sdnotify.h"
-#include "spool.h"
 #include "stats.h"
 
 #define LISTENER_READ_HIGH (256 * 1024) /* bytes libevent buffers per connection */
@@ -94,6 +94,7 @@ struct conn {
 
 
 static void conn_process(struct conn *c);
+static ack_done_cb conn_ack_cb;
 static void listener_mem_kick(struct listener *l);
 
 /* Lines a client can cause at will: refused and evicted connections, timeouts. */
@@ -213,16 +214,6 @@ static void listener_pause(struct listener *l)
 	}
 }
 
-static bool listener_queues_full(const struct listener *l)
-{
-	if (spool_dead_letter_busy(l->env->spool))
-		return true;
-	for (int i = 0; i < l->env->nqueues; i++)
-		if (queue_full(l->env->queues[i]))
-			return true;
-	return false;
-}
-
 /* Whether C's timer is the handshake's: in it, and that timeout is the shorter. */
 static bool conn_hs_timed(const struct conn *c)
 {
@@ -254,7 +245,7 @@ static void listener_resume(struct listener *l)
 {
 	struct conn *c, *next;
 
-	if (!l->paused || l->stopped || listener_queues_full(l))
+	if (!l->paused || l->stopped || intake_busy(l->env->intake))
 		return;
 	l->paused = false;
 	log_debug("listener", "queue has room: reading resumed on %d connections", l->nconns);
@@ -554,7 +545,7 @@ static struct conn *conn_new(struct listener *l, evutil_socket_t fd, struct sock
 	c->id = ++l->next_id;
 	listener_peer_name(sa, c->peer, sizeof(c->peer));
 	c->bev = conn_bufferevent(c, fd, tcp);
-	c->pc = proto_conn_new(l->env, c, c->peer, c->id);
+	c->pc = proto_conn_new(l->env, conn_ack_cb, c, c->peer, c->id);
 	c->idle = evtimer_new(l->base, conn_idle_cb, c);
 	if (!c->bev || !c->pc || !c->idle || conn_start_auth(c, tcp) < 0) {
 		if (c->bev)
@@ -678,12 +669,15 @@ static int listener_send_ack(struct listener *l, struct conn *c, struct ack *a)
 	       evbuffer_add_buffer(out, l->ack_scratch);
 }
 
-static void listener_deliver(struct listener *l, struct ack *a)
+/* The intake's callback for C's acks: answer, unless an event failed (close),
+ * or count it back for a closed connection's struct (freed with the last). */
+static void conn_ack_cb(struct ack *a, bool durable, void *arg)
 {
-	struct conn *c = a->owner;
+	struct conn *c = arg;
+	struct listener *l = c->l;
 
 	c->acks_done++;
-	if (c->bev && atomic_load(&a->failed)) {
+	if (c->bev && !durable) {
 		/* An event of the message is not durable: no ack, and the client
 		 * must resend, so the connection goes (its acks are freed unsent). */
 		log_error("listener", "conn=%llu peer=%s: an event of an acked message could not be "
@@ -701,25 +695,12 @@ static void listener_deliver(struct listener *l, struct ack *a)
 		conn_unlink(&l->zombies, c);
 		conn_free(c);
 	}
-	free(a);
 }
 
-void listener_flush_acks(struct listener *l)
+/* The intake flushed its ack channel: there may be room to read again. */
+static void listener_room_cb(void *arg)
 {
-	struct ack *a = ackq_take(l->env->ackq), *next;
-
-	for (; a; a = next) {
-		next = a->next;
-		listener_deliver(l, a);
-	}
-	listener_resume(l);
-}
-
-static void listener_ack_cb(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	listener_flush_acks(arg);
+	listener_resume(arg);
 }
 
 /* ---- binding ---------------------------------------------------------- */
@@ -927,14 +908,20 @@ struct listener *listener_start(struct event_base *base, const struct config *cf
 			return NULL;
 		}
 	}
-	l->ack_ev = event_new(base, ackq_fd(env->ackq), EV_READ | EV_PERSIST, listener_ack_cb, l);
 	l->ack_scratch = evbuffer_new();
 	l->accept_timer = evtimer_new(base, listener_fd_timer_cb, l);
 	l->mem_ev = evtimer_new(base, listener_mem_resume_cb, l);
-	if (!l->ack_ev || !l->ack_scratch || !l->accept_timer || !l->mem_ev || event_add(l->ack_ev, NULL) < 0 || listener_bind_all(l, cfg) < 0) {
+	if (!l->ack_scratch || !l->accept_timer || !l->mem_ev ||
+	    listener_bind_all(l, cfg) < 0) {
 		listener_free(l);
 		return NULL;
 	}
+	if (intake_watch(env->intake, listener_room_cb, l) < 0) {
+		log_error("listener", "the intake has no room for another input");
+		listener_free(l);
+		return NULL;
+	}
+	l->watching = true;
 	return l;
 }
 
@@ -955,7 +942,6 @@ void listener_reconfigure(struct listener *l, const struct config *cfg)
 	l->budget.max = (size_t)cfg->listen_max_buffered_bytes;
 	l->max_hs = cfg->listen_max_handshakes;
 	l->env->max_event_bytes = (size_t)cfg->listen_max_event_bytes;
-	spool_dead_letter_set_max(l->env->spool, (uint64_t)cfg->spool_dead_letter_max_bytes);
 }
 
 void listener_stop_accepting(struct listener *l)
@@ -983,7 +969,7 @@ void listener_stop_reading(struct listener *l)
 
 size_t listener_output_pending(const struct listener *l)
 {
-	size_t n = spool_dead_letter_pending(l->env->spool); /* their acks are still to come */
+	size_t n = 0;
 
 	for (const struct conn *c = l->conns; c; c = c->next)
 		n += evbuffer_get_length(bufferevent_get_output(c->bev));
@@ -999,9 +985,8 @@ void listener_free(struct listener *l)
 {
 	if (!l)
 		return;
-	/* Dead-letter lines still queued hold acks: let them reach the ackq
-	 * before it is freed. */
-	spool_dead_letter_drain(l->env->spool);
+	if (l->watching)
+		intake_unwatch(l->env->intake, l);
 	listener_stop_accepting(l);
 	l->stopped = true; /* no resuming while closing */
 	while (l->conns)
@@ -1013,8 +998,6 @@ void listener_free(struct listener *l)
 		conn_unlink(&l->zombies, c);
 		conn_free(c);
 	}
-	if (l->ack_ev)
-		event_free(l->ack_ev);
 	if (l->ack_scratch)
 		evbuffer_free(l->ack_scratch);
 	if (l->accept_timer)

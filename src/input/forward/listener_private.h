@@ -32,7 +32,6 @@ struct listener {
 	char *unix_path;                 /* unlinked at stop */
 	char *shared_key;                /* listen.shared_key (copied, wiped at free); "" for none */
 	struct listener_tls *tls;        /* TLS context for TCP connections, or NULL */
-	struct event *ack_ev;            /* ackq eventfd */
 	struct evbuffer *ack_scratch;    /* an ack on its way straight to a socket */
 	struct conn *conns;              /* open connections */
 	struct conn *zombies;            /* closed, waiting for acks */
@@ -54,6 +53,7 @@ struct listener {
 	uint64_t next_id;
 	bool paused;                     /* reading stopped for backpressure */
 	bool stopped;                    /* shutting down: never read again */
+	bool watching;                   /* listener_room_cb is registered with the intake */
 };
 
 /* Descriptors MAX_CONNS connections need, with everything else the daemon holds. */

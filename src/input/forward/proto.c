@@ -22,23 +22,23 @@
  * msgpack_unpack_next sees them, and gzip output is bounded by
  * max_event_bytes x 16 while it is produced (proto_gzip.c).
  *
- * One bad value or entry is dead-lettered with its reason and the stream
- * goes on; only a stream we cannot resynchronise (or cannot take
- * responsibility for) is closed. After PROTO_MSG_REJECT_MAX rejected
- * entries in one message, the rest of it is dead-lettered as one line with
- * a count, so what a message costs on disk is bounded by its size.
+ * Each event goes to the intake (intake.c: validation, queueing,
+ * dead-lettering, the ack's references); an entry that is not an event
+ * (bad framing, bad time) goes there as a rejection. One bad value or entry
+ * is dead-lettered with its reason and the stream goes on; only a stream we
+ * cannot resynchronise (or cannot take responsibility for) is closed. After
+ * PROTO_MSG_REJECT_MAX rejected entries in one message, the rest of it is
+ * dead-lettered as one line with a count, so what a message costs on disk
+ * is bounded by its size.
  *
- * Acks: a message whose option has "chunk" gets one struct ack with a guard
- * reference; every queued event and every dead-letter line takes a
- * reference (the dead-letter thread drops it once the line is durable, and
- * marks the ack failed if it cannot be written: the listener then closes
- * the connection instead of acking), and the guard is dropped when the
- * message is done. When an event of the message could be neither queued
- * nor handed to the dead-letter thread (out of memory) proto_run returns
- * PROTO_CLOSE: the listener closes the connection at once, before it can
- * deliver the ack, so that ack is freed unsent and the client resends.
- * Every ack created still comes back through the ack channel
- * (proto_acks_created counts them for the listener). Loop thread only.
+ * Acks: a message whose option has "chunk" gets one intake ack whose
+ * callback is the listener's, closed when the message is done. When an
+ * event of the message could be neither queued nor dead-lettered
+ * (INTAKE_FAILED) proto_run returns PROTO_CLOSE: the listener closes the
+ * connection at once, before it can deliver the ack, so that ack is freed
+ * unsent and the client resends. Every ack created still comes back
+ * through the ack channel (proto_acks_created counts them for the
+ * listener). Loop thread only.
  */
 #include <limits.h>
 #include <stdarg.h>
@@ -53,16 +53,14 @@
 #include <msgpack.h>
 
 #include "ack.h"
+#include "intake.h"
 #include "json.h"
 #include "log.h"
 #include "proto.h"
 #include "proto_gzip.h"
 #include "proto_scan.h"
 #include "proto_time.h"
-#include "queue.h"
 #include "record.h"
-#include "spool.h"
-#include "stats.h"
 
 #define PROTO_UNPACKER_INITIAL (4 * 1024)  /* decoder buffer at connect; grows with use */
 #define PROTO_FILL_STEP (1024 * 1024)      /* bytes moved into the decoder per evbuffer_remove */
@@ -76,7 +74,8 @@
 
 struct proto_conn {
 	const struct proto_env *env;
-	void *owner;              /* stored in acks: the listener's connection */
+	ack_done_cb *ack_cb;      /* the listener's answer to a finished ack ... */
+	void *ack_arg;            /* ... and its connection */
 	char *peer;               /* copied: "tcp:127.0.0.1:5000", "unix" */
 	uint64_t id;              /* connection id for log lines */
 	msgpack_unpacker up;      /* bytes the scanner passed, not yet decoded */
@@ -109,8 +108,8 @@ static void proto_log(const struct proto_conn *pc, enum log_level level, const c
 		  msg);
 }
 
-struct proto_conn *proto_conn_new(const struct proto_env *env, void *owner,
-				  const char *peer, uint64_t conn_id)
+struct proto_conn *proto_conn_new(const struct proto_env *env, ack_done_cb *ack_cb,
+				  void *ack_arg, const char *peer, uint64_t conn_id)
 {
 	struct proto_conn *pc = calloc(1, sizeof(*pc));
 
@@ -125,7 +124,8 @@ struct proto_conn *proto_conn_new(const struct proto_env *env, void *owner,
 	msgpack_unpacked_init(&pc->val);
 	pc->reject_tokens = PROTO_CONN_REJECT_BURST;
 	pc->env = env;
-	pc->owner = owner;
+	pc->ack_cb = ack_cb;
+	pc->ack_arg = ack_arg;
 	pc->id = conn_id;
 	return pc;
 }
@@ -178,43 +178,55 @@ struct proto_msg {
 /* Warnings for rejected events: a client can cause one per event at will. */
 static struct log_limit proto_reject_limit = LOG_LIMIT_INIT(20, 1000);
 
-/*
- * Write EVENT (whose forward-protocol time is T, or NULL) to the dead-letter
- * file with MESSAGE and count it as rejected for REASON. On a failed write
- * the message is marked failed (the caller closes the connection, so no ack
- * covers the event).
- */
-static void proto_dead_letter(struct proto_msg *m, const msgpack_object *event,
-			      const struct proto_time *t, enum record_reason reason,
-			      const char *field, const char *message)
+/* What the framing knew about entry INDEX of message M, whose time is T (or NULL). */
+static struct record_ctx proto_ctx(const struct proto_msg *m, const struct proto_time *t,
+				   uint32_t index)
 {
-	struct proto_conn *pc = m->pc;
-	struct dead_letter dl = {
-		.reason = message,
-		.field = field && *field ? field : NULL,
+	return (struct record_ctx){
 		.tag = m->tag,
 		.tag_len = m->tag_len,
-		.peer = pc->peer,
-		.has_event_time = t != NULL,   /* megactl replay sends it back with it */
-		.event_time_ns = t ? t->ns : 0,
-		.event = event,
+		.has_time = t != NULL,
+		.time_ns = t ? t->ns : 0,
+		.fluent_meta = t ? t->meta : NULL,
+		.chunk = m->chunk,
+		.chunk_len = m->chunk_len,
+		.index = index,
+		.peer = m->pc->peer,
+		.recv_ns = m->recv_ns,
 	};
+}
 
-	stats_reject(reason);
+/*
+ * What the intake did with an event of M (V; WHY unless queued): a
+ * rejection costs the connection a dead-letter line of its share; a
+ * failure closes the connection, so no ack covers the event.
+ */
+static void proto_verdict(struct proto_msg *m, enum intake_verdict v,
+			  const struct record_error *why)
+{
+	struct proto_conn *pc = m->pc;
+
+	if (v == INTAKE_QUEUED)
+		return;
 	m->rejected++;
 	pc->reject_tokens -= 1;
-	/* Written by the dead-letter thread; the ack waits for it to be durable. */
-	if (spool_dead_letter_post(pc->env->spool, &dl, pc->env->ackq, m->ack) < 0) {
-		proto_log(pc, LOG_LEVEL_ERROR, "event could not be dead-lettered (%s); "
-			  "connection closed, no ack for its message", message);
+	if (v == INTAKE_FAILED) {
+		proto_log(pc, LOG_LEVEL_ERROR, "event neither queued nor dead-lettered (%s); "
+			  "connection closed, no ack for its message", why->message);
 		m->failed = true;
-		return;
-	}
-	stats_add(STAT_events_dead_lettered_total, 1);
-	if (log_enabled(LOG_LEVEL_WARN))
+	} else if (log_enabled(LOG_LEVEL_WARN)) {
 		log_write_limited(&proto_reject_limit, LOG_LEVEL_WARN, "proto",
 				  "conn=%llu peer=%s: event dead-lettered: %s",
-				  (unsigned long long)pc->id, pc->peer, message);
+				  (unsigned long long)pc->id, pc->peer, why->message);
+	}
+}
+
+/* Fill WHY with REASON and MESSAGE (no field). */
+static void proto_why(struct record_error *why, enum record_reason reason, const char *message)
+{
+	why->reason = reason;
+	why->field[0] = '\0';
+	snprintf(why->message, sizeof(why->message), "%s", message);
 }
 
 /*
@@ -228,87 +240,53 @@ static void proto_rest(struct proto_msg *m, const msgpack_object *held, const ch
 		       uint32_t from, uint64_t count, const char *what)
 {
 	struct proto_conn *pc = m->pc;
-	char msg[400];
-	struct dead_letter dl = {
-		.reason = msg,
-		.tag = m->tag,
-		.tag_len = m->tag_len,
-		.peer = pc->peer,
-		.event = held,
-		.count = count,
-	};
+	struct record_ctx ctx = proto_ctx(m, NULL, from);
+	struct record_error why;
 
-	snprintf(msg, sizeof(msg), "%s entries %u to %llu (%llu entries) not read: %d entries of "
-		 "this message were rejected already; \"event\" holds %s", kind, from,
-		 (unsigned long long)(from + count - 1), (unsigned long long)count,
+	why.reason = RECORD_REASON_BAD_FRAME;
+	why.field[0] = '\0';
+	snprintf(why.message, sizeof(why.message), "%s entries %u to %llu (%llu entries) not "
+		 "read: %d entries of this message were rejected already; \"event\" holds %s",
+		 kind, from, (unsigned long long)(from + count - 1), (unsigned long long)count,
 		 m->reject_max, what);
-	stats_add(STAT_events_received_total, count);
-	stats_reject_n(RECORD_REASON_BAD_FRAME, count);
-	stats_add(STAT_dead_letter_bulk_total, 1);
 	pc->reject_tokens -= 1;
-	if (spool_dead_letter_post(pc->env->spool, &dl, pc->env->ackq, m->ack) < 0) {
+	if (intake_reject_bulk(pc->env->intake, held, &ctx, m->ack, &why, count) ==
+	    INTAKE_FAILED) {
 		proto_log(pc, LOG_LEVEL_ERROR, "%llu events could not be dead-lettered; "
 			  "connection closed, no ack for their message", (unsigned long long)count);
 		m->failed = true;
 		return;
 	}
-	stats_add(STAT_events_dead_lettered_total, count);
-	proto_log(pc, LOG_LEVEL_WARN, "%s", msg);
+	proto_log(pc, LOG_LEVEL_WARN, "%s", why.message);
 }
 
-/* An event (or what should have been one) that no mode can read. */
+/* An event (or what should have been one, entry INDEX; time T or NULL) that
+ * no mode can read. */
+static void proto_bad_at(struct proto_msg *m, const msgpack_object *event,
+			 const struct proto_time *t, uint32_t index, enum record_reason reason,
+			 const char *message)
+{
+	struct record_ctx ctx = proto_ctx(m, t, index);
+	struct record_error why;
+
+	proto_why(&why, reason, message);
+	proto_verdict(m, intake_reject(m->pc->env->intake, event, &ctx, m->ack, &why), &why);
+}
+
 static void proto_bad(struct proto_msg *m, const msgpack_object *event, enum record_reason reason,
 		      const char *message)
 {
-	stats_add(STAT_events_received_total, 1);
-	proto_dead_letter(m, event, NULL, reason, NULL, message);
+	proto_bad_at(m, event, NULL, 0, reason, message);
 }
 
-/* Hand R to its writer's queue, counting it toward the message's ack. */
-static void proto_queue(struct proto_msg *m, struct record *r)
-{
-	const struct proto_env *env = m->pc->env;
-	struct queue *q = env->queues[r->id_hash % (uint32_t)env->nqueues];
-
-	r->ack = m->ack;
-	if (m->ack)
-		atomic_fetch_add(&m->ack->pending, 1);
-	if (queue_push(q, r) == 0)
-		return;
-	proto_log(m->pc, LOG_LEVEL_ERROR, "out of memory queueing an event; "
-		  "connection closed, no ack for its message");
-	r->ack = NULL;
-	record_free(r);
-	if (m->ack)
-		ack_release(env->ackq, m->ack);
-	m->failed = true;
-}
-
-/* Validate the record MAP (entry INDEX, time T or NULL) and queue or dead-letter it. */
+/* Hand the record MAP (entry INDEX, time T or NULL) to the intake. */
 static void proto_take(struct proto_msg *m, const msgpack_object *map,
 		       const struct proto_time *t, uint32_t index)
 {
-	struct record_ctx ctx = {
-		.tag = m->tag,
-		.tag_len = m->tag_len,
-		.has_time = t != NULL,
-		.time_ns = t ? t->ns : 0,
-		.fluent_meta = t ? t->meta : NULL,
-		.chunk = m->chunk,
-		.chunk_len = m->chunk_len,
-		.index = index,
-		.peer = m->pc->peer,
-		.recv_ns = m->recv_ns,
-	};
-	struct record *r = NULL;
-	struct record_error err; /* filled by record_from_map on -1, read only then */
+	struct record_ctx ctx = proto_ctx(m, t, index);
+	struct record_error why; /* filled unless the event was queued */
 
-	stats_add(STAT_events_received_total, 1);
-	if (record_from_map(map, &ctx, &r, &err) < 0) {
-		proto_dead_letter(m, map, t, err.reason, err.field, err.message);
-		return;
-	}
-	proto_queue(m, r);
+	proto_verdict(m, intake_event(m->pc->env->intake, map, &ctx, m->ack, &why), &why);
 }
 
 /* ---- entries and modes -------------------------------------------------- */
@@ -340,8 +318,7 @@ static void proto_event(struct proto_msg *m, const msgpack_object *time,
 	if (rc < 0) {
 		snprintf(msg, sizeof(msg), "%s: time: %s",
 			 proto_label(label, sizeof(label), kind, index), why);
-		stats_add(STAT_events_received_total, 1);
-		proto_dead_letter(m, rec, NULL, RECORD_REASON_BAD_TIMESTAMP, NULL, msg);
+		proto_bad_at(m, rec, NULL, index, RECORD_REASON_BAD_TIMESTAMP, msg);
 		return;
 	}
 	proto_take(m, rec, &t, index);
@@ -655,8 +632,8 @@ static int proto_ack_open(struct proto_msg *m, const struct proto_option *opt)
 	if (!m->chunk)
 		m->chunk = ""; /* msgpack-c leaves an empty str's ptr NULL; "" is still a chunk */
 	m->chunk_len = c->type == MSGPACK_OBJECT_STR ? c->via.str.size : c->via.bin.size;
-	m->ack = ack_new(m->pc->owner, m->chunk, (uint32_t)m->chunk_len,
-			 c->type == MSGPACK_OBJECT_BIN);
+	m->ack = intake_ack_open(m->pc->env->intake, m->pc->ack_cb, m->pc->ack_arg, m->chunk,
+				 (uint32_t)m->chunk_len, c->type == MSGPACK_OBJECT_BIN);
 	if (!m->ack) {
 		proto_log(m->pc, LOG_LEVEL_ERROR, "out of memory creating an ack; connection closed");
 		return -1;
@@ -707,8 +684,7 @@ static enum proto_status proto_flood_check(struct proto_msg *m, enum proto_statu
 /* Drop the message's guard on its ack; the status the value ends with. */
 static enum proto_status proto_msg_end(struct proto_msg *m, enum proto_status st)
 {
-	if (m->ack)
-		ack_release(m->pc->env->ackq, m->ack);
+	intake_ack_close(m->pc->env->intake, m->ack);
 	m->ack = NULL;
 	return m->failed ? PROTO_CLOSE : proto_flood_check(m, st);
 }
@@ -871,16 +847,6 @@ static int proto_fill(struct proto_conn *pc, struct evbuffer *in)
 	return 0;
 }
 
-static bool proto_queues_full(const struct proto_conn *pc)
-{
-	if (spool_dead_letter_busy(pc->env->spool))
-		return true;
-	for (int i = 0; i < pc->env->nqueues; i++)
-		if (queue_full(pc->env->queues[i]))
-			return true;
-	return false;
-}
-
 /* Decode and handle the next value: 1 handled, 0 needs more bytes, -1 close. */
 static int proto_next(struct proto_conn *pc)
 {
@@ -993,7 +959,7 @@ enum proto_status proto_run(struct proto_conn *pc, struct evbuffer *in)
 		return PROTO_CLOSE;
 	}
 	for (;;) {
-		if (proto_queues_full(pc)) {
+		if (intake_busy(pc->env->intake)) {
 			proto_cost_set(pc, proto_cost_of(pc, &pc->scan, 0));
 			return PROTO_BLOCKED;
 		}
