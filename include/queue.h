@@ -2,9 +2,10 @@
  * queue: the bounded ring between the event loop (one producer) and one
  * writer thread (one consumer).
  *
- * The loop pushes validated records; the writer pops batches. Limits are a
- * policy, not a hard wall: queue_push always succeeds, and the loop stops
- * reading from sockets while queue_full() is true, so the queue can exceed
+ * The loop pushes validated records (from intake.c only); the writer pops
+ * batches. Limits are a policy, not a hard wall: queue_push always
+ * succeeds, and inputs stop reading while queue_full() is true (through
+ * intake_busy), so the queue can exceed
  * its limits by at most the events of the message being decoded (itself
  * bounded by listen.max_event_bytes). Nothing is ever dropped here.
  * See queue.c for the locking design.
