@@ -90,7 +90,8 @@ void intake_ack_close(struct intake *in, struct ack *ack);
  */
 enum intake_verdict intake_event(struct intake *in, const msgpack_object *map,
 				 const struct record_ctx *ctx, struct ack *ack,
-				 struct record_error *why);
+				 struct record_error *why)
+	__attribute__((warn_unused_result));
 
 /*
  * An event the input itself could not read as one (bad framing, bad time):
@@ -101,13 +102,15 @@ enum intake_verdict intake_event(struct intake *in, const msgpack_object *map,
  */
 enum intake_verdict intake_reject(struct intake *in, const msgpack_object *event,
 				  const struct record_ctx *ctx, struct ack *ack,
-				  const struct record_error *why);
+				  const struct record_error *why)
+	__attribute__((warn_unused_result));
 
 /* COUNT events (>= 1) dead-lettered as one line holding EVENT: what an
  * input does with the rest of a message that was rejected too often. */
 enum intake_verdict intake_reject_bulk(struct intake *in, const msgpack_object *event,
 				       const struct record_ctx *ctx, struct ack *ack,
-				       const struct record_error *why, uint64_t count);
+				       const struct record_error *why, uint64_t count)
+	__attribute__((warn_unused_result));
 
 /* True while a writer's queue is full or the dead-letter file lags: every
  * input stops reading until its room callback runs and this is false. */

@@ -198,7 +198,7 @@ static enum intake_verdict intake_queue(struct intake *in, struct record *r, str
 	if (ack)
 		ack_release(in->ackq, ack); /* never the last: the input holds the guard */
 	why->reason = RECORD_REASON_BAD_FRAME;
-	snprintf(why->field, sizeof(why->field), "%s", "");
+	why->field[0] = '\0';
 	snprintf(why->message, sizeof(why->message), "out of memory queueing the event");
 	return INTAKE_FAILED;
 }
