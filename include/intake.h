@@ -21,8 +21,9 @@
  *
  * my_done_cb(ack, durable, my_req) later runs once, on the loop, when every
  * queued event is committed (or spooled) and every dead-letter line is on
- * disk; DURABLE is false when one of them could not be made durable. An
- * input may pass ack NULL when its client wants no answer.
+ * disk; DURABLE is false when one of them could not be made durable or an
+ * event was INTAKE_FAILED. An input may pass ack NULL when its client
+ * wants no answer.
  *
  * Threads: every function here is for the loop thread; the writers and the
  * dead-letter thread only drop ack references (ack.h).
@@ -47,7 +48,8 @@ struct intake;
 enum intake_verdict {
 	INTAKE_QUEUED = 0,   /* on its writer's queue; the ack counts it */
 	INTAKE_REJECTED,     /* invalid: dead-lettered with the reason in WHY */
-	INTAKE_FAILED,       /* neither queued nor dead-lettered (out of memory): the
+	INTAKE_FAILED,       /* neither queued nor dead-lettered (out of memory, or
+			      * after intake_stop): the ack is marked failed, the
 			      * caller must not acknowledge it; WHY says what failed */
 	INTAKE_VERDICT_COUNT /* number of verdicts; not a verdict */
 };
@@ -112,9 +114,14 @@ enum intake_verdict intake_reject_bulk(struct intake *in, const msgpack_object *
 				       const struct record_error *why, uint64_t count)
 	__attribute__((warn_unused_result));
 
-/* True while a writer's queue is full or the dead-letter file lags: every
- * input stops reading until its room callback runs and this is false. */
+/* True while a writer's queue is full or the dead-letter file lags (and
+ * for good after intake_stop): every input stops reading until its room
+ * callback runs and this is false (HTTP: answers 503 meanwhile). */
 bool intake_busy(const struct intake *in);
+
+/* Shutdown, before the queues close: take no event any more (each is
+ * INTAKE_FAILED); acks already given out still come back. */
+void intake_stop(struct intake *in);
 
 /*
  * ROOM_CB(ARG) runs after every intake_flush: acks went out, or a queue

@@ -152,6 +152,7 @@ static void main_shutdown(struct daemon *d, const char *why)
 	admin_set_stopping(d->admin);
 	listener_stop_accepting(d->listener);
 	listener_stop_reading(d->listener);
+	intake_stop(d->intake);
 	for (int i = 0; i < d->nwriters; i++)
 		queue_close(d->queues[i]);
 	d->stop_tick = event_new(d->base, -1, EV_PERSIST, main_stop_tick_cb, d);

@@ -15,16 +15,20 @@
  * failed if it cannot be written), and the input drops the guard with
  * intake_ack_close once the unit is handed in. The last release posts the
  * ack to the channel; intake_flush, on the loop, runs its done_cb and
- * frees it. An event neither queued nor dead-lettered (out of memory) takes
- * no reference and is reported INTAKE_FAILED: the input must see to it that
- * its ack never answers "ok" (Forward closes the connection before the ack
- * can go out, so the client resends).
+ * frees it. An event neither queued nor dead-lettered (out of memory, or
+ * the daemon stopping) takes no reference, marks the ack failed and is
+ * reported INTAKE_FAILED: the callback then hears "not durable" and the
+ * input never answers "ok" (Forward closes the connection at once, so the
+ * client resends).
  *
  * Backpressure: a queue over its limits, or a dead-letter file that lags,
  * makes intake_busy true; inputs stop reading until a room callback (run
  * after each flush of the ack channel, which is also the queues' wakeup)
  * finds it false again. Queues only bound memory by this agreement: pushes
- * themselves never fail for being full. Loop thread only.
+ * themselves never fail for being full. After intake_stop (shutdown, before
+ * the queues close) the intake stays busy and takes nothing, so no event
+ * lands on a queue whose writer is draining for the last time. Loop
+ * thread only.
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -54,6 +58,7 @@ struct intake {
 	struct event *ack_ev;      /* ackq's eventfd on the loop, or NULL */
 	struct intake_watcher watchers[INTAKE_MAX_WATCHERS];
 	int nwatchers;
+	bool stopped;              /* intake_stop: busy for good, takes nothing */
 };
 
 static void intake_ack_ev_cb(evutil_socket_t fd, short what, void *arg)
@@ -154,6 +159,23 @@ void intake_unwatch(struct intake *in, void *arg)
 
 /* ---- events ------------------------------------------------------------- */
 
+/* EVENT of ACK was neither queued nor dead-lettered: ACK must never say "ok". */
+static enum intake_verdict intake_failed(struct ack *ack)
+{
+	if (ack)
+		atomic_store(&ack->failed, true);
+	return INTAKE_FAILED;
+}
+
+/* After intake_stop: WHY says so. */
+static enum intake_verdict intake_refuse(struct ack *ack, struct record_error *why)
+{
+	why->reason = RECORD_REASON_BAD_FRAME;
+	why->field[0] = '\0';
+	snprintf(why->message, sizeof(why->message), "daemon stopping: event not taken");
+	return intake_failed(ack);
+}
+
 /*
  * Dead-letter EVENT (COUNT events in one line when more than 1) for WHY.
  * Counted as rejected by the caller; counted dead-lettered here once the
@@ -177,7 +199,7 @@ static enum intake_verdict intake_dead_letter(struct intake *in, const msgpack_o
 
 	/* Written by the dead-letter thread; ACK waits for it to be durable. */
 	if (spool_dead_letter_post(in->spool, &dl, in->ackq, ack) < 0)
-		return INTAKE_FAILED;
+		return intake_failed(ack);
 	stats_add(STAT_events_dead_lettered_total, count);
 	return INTAKE_REJECTED;
 }
@@ -200,7 +222,7 @@ static enum intake_verdict intake_queue(struct intake *in, struct record *r, str
 	why->reason = RECORD_REASON_BAD_FRAME;
 	why->field[0] = '\0';
 	snprintf(why->message, sizeof(why->message), "out of memory queueing the event");
-	return INTAKE_FAILED;
+	return intake_failed(ack);
 }
 
 enum intake_verdict intake_event(struct intake *in, const msgpack_object *map,
@@ -209,6 +231,8 @@ enum intake_verdict intake_event(struct intake *in, const msgpack_object *map,
 {
 	struct record *r = NULL;
 
+	if (in->stopped)
+		return intake_refuse(ack, why);
 	stats_add(STAT_events_received_total, 1);
 	if (record_from_map(map, ctx, &r, why) == 0)
 		return intake_queue(in, r, ack, why);
@@ -220,6 +244,10 @@ enum intake_verdict intake_reject(struct intake *in, const msgpack_object *event
 				  const struct record_ctx *ctx, struct ack *ack,
 				  const struct record_error *why)
 {
+	struct record_error stop;
+
+	if (in->stopped)
+		return intake_refuse(ack, &stop);
 	stats_add(STAT_events_received_total, 1);
 	stats_reject(why->reason);
 	return intake_dead_letter(in, event, ctx, ack, why, 1);
@@ -229,6 +257,10 @@ enum intake_verdict intake_reject_bulk(struct intake *in, const msgpack_object *
 				       const struct record_ctx *ctx, struct ack *ack,
 				       const struct record_error *why, uint64_t count)
 {
+	struct record_error stop;
+
+	if (in->stopped)
+		return intake_refuse(ack, &stop);
 	stats_add(STAT_events_received_total, count);
 	stats_reject_n(why->reason, count);
 	stats_add(STAT_dead_letter_bulk_total, 1);
@@ -239,12 +271,17 @@ enum intake_verdict intake_reject_bulk(struct intake *in, const msgpack_object *
 
 bool intake_busy(const struct intake *in)
 {
-	if (spool_dead_letter_busy(in->spool))
+	if (in->stopped || spool_dead_letter_busy(in->spool))
 		return true;
 	for (int i = 0; i < in->nqueues; i++)
 		if (queue_full(in->queues[i]))
 			return true;
 	return false;
+}
+
+void intake_stop(struct intake *in)
+{
+	in->stopped = true;
 }
 
 size_t intake_pending(const struct intake *in)

@@ -401,6 +401,40 @@ static void test_backpressure(void)
 	fx_close(&f);
 }
 
+/* After intake_stop (shutdown) nothing is taken: the intake stays busy,
+ * events and rejections fail, and the ack's callback hears "not durable"
+ * while what was queued before still completes normally. */
+static void test_stopped(void)
+{
+	struct fx f;
+	struct fake_req before = { 0 }, after = { 0 };
+	struct record_error why = { .reason = RECORD_REASON_BAD_FRAME };
+	msgpack_object nil = { .type = MSGPACK_OBJECT_NIL };
+	struct ack *a1, *a2;
+
+	fx_open(&f, 1000, false);
+	a1 = intake_ack_open(f.in, fake_done_cb, &before, NULL, 0, false);
+	a2 = intake_ack_open(f.in, fake_done_cb, &after, NULL, 0, false);
+	CHECK(a1 && a2);
+	CHECK(intake_event(f.in, fx_map(&f, "s1", "prompt", "x"), &fake_ctx, a1, &why) ==
+	      INTAKE_QUEUED);
+	intake_ack_close(f.in, a1);
+	intake_stop(f.in);
+	CHECK(intake_busy(f.in));
+	CHECK(intake_event(f.in, fx_map(&f, "s2", "prompt", "x"), &fake_ctx, a2, &why) ==
+	      INTAKE_FAILED);
+	CHECK_CONTAINS(why.message, "stopping");
+	CHECK(intake_reject(f.in, &nil, &fake_ctx, a2, &why) == INTAKE_FAILED);
+	CHECK(intake_reject_bulk(f.in, &nil, &fake_ctx, a2, &why, 3) == INTAKE_FAILED);
+	intake_ack_close(f.in, a2);
+	CHECK(stats_get(STAT_events_received_total) == 1);
+	CHECK(fx_commit(&f, a1) == 1); /* only the event from before the stop */
+	fx_loop(&f);
+	CHECK(before.done == 1 && before.durable);
+	CHECK(after.done == 1 && !after.durable);
+	fx_close(&f);
+}
+
 /* The room callbacks are bounded and can be removed. */
 static void test_watchers(void)
 {
@@ -431,6 +465,7 @@ int main(void)
 	test_dead_letter_failure_not_durable();
 	test_no_ack();
 	test_backpressure();
+	test_stopped();
 	test_watchers();
 	return unit_done("test_intake");
 }
