@@ -260,13 +260,11 @@ static void proto_rest(struct proto_msg *m, const msgpack_object *held, const ch
 	proto_log(pc, LOG_LEVEL_WARN, "%s", why.message);
 }
 
-/* An event (or what should have been one, entry INDEX; time T or NULL) that
- * no mode can read. */
-static void proto_bad_at(struct proto_msg *m, const msgpack_object *event,
-			 const struct proto_time *t, uint32_t index, enum record_reason reason,
-			 const char *message)
+/* An event (or what should have been one, entry INDEX) that no mode can read. */
+static void proto_bad_at(struct proto_msg *m, const msgpack_object *event, uint32_t index,
+			 enum record_reason reason, const char *message)
 {
-	struct record_ctx ctx = proto_ctx(m, t, index);
+	struct record_ctx ctx = proto_ctx(m, NULL, index);
 	struct record_error why;
 
 	proto_why(&why, reason, message);
@@ -276,7 +274,7 @@ static void proto_bad_at(struct proto_msg *m, const msgpack_object *event,
 static void proto_bad(struct proto_msg *m, const msgpack_object *event, enum record_reason reason,
 		      const char *message)
 {
-	proto_bad_at(m, event, NULL, 0, reason, message);
+	proto_bad_at(m, event, 0, reason, message);
 }
 
 /* Hand the record MAP (entry INDEX, time T or NULL) to the intake. */
@@ -318,7 +316,7 @@ static void proto_event(struct proto_msg *m, const msgpack_object *time,
 	if (rc < 0) {
 		snprintf(msg, sizeof(msg), "%s: time: %s",
 			 proto_label(label, sizeof(label), kind, index), why);
-		proto_bad_at(m, rec, NULL, index, RECORD_REASON_BAD_TIMESTAMP, msg);
+		proto_bad_at(m, rec, index, RECORD_REASON_BAD_TIMESTAMP, msg);
 		return;
 	}
 	proto_take(m, rec, &t, index);
