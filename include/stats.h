@@ -76,6 +76,10 @@ struct evbuffer;
 	  "Connections closed for not finishing the handshake in listen.handshake_timeout_s") \
 	X(handshakes_evicted_total, COUNTER, \
 	  "Connections in the handshake closed to make room (listen.max_handshakes)") \
+	X(http_requests_total, HTTP_CODES, "HTTP input requests answered, by status code") \
+	X(http_request_seconds, HISTOGRAM, \
+	  "HTTP input: time from a request's arrival to its answer (after the commit)") \
+	X(http_bytes_received_total, COUNTER, "HTTP input: request body bytes received") \
 	X(uptime_seconds, GAUGE, "Seconds since the daemon started") \
 	X(build_info, INFO, "The daemon's version, as a label; always 1")
 
@@ -87,6 +91,7 @@ enum stats_kind {
 	STATS_INFO,
 	STATS_WRITERS,
 	STATS_TABLES,
+	STATS_HTTP_CODES,
 	STATS_KIND_COUNT /* number of kinds; not a kind */
 };
 
@@ -100,6 +105,11 @@ enum stats_kind {
 #define STATS_K_INFO(c, r, g, h, i) i
 #define STATS_K_WRITERS(c, r, g, h, i) i
 #define STATS_K_TABLES(c, r, g, h, i) i
+#define STATS_K_HTTP_CODES(c, r, g, h, i) i
+
+/* The status codes the HTTP input answers with, counted one by one. */
+#define STATS_HTTP_CODES_LIST 200, 400, 401, 404, 405, 413, 415, 500, 503
+#define STATS_HTTP_NCODES 9
 #define STATS_NONE_(name)
 #define STATS_ENUM_(name) STAT_##name,
 
@@ -168,6 +178,7 @@ struct stats_snapshot {
 	uint64_t counter[STAT_COUNT];
 	uint64_t rejected[RECORD_REASON_COUNT];
 	uint64_t table_rows[TABLE_COUNT];   /* rows_committed_total by table_list index */
+	uint64_t http_codes[STATS_HTTP_NCODES]; /* http_requests_total, STATS_HTTP_CODES_LIST order */
 	int64_t gauge[STAT_GAUGE_COUNT];
 	struct stats_hist_snap hist[STAT_HIST_COUNT];
 	int64_t taken_ns;                   /* CLOCK_MONOTONIC when taken */
@@ -185,6 +196,8 @@ void stats_reject(enum record_reason reason);
 void stats_reject_n(enum record_reason reason, uint64_t n);
 /* Add N to the events committed into table TABLE (an index in table_list). */
 void stats_table_rows(int table, uint64_t n);
+/* Count one HTTP answer with status CODE (one of STATS_HTTP_CODES_LIST). */
+void stats_http_request(int code);
 /* Record one observation of NS nanoseconds into histogram H (negative: 0). */
 void stats_observe_ns(enum stats_hist h, int64_t ns);
 /* Store gauge G (for gauges without a provider). */

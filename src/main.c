@@ -25,6 +25,7 @@
 #include "admin.h"
 #include "autoconfig.h"
 #include "config.h"
+#include "http_input.h"
 #include "intake.h"
 #include "listener.h"
 #include "log.h"
@@ -53,6 +54,7 @@ struct daemon {
 	struct proto_env env;
 	struct listener *listener;
 	struct admin *admin;          /* NULL when admin.http is "" */
+	struct http_input *http;      /* NULL when http.listen is empty */
 	struct event *sig_term, *sig_int, *sig_hup, *stats_tick, *stop_tick, *watchdog_tick;
 	int flush_ticks;              /* shutdown: ticks spent flushing acks */
 	int stats_interval_s;         /* the stats_tick period now armed (0: none) */
@@ -134,7 +136,8 @@ static void main_stop_tick_cb(evutil_socket_t fd, short what, void *arg)
 	if (!main_writers_done(d))
 		return;
 	intake_flush(d->intake);
-	if (intake_pending(d->intake) + listener_output_pending(d->listener) == 0 ||
+	if (intake_pending(d->intake) + listener_output_pending(d->listener) +
+	    http_input_waiting(d->http) == 0 ||
 	    ++d->flush_ticks > MAIN_FLUSH_GRACE_TICKS)
 		event_base_loopbreak(d->base);
 }
@@ -402,6 +405,11 @@ static int main_start(struct daemon *d)
 				     .max_event_bytes = (size_t)d->cfg->listen_max_event_bytes };
 	main_providers(d, true);
 	d->listener = listener_start(d->base, d->cfg, &d->env);
+	if (d->listener && d->cfg->http_listen_count > 0 &&
+	    !(d->http = http_input_start(d->base, d->cfg, d->intake))) {
+		log_error("main", "start-up failed (see above)");
+		return -1;
+	}
 	if (d->listener && d->cfg->admin_http[0])
 		d->admin = admin_start(d->base, d->cfg->admin_http, d->queues, d->nwriters);
 	if (!d->listener || (d->cfg->admin_http[0] && !d->admin) || main_events(d) < 0) {
@@ -420,6 +428,7 @@ static void main_teardown(struct daemon *d)
 		writer_join(d->writers[i]);
 	admin_free(d->admin);
 	main_providers(d, false);
+	http_input_free(d->http);
 	listener_free(d->listener);
 	intake_free(d->intake);
 	for (int i = 0; d->queues && i < d->cfg->writer_connections; i++)

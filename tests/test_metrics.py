@@ -21,10 +21,11 @@ COUNTERS = ["events_received_total", "events_committed_total", "events_dead_lett
             "credit_conflicts_total", "auth_failures_total", "tls_failures_total",
             "dead_letters_refused_total", "dead_letter_bulk_total", "log_lines_suppressed_total",
             "handshake_timeouts_total", "handshakes_evicted_total", "accept_pauses_total",
-            "admin_connections_refused_total", "memory_holds_total"]
+            "admin_connections_refused_total", "memory_holds_total", "http_bytes_received_total"]
 GAUGES = ["queue_events", "queue_bytes", "spool_bytes", "connections", "postgres_up",
           "uptime_seconds", "dead_letter_full", "buffered_bytes"]
-HISTOGRAMS = ["batch_commit_seconds", "event_commit_latency_seconds"]
+HISTOGRAMS = ["batch_commit_seconds", "event_commit_latency_seconds", "http_request_seconds"]
+HTTP_CODES = ["200", "400", "401", "404", "405", "413", "415", "500", "503"]
 WRITER_STATES = ["writing", "replaying", "spooling", "holding", "stalled"]
 BOUNDS = ["0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
           "0.5", "1", "2.5", "5", "10", "30", "60", "+Inf"]
@@ -42,6 +43,7 @@ def expected_samples():
     keys |= {("megaingest_writer_state", (("state", st), ("writer", "0")))
              for st in WRITER_STATES}
     keys |= {("megaingest_rows_committed_total", (("table", t),)) for t in TABLES}
+    keys |= {("megaingest_http_requests_total", (("code", c),)) for c in HTTP_CODES}
     return keys
 
 
@@ -55,14 +57,14 @@ def test_metric_set_types_and_zero_at_start(daemon_factory):
     assert status == 200
     samples, types = parse_metrics(text)
     assert set(samples) == expected_samples()
-    assert len(samples) == len(COUNTERS) + len(GAUGES) + len(REASONS) + 2 * 19 + 1 + \
-        len(WRITER_STATES) + len(TABLES)
+    assert len(samples) == len(COUNTERS) + len(GAUGES) + len(REASONS) + \
+        len(HISTOGRAMS) * 19 + 1 + len(WRITER_STATES) + len(TABLES) + len(HTTP_CODES)
     # prometheus_client names counter families without _total
     assert types["megaingest_events_received"] == "counter"
     assert types["megaingest_events_rejected"] == "counter"
     assert types["megaingest_batch_commit_seconds"] == "histogram"
     assert types["megaingest_queue_events"] == "gauge"
-    assert text.count("# HELP ") == len(types) == 33
+    assert text.count("# HELP ") == len(types) == 36
     for c in COUNTERS:
         if c not in ("postgres_reconnects_total", "connections_accepted_total"):
             assert m(samples, c) == 0, c

@@ -39,6 +39,8 @@ const double stats_bucket_bounds[STATS_BUCKETS] = {
 static atomic_uint_least64_t stats_counters[STAT_COUNT];         /* any thread, relaxed */
 static atomic_uint_least64_t stats_rejects[RECORD_REASON_COUNT]; /* any thread, relaxed */
 static atomic_uint_least64_t stats_tables[TABLE_COUNT];          /* writers add, relaxed */
+static atomic_uint_least64_t stats_http[STATS_HTTP_NCODES];      /* loop adds, relaxed */
+static const int stats_http_codes[STATS_HTTP_NCODES] = { STATS_HTTP_CODES_LIST };
 static atomic_int_least64_t stats_gauges[STAT_GAUGE_COUNT];      /* owner stores, relaxed */
 static atomic_uint_least64_t stats_buckets[STAT_HIST_COUNT][STATS_BUCKETS + 1]; /* relaxed */
 static atomic_uint_least64_t stats_sums_ns[STAT_HIST_COUNT];     /* relaxed */
@@ -79,6 +81,15 @@ void stats_table_rows(int table, uint64_t n)
 {
 	if (table >= 0 && table < TABLE_COUNT)
 		atomic_fetch_add_explicit(&stats_tables[table], n, memory_order_relaxed);
+}
+
+void stats_http_request(int code)
+{
+	for (int i = 0; i < STATS_HTTP_NCODES; i++)
+		if (stats_http_codes[i] == code) {
+			atomic_fetch_add_explicit(&stats_http[i], 1, memory_order_relaxed);
+			return;
+		}
 }
 
 void stats_observe_ns(enum stats_hist h, int64_t ns)
@@ -242,6 +253,8 @@ void stats_snapshot(struct stats_snapshot *out)
 		out->rejected[i] = stats_rejected(i);
 	for (int i = 0; i < TABLE_COUNT; i++)
 		out->table_rows[i] = atomic_load_explicit(&stats_tables[i], memory_order_relaxed);
+	for (int i = 0; i < STATS_HTTP_NCODES; i++)
+		out->http_codes[i] = atomic_load_explicit(&stats_http[i], memory_order_relaxed);
 	for (int i = 0; i < STAT_GAUGE_COUNT; i++)
 		out->gauge[i] = stats_gauge(i);
 	for (int i = 0; i < STAT_HIST_COUNT; i++)
@@ -260,6 +273,8 @@ void stats_reset(void)
 		atomic_store(&stats_rejects[i], 0);
 	for (int i = 0; i < TABLE_COUNT; i++)
 		atomic_store(&stats_tables[i], 0);
+	for (int i = 0; i < STATS_HTTP_NCODES; i++)
+		atomic_store(&stats_http[i], 0);
 	for (int i = 0; i < STAT_GAUGE_COUNT; i++)
 		atomic_store(&stats_gauges[i], 0);
 	for (int h = 0; h < STAT_HIST_COUNT; h++) {
@@ -397,7 +412,7 @@ void stats_summary(char *buf, size_t len)
 /* ---- Prometheus text ------------------------------------------------------ */
 
 static const char *const stats_prom_type[STATS_KIND_COUNT] = {
-	"counter", "counter", "gauge", "histogram", "gauge", "gauge", "counter"
+	"counter", "counter", "gauge", "histogram", "gauge", "gauge", "counter", "counter"
 };
 
 /* writer_state: one series per writer and state, 1 for the current one. */
@@ -460,6 +475,12 @@ static int stats_prom_samples(const struct stats_snapshot *s, const struct stats
 			rc |= evbuffer_add_printf(o, STATS_PREFIX "%s{table=\"%s\"} %llu\n",
 						  m->name, table_name(i),
 						  (unsigned long long)s->table_rows[i]) < 0;
+		return rc ? -1 : 0;
+	case STATS_HTTP_CODES:
+		for (int i = 0; i < STATS_HTTP_NCODES; i++)
+			rc |= evbuffer_add_printf(o, STATS_PREFIX "%s{code=\"%d\"} %llu\n",
+						  m->name, stats_http_codes[i],
+						  (unsigned long long)s->http_codes[i]) < 0;
 		return rc ? -1 : 0;
 	case STATS_INFO:
 	case STATS_KIND_COUNT:
@@ -528,6 +549,12 @@ static int stats_json_value(const struct stats_snapshot *s, const struct stats_m
 		for (int i = 0; i < TABLE_COUNT; i++)
 			rc |= evbuffer_add_printf(o, "%s\"%s\":%llu", i ? "," : "{", table_name(i),
 						  (unsigned long long)s->table_rows[i]) < 0;
+		return rc | (evbuffer_add(o, "}", 1) < 0);
+	case STATS_HTTP_CODES:
+		for (int i = 0; i < STATS_HTTP_NCODES; i++)
+			rc |= evbuffer_add_printf(o, "%s\"%d\":%llu", i ? "," : "{",
+						  stats_http_codes[i],
+						  (unsigned long long)s->http_codes[i]) < 0;
 		return rc | (evbuffer_add(o, "}", 1) < 0);
 	case STATS_INFO:
 	case STATS_KIND_COUNT:
@@ -658,6 +685,17 @@ static int stats_take_table(struct stats_snapshot *out, const struct stats_sampl
 	return 0; /* a table this megactl does not know */
 }
 
+/* http_requests_total{code="C"} N. */
+static int stats_take_http(struct stats_snapshot *out, const struct stats_sample *s)
+{
+	for (int i = 0; i < STATS_HTTP_NCODES; i++)
+		if (atoi(s->label) == stats_http_codes[i]) {
+			out->http_codes[i] = (uint64_t)s->value;
+			return 1;
+		}
+	return 0;
+}
+
 /* writer_state{writer="N",state="S"} 1: writer N is in state S. */
 static int stats_take_writer(struct stats_snapshot *out, const struct stats_sample *s)
 {
@@ -693,6 +731,7 @@ static int stats_take(struct stats_snapshot *out, const struct stats_sample *s)
 		case STATS_REJECTS: return stats_take_rejected(out, s);
 		case STATS_WRITERS: return stats_take_writer(out, s);
 		case STATS_TABLES: return stats_take_table(out, s);
+		case STATS_HTTP_CODES: return stats_take_http(out, s);
 		default: return 1;
 		}
 	}

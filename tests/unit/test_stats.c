@@ -49,11 +49,11 @@ static void test_list(void)
 	for (size_t i = 0; i < stats_metric_count; i++)
 		kinds[stats_metrics[i].kind]++;
 	/* Changing the list must be a conscious act: update these numbers. */
-	CHECK(stats_metric_count == 33);
-	CHECK(kinds[STATS_TABLES] == 1);
-	CHECK(kinds[STATS_COUNTER] == STAT_COUNT && STAT_COUNT == 19);
+	CHECK(stats_metric_count == 36);
+	CHECK(kinds[STATS_TABLES] == 1 && kinds[STATS_HTTP_CODES] == 1);
+	CHECK(kinds[STATS_COUNTER] == STAT_COUNT && STAT_COUNT == 20);
 	CHECK(kinds[STATS_GAUGE] == STAT_GAUGE_COUNT && STAT_GAUGE_COUNT == 8);
-	CHECK(kinds[STATS_HISTOGRAM] == STAT_HIST_COUNT && STAT_HIST_COUNT == 2);
+	CHECK(kinds[STATS_HISTOGRAM] == STAT_HIST_COUNT && STAT_HIST_COUNT == 3);
 	CHECK(kinds[STATS_REJECTS] == 1 && kinds[STATS_INFO] == 1 && kinds[STATS_WRITERS] == 1);
 	CHECK_STR(stats_name(STAT_events_committed_total), "events_committed_total");
 	CHECK_STR(stats_metrics[0].name, "events_received_total");
@@ -149,6 +149,8 @@ static void fill_some(void)
 	stats_add(STAT_batches_committed_total, 4);
 	stats_reject(RECORD_REASON_NUL_BYTE);
 	stats_table_rows(1, 7);
+	stats_http_request(415);
+	stats_http_request(999); /* not one of ours: not counted anywhere */
 	stats_set_gauge(STAT_spool_bytes, 4096);
 	for (int i = 0; i < 990; i++)
 		stats_observe_ns(STAT_event_commit_latency_seconds, 1000000LL * (i % 40));
@@ -183,12 +185,15 @@ static void test_prometheus_round_trip(void)
 	CHECK_CONTAINS(text, "megaingest_writer_state{writer=\"1\",state=\"stalled\"} 1\n");
 	CHECK_CONTAINS(text, "megaingest_writer_state{writer=\"1\",state=\"writing\"} 0\n");
 	CHECK_CONTAINS(text, "megaingest_rows_committed_total{table=\"mega_admin\"} 7\n");
+	CHECK_CONTAINS(text, "megaingest_http_requests_total{code=\"415\"} 1\n");
+	CHECK_CONTAINS(text, "megaingest_http_requests_total{code=\"200\"} 0\n");
 	n = stats_parse_prometheus(text, &back, err, sizeof(err));
 	/* counters + gauges + one line per reason + (buckets + Inf + sum + count) + info
 	 * + one line per writer and state + one per table */
 	CHECK(n == STAT_COUNT + STAT_GAUGE_COUNT + RECORD_REASON_COUNT +
 	      STAT_HIST_COUNT * (STATS_BUCKETS + 3) + 1 + 2 * STATS_WRITER_STATE_COUNT +
-	      TABLE_COUNT);
+	      TABLE_COUNT + STATS_HTTP_NCODES);
+	CHECK(memcmp(back.http_codes, s.http_codes, sizeof(s.http_codes)) == 0);
 	CHECK(memcmp(back.table_rows, s.table_rows, sizeof(s.table_rows)) == 0);
 	CHECK(back.writers == 2 && back.writer_state[0] == STATS_WRITER_WRITING &&
 	      back.writer_state[1] == STATS_WRITER_STALLED);

@@ -38,6 +38,7 @@
 #include <event2/util.h>
 #include <msgpack.h>
 
+#include "config.h"
 #include "http_body.h"
 #include "http_input.h"
 #include "http_private.h"

@@ -76,18 +76,20 @@ void http_items_clear(struct http_req *hr)
 	}
 }
 
-/* {"index":I,"field":"F","reason":"label","message":"M"} into the answer. */
+/* {"index":I,"field":"F","reason":"label","message":"M"} into the answer;
+ * out of memory fails the request (503: the client sends it again). */
 static void http_items_note(struct http_req *hr, uint32_t index, const struct record_error *e)
 {
 	struct evbuffer *b = hr->rejected;
 
-	if (hr->nrejected++ && evbuffer_add(b, ",", 1) < 0)
-		return;
-	evbuffer_add_printf(b, "{\"index\":%u,\"field\":", index);
-	json_append_string(b, e->field, strlen(e->field));
-	evbuffer_add_printf(b, ",\"reason\":\"%s\",\"message\":", record_reason_label(e->reason));
-	json_append_string(b, e->message, strlen(e->message));
-	evbuffer_add(b, "}", 1);
+	if ((hr->nrejected++ && evbuffer_add(b, ",", 1) < 0) ||
+	    evbuffer_add_printf(b, "{\"index\":%u,\"field\":", index) < 0 ||
+	    json_append_string(b, e->field, strlen(e->field)) < 0 ||
+	    evbuffer_add_printf(b, ",\"reason\":\"%s\",\"message\":",
+				record_reason_label(e->reason)) < 0 ||
+	    json_append_string(b, e->message, strlen(e->message)) < 0 ||
+	    evbuffer_add(b, "}", 1) < 0)
+		hr->failed = true;
 }
 
 /* Hand item IT (unpacked as OBJ) to the intake. */
