@@ -32,6 +32,7 @@ DEB_PACKAGES=(
 	systemd man-db
 	debhelper dpkg-dev lintian   # make deb, tests/test_deb.py
 	chromium prometheus python3-yaml
+	curl nodejs                  # real HTTP clients of tests/test_http.py
 )
 
 say() { printf '==> %s\n' "$*" >&2; }

@@ -274,3 +274,19 @@ def test_503_with_retry_after_while_the_queues_are_full(stoppable_pg,
     second.join(60)
     assert answers[1][0] == 200 and answers[2][0] == 200
     assert stoppable_pg.count() == 3
+
+
+def test_exposed_listener_without_tokens_is_warned_about(tmp_path):
+    """-t says so when http.listen reaches other machines with no tokens
+    (valid config all the same); with a tokens file it is quiet."""
+    from helpers import MEGAINGESTD
+    tokens = tmp_path / "tokens"
+    tokens.write_text(TOKEN + "\n")
+    tokens.chmod(0o600)
+    for extra, warned in (("", True), (f"  tokens_file: {tokens}\n", False)):
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text('http:\n  listen: ["0.0.0.0:18080"]\n' + extra)
+        out = subprocess.run([MEGAINGESTD, "-t", "-c", str(cfg)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        assert ("http.listen 0.0.0.0:18080 is reachable" in out.stderr) == warned, out.stderr

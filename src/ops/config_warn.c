@@ -7,8 +7,11 @@
  *     authentication (listen.shared_key empty and no client certificates
  *     required): anyone who can reach it can write to the ledger, in plain
  *     text when TLS is off too;
+ *   - an http.listen address that is not loopback with no http.tokens_file
+ *     and no client certificates required;
  *   - admin.http on a non-loopback address: it has no authentication;
- *   - listen.tls.key readable by its group or by others.
+ *   - listen.tls.key, http.tls.key or http.tokens_file readable by its
+ *     group or by others.
  *
  * An address counts as loopback only when every address its host resolves
  * to is 127.0.0.0/8 or ::1; 0.0.0.0 and [::] listen on every interface.
@@ -90,8 +93,28 @@ static int config_warn_listeners(const struct config *cfg)
 	return n;
 }
 
-/* Warn when the private key file at PATH may be read by its group or others. */
-static int config_warn_key_mode(const char *path)
+static int config_warn_http(const struct config *cfg)
+{
+	bool tls = cfg->http_tls_cert[0] != '\0';
+	int n = 0;
+
+	if (cfg->http_tokens_file[0] || (tls && cfg->http_tls_ca[0]))
+		return 0;
+	for (int i = 0; i < cfg->http_listen_count; i++) {
+		if (!config_warn_exposed(cfg->http_listen[i]))
+			continue;
+		log_warn("config", "http.listen %s is reachable from other machines and has no "
+			 "http.tokens_file%s: anyone who can connect can write events; set "
+			 "http.tokens_file, or listen on 127.0.0.1", cfg->http_listen[i],
+			 tls ? "" : " and no TLS");
+		n++;
+	}
+	return n;
+}
+
+/* Warn when the secret file at PATH (KEY names it) may be read by its
+ * group or others. */
+static int config_warn_key_mode(const char *key, const char *path)
 {
 	struct stat st;
 
@@ -99,8 +122,8 @@ static int config_warn_key_mode(const char *path)
 		return 0;
 	if (!(st.st_mode & (S_IRGRP | S_IROTH)))
 		return 0;
-	log_warn("config", "listen.tls.key %s has mode %04o: readable by %s; "
-		 "chmod 600 it (or 640 with a group only the daemon is in)", path,
+	log_warn("config", "%s %s has mode %04o: readable by %s; "
+		 "chmod 600 it (or 640 with a group only the daemon is in)", key, path,
 		 (unsigned)(st.st_mode & 07777),
 		 st.st_mode & S_IROTH ? "every user" : "its group");
 	return 1;
@@ -116,5 +139,8 @@ int config_warn_exposure(const struct config *cfg)
 			 "listen on 127.0.0.1 or firewall it", cfg->admin_http);
 		n++;
 	}
-	return n + config_warn_key_mode(cfg->listen_tls_key);
+	n += config_warn_http(cfg);
+	n += config_warn_key_mode("http.tls.key", cfg->http_tls_key);
+	n += config_warn_key_mode("http.tokens_file", cfg->http_tokens_file);
+	return n + config_warn_key_mode("listen.tls.key", cfg->listen_tls_key);
 }
