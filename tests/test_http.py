@@ -35,6 +35,8 @@ def http_daemon(factory, http=None, admin=False, **over):
     d = admin_daemon(factory, cfg) if admin else factory(cfg)
     d.http_port = port
     d.http_url = f"http://127.0.0.1:{port}/v1/events"
+    # The fixture waits for the Forward listener; the HTTP one is bound next.
+    d.wait_log(r"http: listening on https?://127\.0\.0\.1:%d/" % port)
     return d
 
 

@@ -870,8 +870,9 @@ static int listener_bind_all(struct listener *l, const struct config *cfg)
 		return -1;
 	for (int i = 0; i < l->nlev; i++)
 		evconnlistener_set_error_cb(l->lev[i], listener_fd_error_cb);
-	if (l->nlev == 0) {
-		log_error("listener", "no listener configured (listen.tcp and listen.unix are empty)");
+	if (l->nlev == 0 && cfg->http_listen_count == 0) {
+		log_error("listener", "no listener configured (listen.tcp, listen.unix and "
+			  "http.listen are empty)");
 		return -1;
 	}
 	return 0;
