@@ -597,29 +597,6 @@ static void test_conninfo(void)
 	CHECK_STR(config_conninfo_redact("host=h password=SECRET", "x SECRET y", buf, 8), "x (hidd");
 }
 
-/* Run FN with fd 2 sent to a temporary file; returns what was written (caller frees). */
-static char *capture_stderr(void (*fn)(void *), void *arg)
-{
-	FILE *tmp = tmpfile();
-	int saved = dup(2);
-	char *buf;
-	long n;
-
-	if (!tmp || saved < 0 || dup2(fileno(tmp), 2) < 0)
-		abort();
-	fn(arg);
-	if (dup2(saved, 2) < 0 || close(saved) < 0)
-		abort();
-	if (fseek(tmp, 0, SEEK_END) < 0 || (n = ftell(tmp)) < 0)
-		abort();
-	buf = calloc(1, (size_t)n + 1);
-	rewind(tmp);
-	if (!buf || fread(buf, 1, (size_t)n, tmp) != (size_t)n)
-		abort();
-	fclose(tmp);
-	return buf;
-}
-
 struct diff_case {
 	const struct config *a, *b;
 	int restart;
@@ -647,7 +624,7 @@ static void test_diff(void)
 	if (!d || !n)
 		return;
 	log_set_level(LOG_LEVEL_INFO);
-	log = capture_stderr(run_diff, &dc);
+	log = unit_capture_stderr(run_diff, &dc);
 	CHECK(dc.restart == 3);
 	CHECK_CONTAINS(log, " info  config: writer.batch_max_events changed: 10000 -> 500\n");
 	CHECK_CONTAINS(log, " info  config: log.level changed: info -> debug\n");
@@ -662,7 +639,7 @@ static void test_diff(void)
 	free(log);
 
 	dc = (struct diff_case){ n, n, -1 };
-	log = capture_stderr(run_diff, &dc);
+	log = unit_capture_stderr(run_diff, &dc);
 	CHECK(dc.restart == 0);
 	CHECK_STR(log, "");
 	free(log);
@@ -700,7 +677,7 @@ static void test_log(void)
 	log_set_level(LOG_LEVEL_ERROR);
 	CHECK(log_get_level() == LOG_LEVEL_ERROR && !log_enabled(LOG_LEVEL_WARN));
 
-	out = capture_stderr(run_log_lines, NULL);
+	out = unit_capture_stderr(run_log_lines, NULL);
 	CHECK(regcomp(&re, "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z "
 		      "warn  test: hello 5\n[0-9T:.Z-]{24} error writer: two lines\n$",
 		      REG_EXTENDED) == 0);
@@ -715,7 +692,7 @@ static void test_log(void)
 		abort();
 	memset(big, 'x', 9999);
 	big[9999] = '\0';
-	out = capture_stderr(run_log_long, big);
+	out = unit_capture_stderr(run_log_long, big);
 	CHECK(strlen(out) == 4096);
 	CHECK(strlen(out) >= 4 && strcmp(out + strlen(out) - 4, "...\n") == 0);
 	CHECK(strchr(out, '\n') == out + strlen(out) - 1);

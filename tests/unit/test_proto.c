@@ -201,31 +201,8 @@ static enum proto_status feed(struct fx *f, const void *p, size_t n)
 	return st;
 }
 
-/* ---- stderr capture ------------------------------------------------------ */
-
-static int cap_saved = -1;
-static char cap_path[96];
-
-static void capture_begin(struct fx *f)
-{
-	int fd;
-
-	snprintf(cap_path, sizeof(cap_path), "%s/stderr.log", f->dir);
-	fd = open(cap_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	fflush(stderr);
-	cap_saved = dup(2);
-	dup2(fd, 2);
-	close(fd);
-}
-
-/* Restore stderr; returns what was logged meanwhile (caller frees). */
-static char *capture_end(void)
-{
-	fflush(stderr);
-	dup2(cap_saved, 2);
-	close(cap_saved);
-	return slurp(cap_path);
-}
+/* What the code under test logs (unit.h), checked by the tests of its messages. */
+static struct unit_capture log_cap;
 
 /* ---- building inputs ----------------------------------------------------- */
 
@@ -948,9 +925,9 @@ static void test_garbage(void)
 	pk_event("before", "x");
 	off = sb.size;
 	msgpack_sbuffer_write(&sb, "\xc1garbage", 8);
-	capture_begin(&f);
+	unit_capture_begin(&log_cap);
 	CHECK(feed(&f, sb.data, sb.size) == PROTO_CLOSE);
-	log = capture_end();
+	log = unit_capture_end(&log_cap);
 	pk_reset();
 	CHECK(fx_pop(&f) == 1);
 	{
@@ -980,9 +957,9 @@ static void test_too_big(void)
 	fx_open_full(&f, 1, 4096, 1000, 0);
 	pk_event("small", "x");
 	pk_event("big", big);
-	capture_begin(&f);
+	unit_capture_begin(&log_cap);
 	CHECK(feed(&f, sb.data, sb.size) == PROTO_CLOSE);
-	log = capture_end();
+	log = unit_capture_end(&log_cap);
 	pk_reset();
 	CHECK(fx_pop(&f) == 1);
 	CHECK_CONTAINS(log, "bytes exceeds listen.max_event_bytes 4096; connection closed");
@@ -996,7 +973,7 @@ static void test_too_big(void)
 	for (int i = 0; i < 400; i++)
 		pk_str("0123456789");
 	msg = pk_take(&len);
-	capture_begin(&f);
+	unit_capture_begin(&log_cap);
 	{
 		size_t at = 0;
 		enum proto_status st = PROTO_OK;
@@ -1006,7 +983,7 @@ static void test_too_big(void)
 		CHECK(st == PROTO_CLOSE);
 		CHECK(at <= 4096 + 500);
 	}
-	log = capture_end();
+	log = unit_capture_end(&log_cap);
 	CHECK_CONTAINS(log, "value of at least");
 	free(msg);
 	free(log);
@@ -1014,9 +991,9 @@ static void test_too_big(void)
 
 	/* a 5-byte header announcing 2^32-1 elements: closed before any allocation */
 	fx_open_full(&f, 1, 4096, 1000, 0);
-	capture_begin(&f);
+	unit_capture_begin(&log_cap);
 	CHECK(feed(&f, "\xdd\xff\xff\xff\xff", 5) == PROTO_CLOSE);
-	log = capture_end();
+	log = unit_capture_end(&log_cap);
 	CHECK_CONTAINS(log, "value of at least 4294967300 bytes");
 	free(log);
 	fx_close(&f);
@@ -1026,9 +1003,9 @@ static void test_too_big(void)
 	for (int i = 0; i < 40; i++)
 		msgpack_pack_array(&pk, 1);
 	msgpack_pack_nil(&pk);
-	capture_begin(&f);
+	unit_capture_begin(&log_cap);
 	CHECK(feed(&f, sb.data, sb.size) == PROTO_CLOSE);
-	log = capture_end();
+	log = unit_capture_end(&log_cap);
 	pk_reset();
 	CHECK_CONTAINS(log, "nests deeper than 32 levels");
 	free(log);
@@ -1053,9 +1030,9 @@ static void test_gzip_bomb(void)
 	pk_packed((const char *)z, zlen, 0, 3, "bomb");
 	CHECK(sb.size <= 16384);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	capture_begin(&f);
+	unit_capture_begin(&log_cap);
 	CHECK(feed(&f, sb.data, sb.size) == PROTO_CLOSE);
-	log = capture_end();
+	log = unit_capture_end(&log_cap);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	pk_reset();
 	secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
@@ -1187,10 +1164,10 @@ static void test_dead_letter_fails(void)
 	msgpack_pack_uint32(&pk, T_SEC);
 	pk_event("also-kept", "x");
 	pk_option("dl-fail", NULL);
-	capture_begin(&f);
+	unit_capture_begin(&log_cap);
 	CHECK(feed(&f, sb.data, sb.size) == PROTO_OK);
 	spool_dead_letter_drain(f.spool);
-	log = capture_end();
+	log = unit_capture_end(&log_cap);
 	pk_reset();
 	CHECK_CONTAINS(log, "cannot write to");
 	CHECK(fx_pop(&f) == 2);
@@ -1221,9 +1198,9 @@ static void test_too_many_elements(void)
 	free(msg);
 	msgpack_pack_map(&pk, 513); /* 1026: refused from the header, nothing allocated */
 	msg = pk_take(&len);
-	capture_begin(&f);
+	unit_capture_begin(&log_cap);
 	CHECK(feed(&f, msg, len) == PROTO_CLOSE);
-	log = capture_end();
+	log = unit_capture_end(&log_cap);
 	CHECK_CONTAINS(log, "announces 1026 or more elements, more than listen.max_event_bytes / 4 "
 		       "= 1024; connection closed");
 	free(msg);

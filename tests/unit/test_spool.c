@@ -184,26 +184,6 @@ static off_t file_size(const char *path)
 	return stat(path, &sb) == 0 ? sb.st_size : -1;
 }
 
-/* Run FN with stderr going to a file; return what it wrote (static buffer). */
-static const char *capture_stderr(void (*fn)(void *), void *arg)
-{
-	static char text[8192];
-	char path[sizeof(base) + 16];
-	int saved = dup(2), fd;
-	ssize_t n;
-
-	snprintf(path, sizeof(path), "%s/stderr.txt", base);
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	dup2(fd, 2);
-	fn(arg);
-	dup2(saved, 2);
-	close(saved);
-	n = pread(fd, text, sizeof(text) - 1, 0);
-	text[n > 0 ? n : 0] = '\0';
-	close(fd);
-	return text;
-}
-
 /* ---- tests ------------------------------------------------------------ */
 
 static void test_frame_round_trip(void)
@@ -395,15 +375,16 @@ static void test_corrupt_tail(void)
 	char seg[256], want[320];
 	off_t offs[6];
 	struct replay_arg a = { .dir = dir };
-	const char *err;
+	char *err;
 
 	five_batches(dir, seg, sizeof(seg), offs);
 	flip_byte(seg, offs[4] + 40);         /* inside the last frame's payload */
-	err = capture_stderr(replay_dir, &a);
+	err = unit_capture_stderr(replay_dir, &a);
 	CHECK(a.events == 40);                /* the four frames before it */
 	CHECK(a.corrupt == 1);
 	snprintf(want, sizeof(want), "%s: offset %lld: checksum mismatch", seg, (long long)offs[4]);
 	CHECK_CONTAINS(err, want);
+	free(err);
 	CHECK(count_files(dir, ".seg") == 0);
 }
 
@@ -413,11 +394,11 @@ static void test_corrupt_middle_reads_on(void)
 	char seg[256], want[320];
 	off_t offs[6];
 	struct replay_arg a = { .dir = dir };
-	const char *err;
+	char *err;
 
 	five_batches(dir, seg, sizeof(seg), offs);
 	flip_byte(seg, offs[1] + 20);         /* the second frame */
-	err = capture_stderr(replay_dir, &a);
+	err = unit_capture_stderr(replay_dir, &a);
 	/* Frames 1, 3, 4, 5 replay; the order check sees the gap of ten. */
 	CHECK(a.events == -1);
 	CHECK(a.next == 40);
@@ -425,6 +406,7 @@ static void test_corrupt_middle_reads_on(void)
 	snprintf(want, sizeof(want), "offset %lld: checksum mismatch; %lld bytes skipped, "
 		 "reading on", (long long)offs[1], (long long)(offs[2] - offs[1]));
 	CHECK_CONTAINS(err, want);
+	free(err);
 }
 
 static void test_torn_write(void)
@@ -433,22 +415,23 @@ static void test_torn_write(void)
 	char seg[256], want[320];
 	off_t offs[6];
 	struct replay_arg a = { .dir = dir };
-	const char *err;
+	char *err;
 
 	five_batches(dir, seg, sizeof(seg), offs);
 	CHECK(truncate(seg, offs[4] + (offs[5] - offs[4]) / 2) == 0);   /* half the last frame */
-	err = capture_stderr(replay_dir, &a);
+	err = unit_capture_stderr(replay_dir, &a);
 	CHECK(a.events == 40 && a.next == 40);
 	CHECK(a.corrupt == 1);
 	snprintf(want, sizeof(want), "offset %lld: torn frame", (long long)offs[4]);
 	CHECK_CONTAINS(err, want);
+	free(err);
 
 	/* Torn inside the frame header: the same. */
 	dir = fresh_dir();
 	five_batches(dir, seg, sizeof(seg), offs);
 	CHECK(truncate(seg, offs[4] + 5) == 0);
 	a = (struct replay_arg){ .dir = dir };
-	(void)capture_stderr(replay_dir, &a);
+	free(unit_capture_stderr(replay_dir, &a));
 	CHECK(a.events == 40 && a.corrupt == 1);
 }
 

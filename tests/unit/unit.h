@@ -1,13 +1,16 @@
 /*
- * unit.h: the few macros the C unit tests share. A failed CHECK prints
- * file:line and the expression and counts; unit_done() prints
- * "N passed, N failed" and returns the exit status automake expects.
+ * unit.h: what the C unit tests share. A failed CHECK prints file:line and
+ * the expression and counts; unit_done() prints "N passed, N failed" and
+ * returns the exit status automake expects. unit_capture_*() collect what
+ * the code under test logs to stderr, for tests that check its messages.
  */
 #ifndef MI_UNIT_H
 #define MI_UNIT_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int unit_passed, unit_failed;
 
@@ -30,6 +33,51 @@ static int unit_passed, unit_failed;
 		fprintf(stderr, "%s:%d: CHECK_CONTAINS failed: %s\n  in:   %s\n  want: %s\n", \
 			__FILE__, __LINE__, #hay, h_ ? h_ : "(null)", n_); } \
 } while (0)
+
+/* stderr (fd 2) redirected to a temporary file between begin and end. */
+struct unit_capture {
+	FILE *tmp;
+	int saved;
+};
+
+/* Harness failures (no temp file, dup2 failing) abort: no test can run on. */
+static inline void unit_capture_begin(struct unit_capture *c)
+{
+	fflush(stderr);
+	c->tmp = tmpfile();
+	c->saved = dup(2);
+	if (!c->tmp || c->saved < 0 || dup2(fileno(c->tmp), 2) < 0)
+		abort();
+}
+
+/* Restore stderr; returns what was written meanwhile (caller frees). */
+static inline char *unit_capture_end(struct unit_capture *c)
+{
+	char *buf;
+	long n;
+
+	fflush(stderr);
+	if (dup2(c->saved, 2) < 0 || close(c->saved) < 0)
+		abort();
+	if (fseek(c->tmp, 0, SEEK_END) < 0 || (n = ftell(c->tmp)) < 0)
+		abort();
+	buf = calloc(1, (size_t)n + 1);
+	rewind(c->tmp);
+	if (!buf || fread(buf, 1, (size_t)n, c->tmp) != (size_t)n)
+		abort();
+	fclose(c->tmp);
+	return buf;
+}
+
+/* Run FN(ARG) with stderr captured; returns what it wrote (caller frees). */
+static inline char *unit_capture_stderr(void (*fn)(void *), void *arg)
+{
+	struct unit_capture c;
+
+	unit_capture_begin(&c);
+	fn(arg);
+	return unit_capture_end(&c);
+}
 
 static inline int unit_done(const char *name)
 {
