@@ -6,7 +6,9 @@
 #                   megaingestd in the foreground (Ctrl-C stops both)
 #   ./dev.sh test   install, build, and run the whole suite twice: a normal
 #                   build and an ASan/UBSan build, then each libFuzzer target
-#                   for 60 s (.ci/run calls this)
+#                   for 10 s (.ci/run calls this)
+#   ./dev.sh test FILE... [PYTEST ARGS]   those tests only, against the
+#                   existing build in ./.dev/build (seconds)
 #   ./dev.sh fuzz [SECONDS]   only the fuzz targets (default 60 s each)
 #
 # Builds are out of tree (./.dev/build, ./.dev/build-asan) so the source tree
@@ -26,7 +28,8 @@ DEB_PACKAGES=(
 	libevent-dev libpq-dev libmsgpack-dev libyaml-dev zlib1g-dev libssl-dev libsystemd-dev
 	libyajl-dev
 	postgresql-15 postgresql-client-15 pgbouncer
-	python3 python3-pytest python3-pytest-timeout python3-msgpack python3-fluent-logger
+	python3 python3-pytest python3-pytest-timeout python3-pytest-xdist python3-msgpack
+	python3-fluent-logger
 	python3-psycopg2 python3-prometheus-client
 	openssl clang libclang-rt-14-dev
 	systemd man-db
@@ -49,9 +52,15 @@ usage: ./dev.sh COMMAND
           foreground on etc/megaingest.yaml. Ctrl-C drains the daemon and
           stops the cluster.
   test    install, build, `make check` (C unit tests + pytest against a real
-          daemon and a throwaway cluster), then the same in an ASan/UBSan
-          build (.dev/build-asan), then `fuzz 60` (MEGAINGEST_FUZZ_SECONDS
-          changes the 60; 0 skips it). Exits non-zero on any failure.
+          daemon and a throwaway cluster, in parallel), then the same in an
+          ASan/UBSan build (.dev/build-asan), then a fuzz smoke of 10 s per
+          target (MEGAINGEST_FUZZ_SECONDS changes the 10; 0 skips it). Exits
+          non-zero on any failure.
+  test FILE... [PYTEST ARGS]
+          only those tests (e.g. tests/test_ledger.py, or -k NAME), against
+          the build in .dev/build brought up to date (MEGAINGEST_BUILD_DIR
+          names another, e.g. .dev/build-asan); add -n 4 to run them in
+          parallel
   fuzz [SECONDS]
           build the libFuzzer targets (tests/fuzz/) with clang and run each
           for SECONDS (default 60); the corpus grows in .dev/fuzz/corpus
@@ -247,14 +256,20 @@ show_failures() {
 	fi
 }
 
-# make check in DIR; print pytest's closing summary line.
+# pytest's closing summary lines in DIR's log: one for the parallel pass,
+# one for the serial pass.
+pytest_summaries() {
+	grep -E '^=+ .* in [0-9.]+s' "$1/tests/run-pytest.sh.log" 2>/dev/null || true
+}
+
+# make check in DIR; print pytest's closing summary lines.
 run_checks() {
-	local dir=$1 label=$2 rc=0
+	local dir=$1 label=$2 rc=0 start=$SECONDS
 	say "make check ($label)"
 	make -C "$dir" -j2 check || rc=$?
+	say "make check ($label) took $((SECONDS - start)) s"
 	if [ -f "$dir/tests/run-pytest.sh.log" ]; then
-		say "pytest ($label): $(grep -E '^=+ .* in [0-9.]+s' "$dir/tests/run-pytest.sh.log" \
-			| tail -n 1)"
+		say "pytest ($label): $(pytest_summaries "$dir" | tr -s '=' | paste -sd ';' -)"
 	fi
 	if [ "$rc" -ne 0 ]; then
 		show_failures "$dir"
@@ -263,7 +278,8 @@ run_checks() {
 }
 
 cmd_test() {
-	local start=$SECONDS
+	[ "$#" -gt 0 ] && { test_some "$@"; return; }
+	local start=$SECONDS t
 	install_packages
 	bootstrap
 	build "$DEV/build"
@@ -272,19 +288,35 @@ cmd_test() {
 	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 	build "$DEV/build-asan" --enable-sanitizers
 	run_checks "$DEV/build-asan" "sanitizers"
-	cmd_fuzz "${MEGAINGEST_FUZZ_SECONDS:-60}"
+	t=$SECONDS
+	cmd_fuzz "${MEGAINGEST_FUZZ_SECONDS:-10}"
+	say "fuzz smoke took $((SECONDS - t)) s"
 	say "all tests passed in $((SECONDS - start)) s"
 	# The plain closing line CI reads: pytest cases plus C unit programs, both builds.
 	printf 'tests: %d passed, 0 failed\n' \
 		$(($(count_passed "$DEV/build") + $(count_passed "$DEV/build-asan")))
 }
 
-# Passed tests in DIR: pytest's cases plus the C unit programs automake ran.
+# Passed tests in DIR: pytest's cases (both passes) plus the C unit programs
+# automake ran.
 count_passed() {
 	local dir=$1 py units
-	py=$(grep -oE '[0-9]+ passed' "$dir/tests/run-pytest.sh.log" | tail -n 1 | cut -d' ' -f1)
+	py=$(pytest_summaries "$dir" | grep -oE '[0-9]+ passed' | cut -d' ' -f1 | paste -sd+ -)
 	units=$(find "$dir/tests/unit" -name '*.trs' -exec grep -l ':test-result: PASS' {} + | wc -l)
 	echo $((${py:-0} + units))
+}
+
+# ./dev.sh test FILE... [PYTEST ARGS]: pytest on those against an existing
+# build, made up to date first (a no-op when nothing changed).
+test_some() {
+	local dir=${MEGAINGEST_BUILD_DIR:-$DEV/build}
+	case $dir in /*) ;; *) dir="$ROOT/$dir" ;; esac
+	[ -f "$dir/Makefile" ] || die "no build in $dir: run ./dev.sh test once first"
+	make -C "$dir" -s -j2 all >/dev/null || die "the build in $dir failed"
+	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+	top_srcdir="$ROOT" top_builddir="$dir" MEGAINGESTD="$dir/megaingestd" \
+		"$ROOT/tests/run-pytest.sh" "$@"
 }
 
 # ---- fuzz ----------------------------------------------------------------

@@ -14,6 +14,13 @@ stoppable_pg     a second cluster that a test may stop (pg_ctl stop -m immediate
 stoppable_daemon_factory  daemon_factory for stoppable_pg
 pgbouncer        starts real PgBouncers (session or transaction pooling) in
                  front of pg; stops them afterwards and prints their logs
+certs            a test PKI (tlsauth.make_pki), made once per worker
+
+The suite runs in parallel under pytest-xdist: session fixtures (pg, certs)
+are per worker process, and every port, path and cluster comes from the
+fixtures and helpers (see helpers.py), never a fixed value, so a new test
+file is parallel-safe by using them. Tests marked `serial` run afterwards in
+a pass of their own (tests/run-pytest.sh), alone on the machine.
 
 Environment: MEGAINGESTD (the binary), MEGAINGEST_VALGRIND=1 (run it under
 valgrind), top_srcdir / top_builddir (set by `make check`).
@@ -27,6 +34,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from helpers import Daemon, Postgres, stop_daemons  # noqa: E402
+from tlsauth import make_pki  # noqa: E402
 
 
 def _cluster():
@@ -39,6 +47,32 @@ def _cluster():
         raise
     yield cluster
     cluster.stop()
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "serial: measures or loads the whole machine; run alone, after "
+        "the parallel pass (tests/run-pytest.sh)")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The lines tests gave helpers.report() (figures of load tests), also
+    from xdist workers, whose own output pytest does not show."""
+    lines = [(r.nodeid, value) for key in ("passed", "failed")
+             for r in terminalreporter.stats.get(key, [])
+             if r.when == "call"
+             for name, value in getattr(r, "user_properties", []) if name == "report"]
+    if lines:
+        terminalreporter.section("reported figures")
+        for nodeid, line in sorted(lines):
+            terminalreporter.write_line(f"{nodeid}: {line}")
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    """Paths of the test PKI: ca, otherca, server, client (from ca), rogue
+    (from otherca), each (certificate, key)."""
+    return make_pki(str(tmp_path_factory.mktemp("pki")))
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,21 @@ PgBouncer  a real pooler (session or transaction pooling) in front of a Postgres
 
 Shaped after PgBouncer's test/utils.py: the tests drive the real binaries,
 every wait is bounded, and a failure shows the daemon's log.
+
+The suite runs in parallel (pytest-xdist, tests/run-pytest.sh), so a test
+never picks a fixed port, path or database of its own. It gets:
+  a port          free_tcp_port(): from a block of ports its process alone
+                  hands out (also against a second suite running at once)
+  a directory     pytest's tmp_path (per worker); for a Unix socket, whose
+                  path must stay under 108 bytes, tempfile.mkdtemp(dir="/tmp")
+                  as Daemon does
+  a database      the pg fixture: one cluster per worker process, on a socket
+                  in its own /tmp directory; a test that stops PostgreSQL
+                  uses stoppable_pg (one cluster per module)
+  a daemon        daemon / daemon_factory (conftest.py): its own port, socket,
+                  spool and log
+Output meant for the terminal (figures of a load test) goes through
+report(request, line), printed in the summary at the end of the run.
 """
 
 import gzip
@@ -66,6 +81,13 @@ def wait_for(predicate, timeout=WAIT_TIMEOUT, interval=0.02, what=None):
         time.sleep(interval)
 
 
+def report(request, line):
+    """Show LINE (a test's figures) in the closing summary of the run, also
+    when the test passes and when it ran in an xdist worker (conftest.py
+    prints them)."""
+    request.node.user_properties.append(("report", line))
+
+
 def read_text(path):
     """The whole of a log file PATH as text ("" while it does not exist)."""
     try:
@@ -84,11 +106,57 @@ def run(cmd, as_postgres=False, **kwargs):
                           stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
-def free_tcp_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+# ---- ports ------------------------------------------------------------------
+# Test processes run side by side (pytest-xdist workers, or the normal and the
+# sanitizer build's suites at once), and a port handed out here is bound by a
+# daemon only later. A port from bind(0) could meanwhile go to another
+# process's bind(0) or to any outgoing connection, both drawn from the kernel's
+# ephemeral range. So each process claims a block of ports below that range
+# (an flock held until it exits) and hands out the ports of its block in turn,
+# skipping any that something holds.
+
+PORT_FIRST, PORT_BLOCK, PORT_BLOCKS = 20000, 200, 60      # 20000-31999
+_port_block = None          # (lock file, first port of the block)
+_port_next = 0
+
+
+def _claim_port_block():
+    import fcntl
+    lockdir = os.path.join(tempfile.gettempdir(), "megaingest-test-ports")
+    os.makedirs(lockdir, mode=0o1777, exist_ok=True)
+    for i in range(PORT_BLOCKS):
+        f = open(os.path.join(lockdir, f"block-{i}.lock"), "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        return f, PORT_FIRST + i * PORT_BLOCK
+    raise RuntimeError(f"all {PORT_BLOCKS} test port blocks are taken (lock files in {lockdir})")
+
+
+def _port_is_free(port):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_tcp_port():
+    """A TCP port on 127.0.0.1 that nothing listens on and that no other test
+    process hands out (see above): the way every test gets a port."""
+    global _port_block, _port_next
+    if _port_block is None:
+        _port_block = _claim_port_block()
+    first = _port_block[1]
+    for _ in range(PORT_BLOCK):
+        port = first + _port_next
+        _port_next = (_port_next + 1) % PORT_BLOCK
+        if _port_is_free(port):
+            return port
+    raise RuntimeError(f"no free port in {first}-{first + PORT_BLOCK - 1}")
 
 
 def uuid7():
@@ -114,6 +182,11 @@ def packb(obj):
 def pack_entries(entries):
     """The concatenated [time, record] entries of a PackedForward message."""
     return b"".join(packb(list(e)) for e in entries)
+
+
+def session_event(mg_id, title="t"):
+    """The smallest complete event: a session record."""
+    return {"mg_id": mg_id, "mg_record_type": "session", "mg_title": title}
 
 
 # ---- YAML -------------------------------------------------------------------
@@ -269,16 +342,20 @@ class Postgres:
 # ---- clients ----------------------------------------------------------------
 
 class Client:
-    """One connection to the daemon: send msgpack, read msgpack replies."""
+    """One connection to the daemon: send msgpack, read msgpack replies.
+    With TLS (an ssl.SSLContext) the connection is wrapped in TLS for the
+    server name "localhost" (tlsauth.TlsClient)."""
 
-    def __init__(self, address):
+    def __init__(self, address, tls=None, timeout=WAIT_TIMEOUT):
         if isinstance(address, str):
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         else:
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.settimeout(WAIT_TIMEOUT)
+        self.sock.settimeout(timeout)
         try:
             self.sock.connect(address)
+            if tls is not None:
+                self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
         except OSError:
             self.sock.close()
             raise

@@ -5,6 +5,7 @@ metrics          /metrics parsed by prometheus_client (Debian's
                  python3-prometheus-client): {(sample name, labels): value}
 admin_daemon     a daemon with admin.http on a free port, started and ready
                  (/readyz 200: PostgreSQL connected)
+committed        its events_committed_total
 MEGACTL          the megactl binary of the build under test
 """
 
@@ -52,6 +53,11 @@ def metrics(port):
 def m(samples, name, **labels):
     """One sample's value; NAME without the megaingest_ prefix."""
     return samples[("megaingest_" + name, tuple(sorted(labels.items())))]
+
+
+def committed(d):
+    """events_committed_total of admin daemon D."""
+    return m(metrics(d.admin_port), "events_committed_total")
 
 
 def wait_ready(port, timeout=20):

@@ -8,7 +8,6 @@ asserted is the bound, never a speed.
 """
 
 import gzip
-import hashlib
 import os
 import resource
 import socket
@@ -21,6 +20,7 @@ import helpers
 
 from helpers import WAIT_TIMEOUT, event_time, packb, uuid7, wait_for
 from opshelpers import admin_daemon, admin_get, m, metrics
+from tlsauth import KEY, authenticate
 
 TAG = "mega.generation"
 
@@ -192,20 +192,6 @@ def test_warn_lines_are_rate_limited(daemon_factory):
 
 
 # ---- unauthenticated connections ------------------------------------------------
-
-KEY = "s3cret-shared-key"
-
-
-def authenticate(c, key=KEY):
-    """The client side of the Forward handshake on C (HELO, PING, PONG)."""
-    helo = c.recv_value(timeout=5)
-    assert helo[0] == "HELO", helo
-    nonce, salt, host = helo[1]["nonce"], os.urandom(16), "client.example"
-    digest = hashlib.sha512(salt + host.encode() + nonce + key.encode()).hexdigest()
-    c.send_msgpack(["PING", host, salt, digest, "", ""])
-    pong = c.recv_value(timeout=5)
-    assert pong[:2] == ["PONG", True], pong
-
 
 def open_idle(port, n):
     """N TCP connections that never send a byte."""

@@ -13,68 +13,23 @@ Messages"), not from the daemon's code:
        or ["PONG", false, reason, "", ""] and the connection is closed.
 """
 
-import hashlib
 import os
 import re
 import socket
 import time
 
-import msgpack
 import pytest
 
-from helpers import Client, packb, uuid7, wait_for
+from helpers import packb, uuid7, wait_for
+from helpers import session_event as event
 from opshelpers import admin_daemon, m, metrics
-
-KEY = "s3cret-shared-key"
+from tlsauth import KEY, authenticate, check_pong_ok, ping, read_helo, sha512_hex
 
 
 @pytest.fixture
 def authd(daemon_factory):
     """A daemon that requires the handshake on TCP."""
     return daemon_factory({"listen": {"shared_key": KEY, "idle_timeout_s": 5}})
-
-
-def sha512_hex(*parts):
-    h = hashlib.sha512()
-    for p in parts:
-        h.update(p if isinstance(p, bytes) else p.encode())
-    return h.hexdigest()
-
-
-def read_helo(c):
-    helo = c.recv_value(timeout=5)
-    assert isinstance(helo, list) and len(helo) == 2 and helo[0] == "HELO", helo
-    opts = helo[1]
-    assert isinstance(opts["nonce"], bytes) and len(opts["nonce"]) == 16, opts
-    assert opts["keepalive"] is True, opts
-    assert opts["auth"] == "", opts
-    return opts["nonce"]
-
-
-def ping(nonce, key=KEY, host="client.example", salt=None):
-    """The PING for NONCE as the spec builds it; returns (message, salt)."""
-    salt = salt if salt is not None else os.urandom(16)
-    digest = sha512_hex(salt, host, nonce, key)
-    return ["PING", host, salt, digest, "", ""], salt
-
-
-def check_pong_ok(pong, nonce, salt, key=KEY):
-    assert isinstance(pong, list) and len(pong) == 5, pong
-    assert pong[0] == "PONG" and pong[1] is True and pong[2] == "", pong
-    server_host, digest = pong[3], pong[4]
-    assert isinstance(server_host, str) and server_host, pong
-    assert re.fullmatch(r"[0-9a-f]{128}", digest), pong
-    assert digest == sha512_hex(salt, server_host, nonce, key)
-
-
-def authenticate(c, key=KEY):
-    """Run the handshake on client C; return the raw PING bytes sent."""
-    nonce = read_helo(c)
-    msg, salt = ping(nonce, key)
-    raw = packb(msg)
-    c.send_raw(raw)
-    check_pong_ok(c.recv_value(timeout=5), nonce, salt, key)
-    return raw
 
 
 def expect_refused(d, c, reason_re):
@@ -85,10 +40,6 @@ def expect_refused(d, c, reason_re):
     assert pong[3:] == ["", ""], pong
     assert c.wait_closed(5), "connection not closed after PONG false"
     d.wait_log(r"authentication failed: .*" + reason_re + r".*; connection closed")
-
-
-def event(mg_id, title="t"):
-    return {"mg_id": mg_id, "mg_record_type": "session", "mg_title": title}
 
 
 def test_handshake_then_events_with_ack(authd, pg):

@@ -16,27 +16,9 @@ import time
 
 import pytest
 
-from helpers import SLOW, wait_for
+from helpers import SLOW, report, wait_for
 from loadgen import Load, format_figures
-from opshelpers import admin_get, metrics, m, wait_ready
-from helpers import free_tcp_port
-
-
-def report(request, line):
-    capman = request.config.pluginmanager.getplugin("capturemanager")
-    with capman.global_and_fixture_disabled():
-        print("\n" + line, flush=True)
-
-
-def admin_daemon(factory, overrides=None):
-    port = free_tcp_port()
-    cfg = {"admin": {"http": f"127.0.0.1:{port}"}}
-    for key, value in (overrides or {}).items():
-        cfg.setdefault(key, {}).update(value)
-    d = factory(cfg)
-    d.admin_port = port
-    wait_ready(port)
-    return d
+from opshelpers import admin_daemon, admin_get, committed, metrics, m, wait_ready
 
 
 def readyz(d):
@@ -55,10 +37,6 @@ def writer_states(d):
             lab = dict(labels)
             out[int(lab["writer"])] = lab["state"]
     return out
-
-
-def committed(d):
-    return m(metrics(d.admin_port), "events_committed_total")
 
 
 def wait_commits_resume(d, timeout):

@@ -7,14 +7,8 @@ import time
 
 import pytest
 
-from helpers import SLOW, uuid7, wait_for
+from helpers import SLOW, report, uuid7, wait_for
 
-
-def report(request, line):
-    """Print LINE to the terminal even while pytest captures output."""
-    capman = request.config.pluginmanager.getplugin("capturemanager")
-    with capman.global_and_fixture_disabled():
-        print("\n" + line, flush=True)
 
 
 def chunk_events(prefix, n):

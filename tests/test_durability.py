@@ -15,15 +15,9 @@ import urllib.request
 
 import pytest
 
-from helpers import SLOW, TESTS_DIR, free_tcp_port, wait_for
+from helpers import SLOW, TESTS_DIR, free_tcp_port, report, wait_for
 from loadgen import Load, format_figures
 
-
-def report(request, line):
-    """Print LINE to the terminal even while pytest captures output."""
-    capman = request.config.pluginmanager.getplugin("capturemanager")
-    with capman.global_and_fixture_disabled():
-        print("\n" + line, flush=True)
 
 
 def segments(d):

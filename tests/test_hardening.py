@@ -18,7 +18,7 @@ import yaml
 
 from helpers import MEGAINGESTD, to_yaml, wait_for
 from test_cli import GOOD, megaingestd, write
-from test_tls import make_ca, openssl, tls_conf
+from tlsauth import SERVER_EXT, make_ca, make_cert, tls_conf
 
 # A password libpq cannot decode in a URI: "%zz" is not a percent-escape.
 BAD_PW = "Pw%zzSecret42"
@@ -146,13 +146,7 @@ def rsa_certs(tmp_path_factory):
     """A CA and an RSA server certificate (RSA key exchange needs an RSA key)."""
     d = str(tmp_path_factory.mktemp("rsapki"))
     make_ca(d, "ca")
-    with open(os.path.join(d, "server.ext"), "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
-            "server.csr", "-subj", "/CN=localhost", cwd=d)
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "server.ext",
-            cwd=d)
+    make_cert(d, "server", "ca", "localhost", SERVER_EXT, newkey=["-newkey", "rsa:2048"])
     os.chmod(os.path.join(d, "server.key"), 0o600)
     return {name: (os.path.join(d, f"{name}.crt"), os.path.join(d, f"{name}.key"))
             for name in ("ca", "server")}

@@ -20,6 +20,7 @@ the real daemon, with a bystander connection that must stay unharmed.
 
 import os
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -30,6 +31,7 @@ import pytest
 
 from helpers import packb, uuid7, wait_for
 from opshelpers import admin_daemon, m, metrics
+from tlsauth import KEY, TlsClient, authenticate, make_ca, make_cert, ping, read_helo
 
 GOOD = {"mg_record_type": "session", "mg_title": "limits"}
 
@@ -385,10 +387,6 @@ def test_10000_connections_leave_no_fd_or_memory_behind(daemon_factory, pg):
 def test_dropped_tls_and_handshake_connections_leave_nothing(daemon_factory, pg, tmp_path):
     """The TLS and shared-key paths under churn: handshakes abandoned midway,
     refused, or completed and dropped."""
-    import ssl
-    from test_tls import make_ca, make_cert
-    from test_auth import KEY, authenticate
-
     pki = str(tmp_path)
     make_ca(pki, "ca")
     make_cert(pki, "server", "ca", "localhost", "subjectAltName=IP:127.0.0.1")
@@ -396,7 +394,6 @@ def test_dropped_tls_and_handshake_connections_leave_nothing(daemon_factory, pg,
         "cert": os.path.join(pki, "server.crt"), "key": os.path.join(pki, "server.key")}}})
     pid = d.pid
     ctx = ssl.create_default_context(cafile=os.path.join(pki, "ca.crt"))
-    from test_tls import TlsClient
     with TlsClient(d, ctx) as c:
         authenticate(c)
     baseline = None
@@ -410,7 +407,6 @@ def test_dropped_tls_and_handshake_connections_leave_nothing(daemon_factory, pg,
             s.close()
         elif kind == 2:                        # TLS up, wrong key
             with TlsClient(d, ctx) as c:
-                from test_auth import read_helo, ping
                 c.send_raw(packb(ping(read_helo(c), key="wrong")[0]))
                 try:
                     c.recv_value(timeout=5)

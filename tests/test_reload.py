@@ -12,7 +12,7 @@ import time
 import pytest
 
 from helpers import Client, free_tcp_port, to_yaml, wait_for
-from opshelpers import admin_daemon, m, metrics
+from opshelpers import admin_daemon, committed, m, metrics
 
 
 def rewrite(d, done="configuration reloaded", **sections):
@@ -30,10 +30,6 @@ def rewrite(d, done="configuration reloaded", **sections):
 
 def batches(d):
     return m(metrics(d.admin_port), "batches_committed_total")
-
-
-def committed(d):
-    return m(metrics(d.admin_port), "events_committed_total")
 
 
 def send_burst(d, prefix, n):

@@ -1,7 +1,7 @@
 """megactl replay: dead-letter lines go back through the daemon's normal path
 once their cause is fixed; lines that fail again land in a new dead-letter
 file, never in the one being replayed. Over TCP, replay speaks the listener's
-shared-key handshake and TLS (the PKI and key of test_tls and test_auth)."""
+shared-key handshake and TLS (the PKI and key of tlsauth.py)."""
 
 import json
 import os
@@ -15,8 +15,7 @@ import pytest
 
 from helpers import deep_merge, event_time, packb, to_yaml
 from opshelpers import MEGACTL
-from test_auth import KEY, sha512_hex
-from test_tls import certs, tls_conf  # noqa: F401  (certs is a fixture used here)
+from tlsauth import KEY, sha512_hex, tls_conf
 
 BAD_BIN = b"\xff\xfe\x00raw"
 

@@ -13,7 +13,7 @@ import time
 import psycopg2
 import pytest
 
-from helpers import PGBIN, SCHEMA, wait_for
+from helpers import PGBIN, SCHEMA, report, wait_for
 from loadgen import Load, format_figures
 
 SEED = {
@@ -406,11 +406,6 @@ class LockWaits(threading.Thread):
                 time.sleep(0.01)
         self.conn.close()
 
-
-def report(request, line):
-    capman = request.config.pluginmanager.getplugin("capturemanager")
-    with capman.global_and_fixture_disabled():
-        print("\n" + line, flush=True)
 
 
 # Whether a run meets a writer in the middle of a transaction is chance;

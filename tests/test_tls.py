@@ -7,7 +7,6 @@ Python's ssl module and `openssl s_client`.
 """
 
 import os
-import socket
 import ssl
 import subprocess
 import time
@@ -15,99 +14,20 @@ import time
 import msgpack
 import pytest
 
-from helpers import packb, uuid7, wait_for
+from helpers import packb, session_event, uuid7
 from opshelpers import admin_daemon, m, metrics
-
-from test_auth import KEY, authenticate
-
-
-def openssl(*args, cwd):
-    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True,
-                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def make_ca(d, name):
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2",
-            "-subj", f"/CN=megaingest test {name}", cwd=d)
-
-
-def make_cert(d, name, ca, cn, ext):
-    with open(os.path.join(d, f"{name}.ext"), "w") as f:
-        f.write(ext + "\n")
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=d)
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-            "-CAcreateserial", "-out", f"{name}.crt", "-days", "2",
-            "-extfile", f"{name}.ext", cwd=d)
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory):
-    """Paths of the test PKI: ca, server, client (from ca), rogue (another CA)."""
-    d = str(tmp_path_factory.mktemp("pki"))
-    make_ca(d, "ca")
-    make_ca(d, "otherca")
-    make_cert(d, "server", "ca", "localhost",
-              "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth")
-    make_cert(d, "client", "ca", "app-backend-1", "extendedKeyUsage=clientAuth")
-    make_cert(d, "rogue", "otherca", "rogue-client", "extendedKeyUsage=clientAuth")
-    return {name: (os.path.join(d, f"{name}.crt"), os.path.join(d, f"{name}.key"))
-            for name in ("ca", "otherca", "server", "client", "rogue")}
-
-
-def tls_conf(certs, ca=False, **listen):
-    tls = {"cert": certs["server"][0], "key": certs["server"][1]}
-    if ca:
-        tls["ca"] = certs["ca"][0]
-    return {"listen": dict(tls=tls, **listen), "log": {"level": "debug"}}
-
-
-def client_context(certs, cert=None):
-    ctx = ssl.create_default_context(cafile=certs["ca"][0])
-    if cert:
-        ctx.load_cert_chain(*certs[cert])
-    return ctx
-
-
-class TlsClient:
-    """A TLS connection speaking msgpack (enough for these tests)."""
-
-    def __init__(self, d, ctx):
-        raw = socket.create_connection(("127.0.0.1", d.tcp_port), timeout=10)
-        self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
-        self.unpacker = msgpack.Unpacker(raw=False)
-
-    def send_raw(self, data):
-        self.sock.sendall(data)
-
-    def recv_value(self, timeout=10):
-        self.sock.settimeout(timeout)
-        while True:
-            for v in self.unpacker:
-                return v
-            data = self.sock.recv(65536)
-            if not data:
-                raise AssertionError("closed by the daemon")
-            self.unpacker.feed(data)
-
-    def forward_chunk(self, ids, chunk):
-        now = int(time.time())
-        self.send_raw(packb(["mega.session", [[now, event(i)] for i in ids], {"chunk": chunk}]))
-        assert self.recv_value() == {"ack": chunk}
-
-    def close(self):
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+from tlsauth import KEY, TlsClient, authenticate, client_context, tls_conf
 
 
 def event(mg_id):
-    return {"mg_id": mg_id, "mg_record_type": "session", "mg_title": "over tls"}
+    return session_event(mg_id, "over tls")
+
+
+def send_sessions(c, ids, chunk):
+    """Session events IDS in one message asking for ack CHUNK; checks the ack."""
+    now = int(time.time())
+    c.send_raw(packb(["mega.session", [[now, event(i)] for i in ids], {"chunk": chunk}]))
+    assert c.recv_value(timeout=10) == {"ack": chunk}
 
 
 def test_python_ssl_client(daemon_factory, pg, certs):
@@ -115,7 +35,7 @@ def test_python_ssl_client(daemon_factory, pg, certs):
     ids = [uuid7() for _ in range(3)]
     with TlsClient(d, client_context(certs)) as c:
         assert c.sock.version() in ("TLSv1.2", "TLSv1.3")
-        c.forward_chunk(ids, "tls-1")
+        send_sessions(c, ids, "tls-1")
     assert pg.count("mg_id = ANY(%s)", (ids,)) == 3
     d.wait_log(r"TLS established: TLSv1\.[23] ")
 
@@ -127,7 +47,7 @@ def test_tls12_client(daemon_factory, pg, certs):
     mg_id = uuid7()
     with TlsClient(d, ctx) as c:
         assert c.sock.version() == "TLSv1.2"
-        c.forward_chunk([mg_id], "tls12")
+        send_sessions(c, [mg_id], "tls12")
     assert pg.count("mg_id = %s", (mg_id,)) == 1
 
 
@@ -219,7 +139,7 @@ def test_client_certificate_required(daemon_factory, pg, certs):
     d = daemon_factory(tls_conf(certs, ca=True))
     mg_id = uuid7()
     with TlsClient(d, client_context(certs, "client")) as c:
-        c.forward_chunk([mg_id], "with-cert")
+        send_sessions(c, [mg_id], "with-cert")
     assert pg.count("mg_id = %s", (mg_id,)) == 1
     d.wait_log(r"TLS established: .*client=.*CN\s*=\s*app-backend-1")
 
@@ -244,7 +164,7 @@ def test_tls_and_shared_key_together(daemon_factory, pg, certs):
     mg_id = uuid7()
     with TlsClient(d, client_context(certs)) as c:
         authenticate(c)
-        c.forward_chunk([mg_id], "both")
+        send_sessions(c, [mg_id], "both")
     assert pg.count("mg_id = %s", (mg_id,)) == 1
 
 
