@@ -4,9 +4,9 @@
 #   ./dev.sh run    install what is missing, build, start a throwaway
 #                   PostgreSQL under ./.dev/, apply the schema and run
 #                   megaingestd in the foreground (Ctrl-C stops both)
-#   ./dev.sh test   install, build, and run the whole suite twice: a normal
-#                   build and an ASan/UBSan build, then each libFuzzer target
-#                   for 10 s (.ci/run calls this)
+#   ./dev.sh test   install, build, and run the whole suite twice at once: a
+#                   normal build and an ASan/UBSan build, then each libFuzzer
+#                   target for 10 s (.ci/run calls this)
 #   ./dev.sh test FILE... [PYTEST ARGS]   those tests only, against the
 #                   existing build in ./.dev/build (seconds)
 #   ./dev.sh fuzz [SECONDS]   only the fuzz targets (default 60 s each)
@@ -52,10 +52,11 @@ usage: ./dev.sh COMMAND
           foreground on etc/megaingest.yaml. Ctrl-C drains the daemon and
           stops the cluster.
   test    install, build, `make check` (C unit tests + pytest against a real
-          daemon and a throwaway cluster, in parallel), then the same in an
-          ASan/UBSan build (.dev/build-asan), then a fuzz smoke of 10 s per
-          target (MEGAINGEST_FUZZ_SECONDS changes the 10; 0 skips it). Exits
-          non-zero on any failure.
+          daemon and a throwaway cluster, in parallel) in a normal build and,
+          at the same time, in an ASan/UBSan build (.dev/build-asan), then a
+          fuzz smoke of 10 s per target (MEGAINGEST_FUZZ_SECONDS changes the
+          10; 0 skips it). MEGAINGEST_TEST_WORKERS sets the pytest workers of
+          each build (default 3). Exits non-zero on any failure.
   test FILE... [PYTEST ARGS]
           only those tests (e.g. tests/test_ledger.py, or -k NAME), against
           the build in .dev/build brought up to date (MEGAINGEST_BUILD_DIR
@@ -279,15 +280,29 @@ run_checks() {
 
 cmd_test() {
 	[ "$#" -gt 0 ] && { test_some "$@"; return; }
-	local start=$SECONDS t
+	local start=$SECONDS t normal sanitizers rc=0
 	install_packages
 	bootstrap
+	t=$SECONDS
 	build "$DEV/build"
-	run_checks "$DEV/build" "normal"
-	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
-	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 	build "$DEV/build-asan" --enable-sanitizers
-	run_checks "$DEV/build-asan" "sanitizers"
+	say "builds took $((SECONDS - t)) s"
+	# The two builds' suites run side by side, each with its workers: their
+	# tests mostly wait (on the daemon, PostgreSQL, timeouts), so together
+	# they take little longer than one. Ports, sockets and clusters are per
+	# test process (tests/helpers.py), so they cannot collide.
+	export MEGAINGEST_TEST_WORKERS=${MEGAINGEST_TEST_WORKERS:-3}
+	run_checks "$DEV/build" "normal" &
+	normal=$!
+	(
+		export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+		export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+		run_checks "$DEV/build-asan" "sanitizers"
+	) &
+	sanitizers=$!
+	wait "$normal" || rc=1
+	wait "$sanitizers" || rc=1
+	[ "$rc" -eq 0 ] || die "make check failed (see above)"
 	t=$SECONDS
 	cmd_fuzz "${MEGAINGEST_FUZZ_SECONDS:-10}"
 	say "fuzz smoke took $((SECONDS - t)) s"

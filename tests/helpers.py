@@ -254,7 +254,7 @@ class Postgres:
 
     def start(self):
         run([os.path.join(PGBIN, "initdb"), "-D", self.data, "--auth=trust",
-             "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8"], as_postgres=True)
+             "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"], as_postgres=True)
         self.start_again()
         self.psql_file(SCHEMA)
         self.psql_file(ROLE_RECIPE)

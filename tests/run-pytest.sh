@@ -45,5 +45,10 @@ fi
 
 pytest -n "$WORKERS" -m "not serial" "$top_srcdir/tests"
 rc=$?
-pytest -m serial "$top_srcdir/tests" || rc=$?
+# The serial pass may be empty (exit 5 here is no failure).
+/usr/bin/python3 -m pytest -v -p no:cacheprovider --timeout=300 -m serial "$top_srcdir/tests"
+case $? in
+0 | 5) ;;
+*) echo "run-pytest.sh: the serial pass failed" >&2; rc=1 ;;
+esac
 exit $rc

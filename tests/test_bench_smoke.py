@@ -8,14 +8,9 @@ here: benchmarks report, tests assert behaviour."""
 import os
 import subprocess
 
-import pytest
-
 from helpers import MEGAINGESTD
 
 
-# The benchmark drives the machine flat out (its own cluster, load at full
-# rate): alone, it neither slows the parallel tests nor is slowed by them.
-@pytest.mark.serial
 def test_bench_smoke_prints_every_case():
     top_srcdir = os.environ.get("top_srcdir", os.path.dirname(os.path.dirname(__file__)))
     top_builddir = os.environ.get("top_builddir", os.path.dirname(MEGAINGESTD))

@@ -298,7 +298,6 @@ def _bench_round(daemons, n):
     return 3 * n, secs, deadlocks(daemons[0].pg) - before
 
 
-@pytest.mark.serial       # the rates it prints mean something only on an idle machine
 def test_three_daemons_combined_rate(daemon_factory, pg):
     """Three megaingest-bench processes (4 connections each) against one
     daemon, then one against each of three daemons, apply_credits on and two
