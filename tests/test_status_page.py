@@ -9,6 +9,7 @@ directory. They skip, saying so, only when chromium is not installed.
 """
 
 import base64
+import fcntl
 import http.client
 import json
 import os
@@ -54,8 +55,10 @@ class Browser:
         self.profile = tempfile.mkdtemp(prefix="chromium-", dir=workdir)
         cmd_r, self.cmd_w = os.pipe()
         self.ev_r, ev_w = os.pipe()
-        # fds 3 and 4 in the child; park both above 10 first so dup2 cannot clobber one
-        hi_r, hi_w = os.dup2(cmd_r, 20, inheritable=False), os.dup2(ev_w, 21, inheritable=False)
+        # fds 3 and 4 in the child; park both on free fds above 10 first so
+        # dup2 cannot clobber one (a fixed number may be one of ours in use)
+        hi_r = fcntl.fcntl(cmd_r, fcntl.F_DUPFD_CLOEXEC, 10)
+        hi_w = fcntl.fcntl(ev_w, fcntl.F_DUPFD_CLOEXEC, 10)
 
         def child_fds():
             os.dup2(hi_r, 3)
