@@ -26,6 +26,7 @@ Environment: MEGAINGESTD (the binary), MEGAINGEST_VALGRIND=1 (run it under
 valgrind), top_srcdir / top_builddir (set by `make check`).
 """
 
+import json
 import os
 import sys
 
@@ -66,6 +67,65 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("reported figures")
         for nodeid, line in sorted(lines):
             terminalreporter.write_line(f"{nodeid}: {line}")
+
+
+# ---- order: the longest test files first -------------------------------------
+# xdist hands the tests out in collection order, so a long file collected
+# late keeps one worker busy after the others ran out of work. Each run
+# records how long every test took (in the build directory); the next one
+# collects files by their recorded time, longest first, a file without a
+# record as one of middling length. Within a file the order stays as written.
+
+DURATIONS = os.path.join(os.environ.get("top_builddir") or os.getcwd(),
+                         "tests", "pytest-durations.json")
+
+
+def _load_durations():
+    try:
+        with open(DURATIONS, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _file_of(nodeid):
+    """test_x.py of a node id (the id's directory part depends on pytest's rootdir)."""
+    return os.path.basename(nodeid.split("::")[0])
+
+
+def pytest_collection_modifyitems(session, config, items):
+    known = _load_durations()
+    if not known:
+        return
+    per_file = {}
+    for nodeid, secs in known.items():
+        per_file[_file_of(nodeid)] = per_file.get(_file_of(nodeid), 0) + secs
+    middle = sorted(per_file.values())[len(per_file) // 2]
+    items.sort(key=lambda item: -per_file.get(_file_of(item.nodeid), middle))
+
+
+def pytest_runtest_logreport(report):
+    """Sum each test's setup, call and teardown (in the main process, for
+    its own tests and the workers')."""
+    took = _took.setdefault(report.nodeid, 0.0)
+    _took[report.nodeid] = took + report.duration
+
+
+_took = {}
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workerinput") or not _took:
+        return                               # an xdist worker: the main process writes
+    known = _load_durations()
+    known.update({k: round(v, 2) for k, v in _took.items()})
+    try:
+        os.makedirs(os.path.dirname(DURATIONS), exist_ok=True)
+        with open(DURATIONS + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(known, f, indent=0, sort_keys=True)
+        os.replace(DURATIONS + ".tmp", DURATIONS)
+    except OSError:
+        pass                                 # only an ordering hint
 
 
 @pytest.fixture(scope="session")
