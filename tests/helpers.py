@@ -113,7 +113,8 @@ def run(cmd, as_postgres=False, **kwargs):
 # process's bind(0) or to any outgoing connection, both drawn from the kernel's
 # ephemeral range. So each process claims a block of ports below that range
 # (an flock held until it exits) and hands out the ports of its block in turn,
-# skipping any that something holds.
+# skipping any that something holds. (Lock files are per user: the suites of
+# two users can meet only at a port both find free at once.)
 
 PORT_FIRST, PORT_BLOCK, PORT_BLOCKS = 20000, 200, 60      # 20000-31999
 _port_block = None          # (lock file, first port of the block)
@@ -122,8 +123,8 @@ _port_next = 0
 
 def _claim_port_block():
     import fcntl
-    lockdir = os.path.join(tempfile.gettempdir(), "megaingest-test-ports")
-    os.makedirs(lockdir, mode=0o1777, exist_ok=True)
+    lockdir = os.path.join(tempfile.gettempdir(), f"megaingest-test-ports-{os.getuid()}")
+    os.makedirs(lockdir, exist_ok=True)
     for i in range(PORT_BLOCKS):
         f = open(os.path.join(lockdir, f"block-{i}.lock"), "a")
         try:
