@@ -164,6 +164,13 @@ def acks_stall(load, seconds=2.0):
     return load.acked_count() == before
 
 
+def wait_acks_stop(load, why, seconds=2.0, timeout=15):
+    """Wait for SECONDS without an ack. Acks of batches made durable before
+    the daemon began holding may still be on their way when it says so (on
+    a loaded machine, for a while): what must not happen is acking on."""
+    wait_for(lambda: acks_stall(load, seconds), timeout=timeout, what=f"acks to stop ({why})")
+
+
 @pytest.mark.parametrize("kind", ["tmpfs", "shim"])
 def test_spool_disk_full(kind, stoppable_pg, stoppable_daemon_factory, tmp_path, request):
     """PostgreSQL away and the spool's disk fills: no crash, acks stop (no
@@ -182,17 +189,14 @@ def test_spool_disk_full(kind, stoppable_pg, stoppable_daemon_factory, tmp_path,
         disk.fill()
         d.wait_log(r"holding: spool write failed: cannot write to the spool "
                    r"\(No space left on device\)")
-        # Acks of batches written before the disk filled may still be on
-        # their way (a loaded machine); then no ack may come for 2 s.
-        wait_for(lambda: acks_stall(load), timeout=15,
-                 what="acks to stop although the spool cannot be written")
+        wait_acks_stop(load, "the spool cannot be written")
         assert d.running()
         stalled_at = load.acked_count()
         disk.free()
         wait_for(lambda: load.acked_count() > stalled_at + 500, what="acks after space returned")
         assert d.log_contains(r"the spool accepts batches again; acking resumes")
         disk.fill()
-        wait_for(lambda: acks_stall(load, 1.0), timeout=30, what="acks to stop again")
+        wait_acks_stop(load, "the disk full again", seconds=1.0, timeout=30)
         d.kill9()
         disk.free()
         stoppable_pg.start_again()
@@ -224,7 +228,7 @@ def test_spool_max_bytes_holds_then_resumes(stoppable_pg, stoppable_daemon_facto
                 ack_timeout=120).start()
     d.wait_log(r"spooling -> holding: spool full: \d+ bytes spooled, a batch of \d+ would "
                r"pass spool.max_bytes")
-    assert acks_stall(load), "acks went on past spool.max_bytes"
+    wait_acks_stop(load, "spool.max_bytes reached")
     held_at = load.acked_count()
     on_disk = sum(os.path.getsize(os.path.join(d.spool_dir, f)) for f in segments(d))
     assert on_disk <= 1048576
