@@ -8,9 +8,9 @@ daemon_factory   starts real megaingestd processes for one test, each on its
                  fails the test if one did not exit 0 (a sanitizer report or a
                  valgrind error shows up as a non-zero exit)
 daemon           one daemon with the default test config
-stoppable_pg     a second cluster that a test may stop (pg_ctl stop -m immediate)
-                 and start again; shared by the tests of a module, started and
-                 emptied before each of them
+stoppable_pg     pg, for a test that stops it (pg_ctl stop -m immediate) and
+                 starts it again: running and empty when the test begins,
+                 running again after it
 stoppable_daemon_factory  daemon_factory for stoppable_pg
 pgbouncer        starts real PgBouncers (session or transaction pooling) in
                  front of pg; stops them afterwards and prints their logs
@@ -187,16 +187,14 @@ def daemon_factory(pg, tmp_path):
     yield from _daemons(pg, tmp_path)
 
 
-@pytest.fixture(scope="module")
-def _stoppable_cluster():
-    yield from _cluster()
-
-
 @pytest.fixture
-def stoppable_pg(_stoppable_cluster):
-    """A cluster of the test's own (per module) that it may stop and start:
-    running and empty when the test begins, whatever the last test left."""
-    cluster = _stoppable_cluster
+def stoppable_pg(pg):
+    """The worker's cluster, which the test may stop and start: running and
+    empty when the test begins, whatever the last test left, and started
+    again after it. (A worker runs one test at a time, so stopping it
+    disturbs no other test; a cluster of its own per module cost an initdb
+    per worker and module.)"""
+    cluster = pg
     if not cluster.is_running():
         cluster.start_again()
     cluster.sql("TRUNCATE mega_generations, mega_admin, mega_customers")

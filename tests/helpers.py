@@ -17,7 +17,7 @@ never picks a fixed port, path or database of its own. It gets:
                   as Daemon does
   a database      the pg fixture: one cluster per worker process, on a socket
                   in its own /tmp directory; a test that stops PostgreSQL
-                  uses stoppable_pg (one cluster per module)
+                  uses stoppable_pg (the same cluster, restarted after it)
   a daemon        daemon / daemon_factory (conftest.py): its own port, socket,
                   spool and log
 Output meant for the terminal (figures of a load test) goes through
