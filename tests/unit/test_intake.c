@@ -73,20 +73,7 @@ struct fx {
 static void fx_open(struct fx *f, size_t max_events, bool dev_full)
 {
 	memset(f, 0, sizeof(*f));
-	snprintf(f->dir, sizeof(f->dir), "/tmp/test_intake.XXXXXX");
-	if (!mkdtemp(f->dir)) {
-		perror("mkdtemp");
-		exit(2);
-	}
-	if (dev_full) {
-		char path[128];
-
-		snprintf(path, sizeof(path), "%s/dead-letter.jsonl", f->dir);
-		if (symlink("/dev/full", path) < 0) {
-			perror("symlink");
-			exit(2);
-		}
-	}
+	unit_spool_dir(f->dir, sizeof(f->dir), "test_intake", dev_full);
 	f->base = event_base_new();
 	f->ackq = ackq_new();
 	f->spool = spool_open(f->dir);
@@ -339,19 +326,17 @@ static void test_dead_letter_failure_not_durable(void)
 	struct fake_req req = { 0 };
 	struct record_error why;
 	struct ack *ack;
-	int saved = dup(2), null = open("/dev/null", O_WRONLY);
+	struct unit_capture log_cap;
 
 	fx_open(&f, 1000, true);
 	ack = intake_ack_open(f.in, fake_done_cb, &req, "c4", 2, false);
 	CHECK(ack != NULL);
-	dup2(null, 2); /* the spool logs the failed write */
+	unit_capture_begin(&log_cap); /* the spool logs the failed write */
 	CHECK(intake_event(f.in, fx_map(&f, "bad", "mg_latency_ms", "slow"), &fake_ctx, ack,
 			   &why) == INTAKE_REJECTED);
 	intake_ack_close(f.in, ack);
 	fx_loop(&f);
-	dup2(saved, 2);
-	close(saved);
-	close(null);
+	free(unit_capture_end(&log_cap));
 	CHECK(req.done == 1);
 	CHECK(!req.durable);
 	fx_close(&f);

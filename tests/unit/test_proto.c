@@ -55,20 +55,7 @@ static void fx_open_full(struct fx *f, int nqueues, size_t max_event_bytes, size
 			 int dev_full)
 {
 	memset(f, 0, sizeof(*f));
-	snprintf(f->dir, sizeof(f->dir), "/tmp/test_proto.XXXXXX");
-	if (!mkdtemp(f->dir)) {
-		perror("mkdtemp");
-		exit(2);
-	}
-	if (dev_full) {
-		char path[128];
-
-		snprintf(path, sizeof(path), "%s/dead-letter.jsonl", f->dir);
-		if (symlink("/dev/full", path) < 0) {
-			perror("symlink");
-			exit(2);
-		}
-	}
+	unit_spool_dir(f->dir, sizeof(f->dir), "test_proto", dev_full);
 	f->ackq = ackq_new();
 	f->spool = spool_open(f->dir);
 	for (int i = 0; i < nqueues; i++)

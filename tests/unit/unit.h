@@ -7,6 +7,7 @@
 #ifndef MI_UNIT_H
 #define MI_UNIT_H
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +78,25 @@ static inline char *unit_capture_stderr(void (*fn)(void *), void *arg)
 	unit_capture_begin(&c);
 	fn(arg);
 	return unit_capture_end(&c);
+}
+
+/* A fresh spool directory /tmp/NAME.XXXXXX in DIR (SIZE bytes); with
+ * DEV_FULL its dead-letter file is /dev/full, so no dead letter can be
+ * written. Exits on failure: no test can run without it. */
+static inline void unit_spool_dir(char *dir, size_t size, const char *name, bool dev_full)
+{
+	char path[256];
+
+	snprintf(dir, size, "/tmp/%s.XXXXXX", name);
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		exit(2);
+	}
+	snprintf(path, sizeof(path), "%s/dead-letter.jsonl", dir);
+	if (dev_full && symlink("/dev/full", path) < 0) {
+		perror("symlink");
+		exit(2);
+	}
 }
 
 static inline int unit_done(const char *name)
