@@ -277,6 +277,15 @@ class Postgres:
             self._conn = None
         self.pg_ctl("-m", "immediate", "-w", "stop")
 
+    def pids(self):
+        """The postmaster's pid, then those of its children (backends and
+        auxiliary processes), as a test that SIGSTOPs the server needs."""
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            main = int(f.readline())
+        kids = subprocess.run(["pgrep", "-P", str(main)], stdout=subprocess.PIPE,
+                              text=True).stdout.split()
+        return [main] + [int(k) for k in kids]
+
     def is_running(self):
         try:
             self.pg_ctl("status")

@@ -11,7 +11,6 @@ event is in the table exactly once.
 
 import os
 import signal
-import subprocess
 import time
 
 import pytest
@@ -86,14 +85,6 @@ def test_readyz_recovers_after_postgres_was_down(stoppable_pg, stoppable_daemon_
 
 # ---- 3: a stuck server ----------------------------------------------------------
 
-def postgres_pids(pg):
-    with open(os.path.join(pg.data, "postmaster.pid")) as f:
-        main = int(f.readline())
-    kids = subprocess.run(["pgrep", "-P", str(main)], stdout=subprocess.PIPE,
-                          text=True).stdout.split()
-    return [main] + [int(k) for k in kids]
-
-
 def test_sigstopped_server_spools_and_recovers(stoppable_pg, stoppable_daemon_factory,
                                                request):
     """Every PostgreSQL process SIGSTOPped (no RST, no error) for 8 s under
@@ -104,7 +95,7 @@ def test_sigstopped_server_spools_and_recovers(stoppable_pg, stoppable_daemon_fa
     d = admin_daemon(stoppable_daemon_factory, {"writer": {"statement_timeout_ms": 2000}})
     load = Load(d, connections=2, chunk_events=20, window=2, pause=0.02).start()
     wait_for(lambda: load.acked_count() > 200, what="acks before the stop")
-    pids = postgres_pids(stoppable_pg)
+    pids = stoppable_pg.pids()
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     stopped = time.monotonic()

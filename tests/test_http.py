@@ -22,8 +22,6 @@ import pytest
 
 from helpers import free_tcp_port, wait_for
 from opshelpers import admin_daemon, m, metrics
-from test_db_faults import postgres_pids
-from test_tls import certs  # noqa: F401  (a fixture used here)
 
 TOKEN = "tok-3f9c1e7a5b"
 
@@ -250,7 +248,7 @@ def test_503_with_retry_after_while_the_queues_are_full(stoppable_pg,
     d = http_daemon(stoppable_daemon_factory, queue={"max_events": 1},
                     writer={"statement_timeout_ms": 60000})
     assert post(d.http_url, [gen(0)])[0] == 200          # connected, warm
-    pids = postgres_pids(stoppable_pg)
+    pids = stoppable_pg.pids()
     answers = {}
 
     def send(i):
