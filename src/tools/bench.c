@@ -18,6 +18,11 @@
  * writes COPY text with --dump-copy, so the bench script can load the very
  * same kind of rows straight into PostgreSQL for the ceiling.
  *
+ * With --http it POSTs each chunk as a JSON array to /v1/events instead,
+ * over keep-alive HTTP/1.1 connections, one request in flight on each, and
+ * times the request -> answer (the daemon answers once the events are
+ * committed): bench_http.c.
+ *
  * This file is the load loop: connections, chunks, acks, timers, the
  * report, the options and main. The mix and its encoders are bench_gen.c,
  * behind bench_private.h; the seam is the generator's state (struct
@@ -56,78 +61,12 @@
 #include "log.h"
 
 #define BENCH_TAG "mega.bench"
-#define BENCH_CHUNK_ID_LEN 24        /* 8 hex run salt + 16 hex sequence */
 #define BENCH_TICK_US 1000           /* pacing timer period */
 #define BENCH_WATCH_US 200000        /* timeout / duration check period */
 
-struct bench_opts {
-	const char *host;       /* -H host:port */
-	const char *unix_path;  /* -U path */
-	int conns;              /* -c */
-	int chunk;              /* -m */
-	int64_t total;          /* -n, 0: unbounded (then -d bounds) */
-	double duration;        /* -d seconds, 0: unbounded (then -n bounds) */
-	double rate;            /* -r events/s, 0: as fast as acks allow */
-	int window;             /* -w chunks in flight per connection */
-	uint64_t seed;          /* --seed */
-	double timeout;         /* --timeout seconds for one chunk's ack */
-	bool json;              /* --json */
-	const char *dump_copy;  /* --dump-copy FILE */
-	const char *lat_log;    /* --latency-log FILE */
-	double idle;            /* --idle seconds: hold every connection idle first */
-};
-
-/* A chunk waiting for its ack. */
-struct bench_chunk {
-	uint64_t seq;       /* chunk sequence, encoded in its id */
-	int64_t t0_ns;      /* latency origin: send time, or scheduled time with -r */
-	int64_t sent_ns;    /* when it was written: timeout origin */
-	uint32_t events;
-};
-
-struct bench;
-
-struct bench_conn {
-	struct bench *b;
-	int idx;
-	struct bufferevent *bev;
-	bool connected;
-	struct bench_chunk *inflight;  /* opts.window slots, ninflight in use */
-	int ninflight;
-	msgpack_unpacker unp;
-	bool unp_ready;
-};
-
-struct bench {
-	struct bench_opts o;
-	struct event_base *base;
-	struct event *pace_ev;
-	struct event *watch_ev;
-	struct event *idle_ev;  /* --idle: starts the run once the wait is over */
-	struct bench_conn *conns;
-	int nconnected;
-	int next_fill;          /* round-robin start for paced sends */
-	bool started;
-	bool failed;
-	struct bench_gen gen;   /* the event mix (bench_gen.c) */
-	uint32_t chunk_salt;    /* chunk id bits that tell this run from others */
-	uint64_t chunk_seq;
-	int64_t created_ns;     /* when the connections were opened */
-	int64_t start_ns;       /* when the last of them was up: the clock starts */
-	int64_t last_ack_ns;
-	int64_t events_sent;
-	int64_t events_acked;
-	int64_t chunks_acked;
-	int64_t *lat_ns;        /* one per acked chunk */
-	FILE *lat_log;          /* --latency-log: "t_ms latency_ms events" per ack */
-	size_t nlat, lat_cap;
-	msgpack_sbuffer sbuf;   /* the chunk being encoded */
-	msgpack_packer pk;
-};
-
 /* ---- small helpers ----------------------------------------------------- */
 
-static int64_t bench_now_ns(void)
+int64_t bench_now_ns(void)
 {
 	struct timespec ts;
 
@@ -137,7 +76,7 @@ static int64_t bench_now_ns(void)
 
 /* ---- sending ------------------------------------------------------------- */
 
-static void bench_fail(struct bench *b, const char *why)
+void bench_fail(struct bench *b, const char *why)
 {
 	if (!b->failed)
 		log_error("bench", "%s; stopping", why);
@@ -170,6 +109,13 @@ static uint32_t bench_next_chunk_events(const struct bench *b, int64_t now)
 	return (uint32_t)n;
 }
 
+void bench_chunk_id(const struct bench *b, uint64_t seq, char id[BENCH_CHUNK_ID_LEN + 1])
+{
+	bench_hex_put(id, b->chunk_salt, 8);
+	bench_hex_put(id + 8, seq, 16);
+	id[BENCH_CHUNK_ID_LEN] = '\0';
+}
+
 /* Encode one chunk of N events into b->sbuf; 0 or -1. */
 static int bench_encode_chunk(struct bench *b, uint32_t n, uint64_t seq)
 {
@@ -177,9 +123,7 @@ static int bench_encode_chunk(struct bench *b, uint32_t n, uint64_t seq)
 	char id[BENCH_CHUNK_ID_LEN + 1];
 	int rc = 0;
 
-	bench_hex_put(id, b->chunk_salt, 8);
-	bench_hex_put(id + 8, seq, 16);
-	id[BENCH_CHUNK_ID_LEN] = '\0';
+	bench_chunk_id(b, seq, id);
 	msgpack_sbuffer_clear(&b->sbuf);
 	rc |= msgpack_pack_array(&b->pk, 3);
 	rc |= bench_pack_str(&b->pk, BENCH_TAG, strlen(BENCH_TAG));
@@ -192,6 +136,23 @@ static int bench_encode_chunk(struct bench *b, uint32_t n, uint64_t seq)
 	rc |= bench_pack_str(&b->pk, "chunk", 5);
 	rc |= bench_pack_str(&b->pk, id, BENCH_CHUNK_ID_LEN);
 	return rc ? -1 : 0;
+}
+
+/* Encode chunk CH of N events as a Forward message and queue it on C;
+ * 0 or -1 (the run has failed). */
+static int bench_forward_send(struct bench_conn *c, struct bench_chunk *ch, uint32_t n)
+{
+	struct bench *b = c->b;
+
+	if (bench_encode_chunk(b, n, ch->seq) < 0) {
+		bench_fail(b, "out of memory encoding a chunk");
+		return -1;
+	}
+	if (bufferevent_write(c->bev, b->sbuf.data, b->sbuf.size) < 0) {
+		bench_fail(b, "cannot queue a chunk for sending (out of memory)");
+		return -1;
+	}
+	return 0;
 }
 
 /* Send chunks on C while its window and the schedule allow. True when
@@ -208,14 +169,8 @@ static bool bench_conn_fill(struct bench_conn *c)
 		if (n == 0)
 			return true;
 		ch->seq = b->chunk_seq++;
-		if (bench_encode_chunk(b, n, ch->seq) < 0) {
-			bench_fail(b, "out of memory encoding a chunk");
+		if ((b->o.http ? bench_http_send(c, ch, n) : bench_forward_send(c, ch, n)) < 0)
 			return true;
-		}
-		if (bufferevent_write(c->bev, b->sbuf.data, b->sbuf.size) < 0) {
-			bench_fail(b, "cannot queue a chunk for sending (out of memory)");
-			return true;
-		}
 		ch->sent_ns = bench_now_ns();
 		ch->t0_ns = b->o.rate > 0 ?
 			    b->start_ns + (int64_t)((double)b->events_sent / b->o.rate * 1e9) :
@@ -300,11 +255,32 @@ static int64_t bench_ack_seq(const struct bench *b, const msgpack_object *v)
 	return seq > INT64_MAX ? -1 : (int64_t)seq;
 }
 
+int bench_chunk_answered(struct bench_conn *c, int slot, uint32_t acked, bool ok)
+{
+	struct bench *b = c->b;
+	const struct bench_chunk *ch = &c->inflight[slot];
+	int64_t now = bench_now_ns();
+
+	if (ok) {
+		if (bench_lat_add(b, now - ch->t0_ns) < 0)
+			return -1;
+		if (b->lat_log)
+			fprintf(b->lat_log, "%.3f %.3f %" PRIu32 "\n",
+				(double)(ch->t0_ns - b->start_ns) / 1e6,
+				(double)(now - ch->t0_ns) / 1e6, ch->events);
+		b->chunks_acked++;
+		b->last_ack_ns = now;
+	}
+	b->events_acked += acked;
+	c->inflight[slot] = c->inflight[--c->ninflight];
+	return 0;
+}
+
 /* Handle one value from the daemon: must be {"ack": id} for a chunk in flight. */
 static int bench_on_value(struct bench_conn *c, const msgpack_object *o)
 {
 	struct bench *b = c->b;
-	int64_t seq = -1, now = bench_now_ns();
+	int64_t seq = -1;
 
 	if (o->type == MSGPACK_OBJECT_MAP && o->via.map.size == 1) {
 		const msgpack_object_kv *kv = &o->via.map.ptr[0];
@@ -316,17 +292,7 @@ static int bench_on_value(struct bench_conn *c, const msgpack_object *o)
 	for (int i = 0; seq >= 0 && i < c->ninflight; i++) {
 		if (c->inflight[i].seq != (uint64_t)seq)
 			continue;
-		if (bench_lat_add(b, now - c->inflight[i].t0_ns) < 0)
-			return -1;
-		if (b->lat_log)
-			fprintf(b->lat_log, "%.3f %.3f %" PRIu32 "\n",
-				(double)(c->inflight[i].t0_ns - b->start_ns) / 1e6,
-				(double)(now - c->inflight[i].t0_ns) / 1e6, c->inflight[i].events);
-		b->events_acked += c->inflight[i].events;
-		b->chunks_acked++;
-		b->last_ack_ns = now;
-		c->inflight[i] = c->inflight[--c->ninflight];
-		return 0;
+		return bench_chunk_answered(c, i, c->inflight[i].events, true);
 	}
 	log_error("bench", "conn=%d: unexpected reply (not an ack for a chunk in flight)",
 		  c->idx);
@@ -362,6 +328,11 @@ static void bench_read_cb(struct bufferevent *bev, void *arg)
 		bench_fail(c->b, "the daemon sent something that is not an ack");
 		return;
 	}
+	bench_conn_next(c);
+}
+
+void bench_conn_next(struct bench_conn *c)
+{
 	bench_conn_fill(c);
 	bench_check_done(c->b);
 }
@@ -390,17 +361,20 @@ static void bench_idle_cb(evutil_socket_t fd, short what, void *arg)
 	bench_start(arg);
 }
 
-/* Every connection is up: start, or with --idle hold them idle first. */
+/* Every connection is up: start, or with --idle hold them idle first.
+ * HTTP connections open with their first request, from inside the loop:
+ * that start waits for the loop too (a timer of 0). */
 static void bench_all_connected(struct bench *b)
 {
 	struct timeval tv = { (time_t)b->o.idle,
 			      (suseconds_t)((b->o.idle - (double)(time_t)b->o.idle) * 1e6) };
 
-	if (b->o.idle <= 0) {
+	if (b->o.idle <= 0 && !b->o.http) {
 		bench_start(b);
 		return;
 	}
-	log_info("bench", "%d connections up; idle for %.1f s", b->o.conns, b->o.idle);
+	if (b->o.idle > 0)
+		log_info("bench", "%d connections up; idle for %.1f s", b->o.conns, b->o.idle);
 	b->idle_ev = evtimer_new(b->base, bench_idle_cb, b);
 	if (!b->idle_ev || evtimer_add(b->idle_ev, &tv) < 0)
 		bench_fail(b, "cannot arm the idle timer");
@@ -594,11 +568,17 @@ static void bench_report(struct bench *b)
 
 	if (b->nlat > 0)
 		qsort(b->lat_ns, b->nlat, sizeof(*b->lat_ns), bench_cmp_i64);
-	printf(fmt, b->o.unix_path ? "unix" : "tcp", b->o.conns, b->o.chunk, b->o.window,
+	printf(fmt, b->o.http ? "http" : b->o.unix_path ? "unix" : "tcp", b->o.conns, b->o.chunk, b->o.window,
 	       b->o.rate, b->events_sent, b->events_acked, b->chunks_acked, el, rate,
 	       bench_pct_ms(b, 0.50), bench_pct_ms(b, 0.99), bench_pct_ms(b, 0.999),
 	       bench_pct_ms(b, 1.0), bench_cpu_s(),
 	       b->failed ? "false" : "true");
+	if (b->o.http)  /* after the common lines: scripts parse either mode alike */
+		printf(b->o.json ?
+		       "{\"http_retries\": %" PRId64 ", \"http_errors\": %" PRId64 ", "
+		       "\"http_rejected\": %" PRId64 "}\n" :
+		       "http_retries %" PRId64 "\nhttp_errors %" PRId64 "\nhttp_rejected %" PRId64
+		       "\n", b->http_retries, b->http_errors, b->http_rejected);
 	fflush(stdout);
 }
 
@@ -607,16 +587,20 @@ static void bench_report(struct bench *b)
 static void bench_usage(FILE *f)
 {
 	fprintf(f,
-		"usage: megaingest-bench (-H host:port | -U path) [options]\n"
+		"usage: megaingest-bench (-H host:port | -U path | --http host:port) [options]\n"
 		"       megaingest-bench --dump-copy FILE -n N [--seed S]\n"
-		"  -H host:port   daemon TCP address\n"
-		"  -U path        daemon Unix socket\n"
+		"  -H host:port   daemon TCP address (Forward)\n"
+		"  -U path        daemon Unix socket (Forward)\n"
+		"  --http host:port  POST each chunk to http://host:port/v1/events as a JSON\n"
+		"                 array over keep-alive connections, one request in flight\n"
+		"                 per connection; a 503 is sent again after its Retry-After\n"
+		"  --token T      with --http: send Authorization: Bearer T\n"
 		"  -c N           connections (default 8)\n"
-		"  -m N           events per chunk (default 500)\n"
+		"  -m N           events per chunk or request (default 500)\n"
 		"  -n N           total events (default 100000 unless -d)\n"
 		"  -d SECONDS     run for this long instead of (or as well as) -n\n"
 		"  -r RATE        target events/s, paced (default: as fast as acks allow)\n"
-		"  -w N           chunks in flight per connection (default 2)\n"
+		"  -w N           chunks in flight per connection (default 2; --http: 1)\n"
 		"  --seed S       generator seed (default 1)\n"
 		"  --timeout S    fail when a chunk is not acked within S seconds (default 60)\n"
 		"  --json         print one JSON object instead of name/value lines\n"
@@ -652,6 +636,8 @@ static const struct option bench_long_opts[] = {
 	{ "dump-copy", required_argument, NULL, 'D' },
 	{ "latency-log", required_argument, NULL, 'L' },
 	{ "idle", required_argument, NULL, 'I' },
+	{ "http", required_argument, NULL, 'X' },
+	{ "token", required_argument, NULL, 'K' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -691,6 +677,8 @@ static const struct bench_optdef bench_optdefs[] = {
 	{ 'D', "--dump-copy", BENCH_OPT_STR, 0, 0, BENCH_OFF(dump_copy) },
 	{ 'L', "--latency-log", BENCH_OPT_STR, 0, 0, BENCH_OFF(lat_log) },
 	{ 'I', "--idle", BENCH_OPT_DBL, 0, 86400, BENCH_OFF(idle) },
+	{ 'X', "--http", BENCH_OPT_STR, 0, 0, BENCH_OFF(http) },
+	{ 'K', "--token", BENCH_OPT_STR, 0, 0, BENCH_OFF(token) },
 };
 
 /* Store ARG for option D into O; 0 or -1 on a bad value (logged). */
@@ -739,13 +727,38 @@ static int bench_opt(struct bench_opts *o, int ch, const char *arg)
 	return ch == 'h' ? 1 : -1;
 }
 
+/* The HTTP mode's rules, and -w's default; 0 or -1 (logged). */
+static int bench_parse_http(struct bench_opts *o)
+{
+	if (!o->http) {
+		if (o->token) {
+			log_error("bench", "--token needs --http");
+			return -1;
+		}
+		o->window = o->window ? o->window : 2;
+		return 0;
+	}
+	/* HTTP/1.1 without pipelining: one request at a time per connection. */
+	if (o->window > 1) {
+		log_error("bench", "--http sends one request at a time per connection: -w 1 "
+			  "(use more connections, -c)");
+		return -1;
+	}
+	if (o->idle > 0) {
+		log_error("bench", "--idle holds Forward connections; HTTP ones open with "
+			  "their first request");
+		return -1;
+	}
+	o->window = 1;
+	return 0;
+}
+
 /* Parse argv into O; 0 to run, 1 after --help, -1 on a usage error (logged). */
 static int bench_parse(int argc, char **argv, struct bench_opts *o)
 {
 	int ch, rc;
 
-	*o = (struct bench_opts){ .conns = 8, .chunk = 500, .window = 2, .seed = 1,
-				  .timeout = 60 };
+	*o = (struct bench_opts){ .conns = 8, .chunk = 500, .seed = 1, .timeout = 60 };
 	while ((ch = getopt_long(argc, argv, "H:U:c:m:n:d:r:w:h", bench_long_opts, NULL)) != -1)
 		if ((rc = bench_opt(o, ch, optarg)) != 0)
 			return rc;
@@ -761,11 +774,11 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
 	}
 	if (o->dump_copy)
 		return 0;
-	if (!o->host == !o->unix_path) {
-		log_error("bench", "give exactly one of -H host:port and -U path");
+	if (!!o->host + !!o->unix_path + !!o->http != 1) {
+		log_error("bench", "give exactly one of -H host:port, -U path and --http host:port");
 		return -1;
 	}
-	return 0;
+	return bench_parse_http(o);
 }
 
 /* ---- setup and main ------------------------------------------------------------ */
@@ -823,7 +836,8 @@ static int bench_net_init(struct bench *b)
 	socklen_t salen = 0;
 	struct timeval watch = { 0, BENCH_WATCH_US };
 
-	if (bench_address(&b->o, &sa, &salen) < 0 || bench_raise_nofile(b->o.conns) < 0)
+	if ((!b->o.http && bench_address(&b->o, &sa, &salen) < 0) ||
+	    bench_raise_nofile(b->o.conns) < 0)
 		return -1;
 	b->created_ns = bench_now_ns();
 	b->base = event_base_new();
@@ -836,7 +850,15 @@ static int bench_net_init(struct bench *b)
 		goto oom;
 	for (int i = 0; i < b->o.conns; i++) {
 		b->conns[i].idx = i;
-		if (bench_conn_open(b, &b->conns[i], &sa, salen) < 0)
+		b->conns[i].b = b;
+		if (b->o.http ? bench_http_open(&b->conns[i]) < 0 :
+		    bench_conn_open(b, &b->conns[i], &sa, salen) < 0)
+			return -1;
+	}
+	if (b->o.http) {
+		b->nconnected = b->o.conns;
+		bench_all_connected(b);
+		if (b->failed)  /* a loopbreak before the loop runs is forgotten */
 			return -1;
 	}
 	return 0;
@@ -848,6 +870,7 @@ oom:
 static void bench_free(struct bench *b)
 {
 	for (int i = 0; b->conns && i < b->o.conns; i++) {
+		bench_http_close(&b->conns[i]);
 		if (b->conns[i].bev)
 			bufferevent_free(b->conns[i].bev);
 		if (b->conns[i].unp_ready)

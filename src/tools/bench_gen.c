@@ -1,12 +1,13 @@
 /*
- * bench_gen.c: the event mix of megaingest-bench and its two encoders.
+ * bench_gen.c: the event mix of megaingest-bench and its three encoders.
  *
  * It owns what the bench sends, not how: the seeded generator (xorshift64*,
  * the word lists, the prompt pool), one event of the mix at a time
- * (bench_event_next), the event as msgpack for the wire (bench_pack_event)
- * and as a COPY text row for --dump-copy. bench.c owns the connections,
- * chunks, acks, timers, the report and the options. The split is at the
- * generator's state (struct bench_gen): nothing here touches libevent or a
+ * (bench_event_next), the event as msgpack for the wire (bench_pack_event),
+ * as JSON for the HTTP mode (bench_json_event) and as a COPY text row for
+ * --dump-copy. bench.c owns the connections, chunks, acks, timers, the
+ * report and the options, bench_http.c the HTTP requests. The split is at
+ * the generator's state (struct bench_gen): nothing here touches libevent or a
  * connection, so the mix can change without reading the load loop, and
  * --dump-copy writes the very rows the daemon would be sent for one seed.
  *
@@ -24,6 +25,7 @@
 #include <time.h>
 
 #include <msgpack.h>
+#include <yajl/yajl_gen.h>
 
 #include "bench_private.h"
 #include "log.h"
@@ -304,7 +306,7 @@ void bench_event_next(struct bench_gen *g, struct bench_event *ev)
 	}
 }
 
-/* ---- encoders: msgpack (wire) and COPY text (--dump-copy) --------------- */
+/* ---- encoders: msgpack (Forward), JSON (HTTP), COPY text (--dump-copy) -- */
 
 int bench_pack_str(msgpack_packer *pk, const char *s, size_t len)
 {
@@ -341,6 +343,44 @@ int bench_pack_event(msgpack_packer *pk, const struct bench_event *ev)
 	rc |= bench_pack_str(pk, "ab", 2) | bench_pack_str(pk, &ev->ab, 1);
 	rc |= bench_pack_str(pk, "seq", 3) | msgpack_pack_uint64(pk, ev->seq);
 	return rc ? -1 : 0;
+}
+
+/* EV as one JSON object; 0 or -1 (out of memory). */
+int bench_json_event(yajl_gen g, const struct bench_event *ev)
+{
+	time_t sec = (time_t)ev->sec;
+	char ts[48], ab[2] = { ev->ab, '\0' };
+	struct tm tm;
+	int bad = 0, n;
+
+#define BENCH_JSTR(s, len) \
+	(yajl_gen_string(g, (const unsigned char *)(s), (len)) != yajl_gen_status_ok)
+	bad |= yajl_gen_map_open(g) != yajl_gen_status_ok;
+	for (int i = 0; i < BENCH_COL_COUNT; i++) {
+		if (!ev->v[i].s && !ev->v[i].is_int)
+			continue;
+		bad |= BENCH_JSTR(bench_col_names[i], strlen(bench_col_names[i]));
+		if (ev->v[i].is_int)
+			bad |= yajl_gen_integer(g, ev->v[i].i) != yajl_gen_status_ok;
+		else
+			bad |= BENCH_JSTR(ev->v[i].s, ev->v[i].len);
+	}
+	/* The Forward entry time, to the nanosecond, as RFC 3339. */
+	gmtime_r(&sec, &tm);
+	n = snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%09" PRIu32 "Z",
+		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+		     tm.tm_sec, ev->nsec);
+	bad |= n < 0 || (size_t)n >= sizeof(ts);
+	bad |= BENCH_JSTR("mg_created_at", 13) || BENCH_JSTR(ts, n > 0 ? (size_t)n : 0);
+	bad |= BENCH_JSTR("mg_meta", 7) || yajl_gen_map_open(g) != yajl_gen_status_ok;
+	bad |= BENCH_JSTR("app", 3) || BENCH_JSTR("megaingest-bench", 16);
+	bad |= BENCH_JSTR("ab", 2) || BENCH_JSTR(ab, 1);
+	bad |= BENCH_JSTR("seq", 3) ||
+	       yajl_gen_integer(g, (long long)ev->seq) != yajl_gen_status_ok;
+	bad |= yajl_gen_map_close(g) != yajl_gen_status_ok;
+	bad |= yajl_gen_map_close(g) != yajl_gen_status_ok;
+#undef BENCH_JSTR
+	return bad ? -1 : 0;
 }
 
 /* Write S in COPY text format (backslash, tab, newline, CR escaped). */
