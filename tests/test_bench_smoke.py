@@ -1,7 +1,7 @@
 """The benchmark keeps working: `tests/bench/run --smoke` runs every case of
 `make bench` (COPY ceiling, the daemon over TCP and Unix with one and two
-writers, paced, per-event INSERT through pgbench, the daemon through
-PgBouncer's transaction pooling) at tiny counts on its own
+writers, paced, the HTTP input when the daemon has one, per-event INSERT
+through pgbench, the daemon through PgBouncer's transaction pooling) at tiny counts on its own
 throwaway PostgreSQL and must print the full table. Numbers are not judged
 here: benchmarks report, tests assert behaviour."""
 
@@ -28,3 +28,6 @@ def test_bench_smoke_prints_every_case():
         assert case in text, f"bench smoke lacks {case!r}:\n{text}"
     assert "b/c32" in text
     assert "through PgBouncer, transaction pooling, vs the direct connection" in text
+    # the HTTP input's cases run when the daemon has it, else say why not
+    assert ("(h) megaingestd http, writers=1" in text and "Forward tcp writers=1" in text) \
+        or "HTTP cases skipped" in text, text
