@@ -39,6 +39,7 @@ class Recorder(BaseHTTPRequestHandler):
         with srv.lock:
             n = len(srv.requests)
             srv.requests.append({"path": self.path, "headers": dict(self.headers),
+                                 "hosts": self.headers.get_all("Host"),
                                  "body": body, "peer": self.client_address})
             status, answer, extra = srv.answer(n, json.loads(body))
         data = json.dumps(answer).encode()
@@ -105,7 +106,7 @@ def test_http_posts_the_mix_as_json_and_resends_a_503(server):
         assert r["path"] == "/v1/events"
         assert h["Content-Type"] == "application/json"
         assert h["Authorization"] == "Bearer s3cret"
-        assert h["Host"] == f"127.0.0.1:{server.server_address[1]}"
+        assert r["hosts"] == [f"127.0.0.1:{server.server_address[1]}"]
         events = json.loads(r["body"])
         assert isinstance(events, list) and len(events) == 50
         for ev in events:

@@ -95,6 +95,16 @@ static int bench_http_address(const char *arg, char *host, size_t size, uint16_t
 
 static void bench_http_retry_cb(evutil_socket_t fd, short what, void *arg);
 
+/* The socket is gone: the next one, even under the same number, needs
+ * TCP_NODELAY again. */
+static void bench_http_close_cb(struct evhttp_connection *evcon, void *arg)
+{
+	struct bench_conn *c = arg;
+
+	(void)evcon;
+	c->http->nodelay_fd = -1;
+}
+
 int bench_http_open(struct bench_conn *c)
 {
 	struct bench *b = c->b;
@@ -120,6 +130,7 @@ int bench_http_open(struct bench_conn *c)
 	evhttp_connection_set_timeout(h->evcon, b->o.timeout + 5 > INT_MAX ? INT_MAX :
 					       (int)b->o.timeout + 5);
 	evhttp_connection_set_retries(h->evcon, 0);
+	evhttp_connection_set_closecb(h->evcon, bench_http_close_cb, c);
 	evhttp_connection_set_max_body_size(h->evcon, BENCH_HTTP_MAX_ANSWER);
 	evhttp_connection_set_max_headers_size(h->evcon, BENCH_HTTP_MAX_HEADERS);
 	/* An early 413 or 401 on a body still being written is read, not lost. */
