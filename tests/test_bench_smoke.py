@@ -29,5 +29,5 @@ def test_bench_smoke_prints_every_case():
     assert "b/c32" in text
     assert "through PgBouncer, transaction pooling, vs the direct connection" in text
     # the HTTP input's cases run when the daemon has it, else say why not
-    assert ("(h) megaingestd http, writers=1" in text and "Forward tcp writers=1" in text) \
+    assert ("(h) megaingestd http, writers=1" in text and "vs Forward over TCP" in text) \
         or "HTTP cases skipped" in text, text
