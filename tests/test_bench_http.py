@@ -156,6 +156,14 @@ def test_http_paced_run_and_refused_connection(server):
     assert "HTTP request failed" in out.stderr
 
 
+def test_http_json_report_is_one_object(server):
+    out, _ = run_bench(server, "-c", "1", "-m", "10", "-n", "20", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads(out.stdout)
+    assert report["transport"] == "http" and report["events_acked"] == 20
+    assert (report["http_retries"], report["http_errors"], report["http_rejected"]) == (0, 0, 0)
+
+
 def test_http_option_rules():
     for args, msg in [(["--http", "127.0.0.1:1", "-w", "2"], "-w 1"),
                       (["--http", "127.0.0.1"], "host:port"),

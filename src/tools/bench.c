@@ -559,7 +559,7 @@ static void bench_report(struct bench *b)
 		"\"events_acked\": %" PRId64 ", \"chunks_acked\": %" PRId64 ", "
 		"\"elapsed_s\": %.3f, \"events_per_s\": %.0f, \"ack_p50_ms\": %.2f, "
 		"\"ack_p99_ms\": %.2f, \"ack_p999_ms\": %.2f, \"ack_max_ms\": %.2f, "
-		"\"client_cpu_s\": %.2f, \"ok\": %s}\n" :
+		"\"client_cpu_s\": %.2f, \"ok\": %s" :
 		"transport %s\nconnections %d\nchunk_events %d\ninflight %d\n"
 		"target_rate %.0f\nevents_sent %" PRId64 "\nevents_acked %" PRId64 "\n"
 		"chunks_acked %" PRId64 "\nelapsed_s %.3f\nevents_per_s %.0f\n"
@@ -568,17 +568,20 @@ static void bench_report(struct bench *b)
 
 	if (b->nlat > 0)
 		qsort(b->lat_ns, b->nlat, sizeof(*b->lat_ns), bench_cmp_i64);
-	printf(fmt, b->o.http ? "http" : b->o.unix_path ? "unix" : "tcp", b->o.conns, b->o.chunk, b->o.window,
+	printf(fmt, b->o.http ? "http" : b->o.unix_path ? "unix" : "tcp", b->o.conns, b->o.chunk,
+	       b->o.window,
 	       b->o.rate, b->events_sent, b->events_acked, b->chunks_acked, el, rate,
 	       bench_pct_ms(b, 0.50), bench_pct_ms(b, 0.99), bench_pct_ms(b, 0.999),
 	       bench_pct_ms(b, 1.0), bench_cpu_s(),
 	       b->failed ? "false" : "true");
-	if (b->o.http)  /* after the common lines: scripts parse either mode alike */
+	if (b->o.http)  /* after the common ones: scripts parse either mode alike */
 		printf(b->o.json ?
-		       "{\"http_retries\": %" PRId64 ", \"http_errors\": %" PRId64 ", "
-		       "\"http_rejected\": %" PRId64 "}\n" :
+		       ", \"http_retries\": %" PRId64 ", \"http_errors\": %" PRId64 ", "
+		       "\"http_rejected\": %" PRId64 :
 		       "http_retries %" PRId64 "\nhttp_errors %" PRId64 "\nhttp_rejected %" PRId64
 		       "\n", b->http_retries, b->http_errors, b->http_rejected);
+	if (b->o.json)
+		printf("}\n");
 	fflush(stdout);
 }
 
