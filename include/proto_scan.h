@@ -60,6 +60,10 @@ struct proto_scan {
  */
 size_t proto_scan_feed(struct proto_scan *s, const uint8_t *p, size_t n, uint64_t limit);
 
+/* Why S stopped, in words for a dead-letter reason or an HTTP answer
+ * ("not msgpack", "nested deeper than 32 levels", ...). */
+const char *proto_scan_why(const struct proto_scan *s);
+
 /* True between top-level values. */
 static inline bool proto_scan_idle(const struct proto_scan *s)
 {

@@ -368,21 +368,6 @@ static uint64_t proto_max_elems(const struct proto_env *env)
 	return n > 0 ? n : 1;
 }
 
-/* Why a scan of packed entries stopped early, for the dead-letter reason. */
-static const char *proto_scan_why(const struct proto_scan *s)
-{
-	switch (s->error) {
-	case PROTO_SCAN_NOT_MSGPACK:
-		return "not msgpack";
-	case PROTO_SCAN_TOO_DEEP:
-		return "nested deeper than 32 levels";
-	case PROTO_SCAN_TOO_MANY:
-		return "announces more elements than listen.max_event_bytes / 4";
-	default:
-		return "truncated msgpack value";
-	}
-}
-
 /* The bytes from entry INDEX on could not be read: dead-letter them once as bin. */
 static void proto_packed_rest(struct proto_msg *m, const char *p, size_t len, size_t cut,
 			      uint32_t index, const char *why)

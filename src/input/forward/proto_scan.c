@@ -320,3 +320,17 @@ size_t proto_scan_feed(struct proto_scan *s, const uint8_t *p, size_t n, uint64_
 		return n;
 	return s->head_start > base ? (size_t)(s->head_start - base) : 0;
 }
+
+const char *proto_scan_why(const struct proto_scan *s)
+{
+	switch (s->error) {
+	case PROTO_SCAN_NOT_MSGPACK:
+		return "not msgpack";
+	case PROTO_SCAN_TOO_DEEP:
+		return "nested deeper than 32 levels";
+	case PROTO_SCAN_TOO_MANY:
+		return "a value announces more elements than listen.max_event_bytes / 4";
+	default:
+		return "truncated msgpack value";
+	}
+}

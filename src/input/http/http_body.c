@@ -197,21 +197,6 @@ static bool http_body_mp_is_map(unsigned char lead)
 	return (lead & 0xf0) == 0x80 || lead == 0xde || lead == 0xdf;
 }
 
-/* Why the scan S stopped, for the 400 answer. */
-static const char *http_body_scan_why(const struct proto_scan *s)
-{
-	switch (s->error) {
-	case PROTO_SCAN_NOT_MSGPACK:
-		return "not msgpack";
-	case PROTO_SCAN_TOO_DEEP:
-		return "nested deeper than 32 levels";
-	case PROTO_SCAN_TOO_MANY:
-		return "a value announces more elements than listen.max_event_bytes / 4";
-	default:
-		return "truncated msgpack value";
-	}
-}
-
 /* Hand out item INDEX, the value O of SIZE bytes. 0, or -1 when a callback stops. */
 static int http_body_mp_item(const struct http_body_cb *cb, uint32_t index, const msgpack_object *o,
 			     size_t size, size_t max_event_bytes)
@@ -245,7 +230,7 @@ static enum http_body_status http_body_mp_items(const char *p, size_t len, size_
 	(void)proto_scan_feed(&s, (const uint8_t *)p + start, len - start, len - start);
 	if (s.error != PROTO_SCAN_OK || !proto_scan_idle(&s))
 		return http_body_bad(err, p, len, start + (size_t)(s.error != PROTO_SCAN_OK ?
-					  s.head_start : s.value_start), http_body_scan_why(&s));
+					  s.head_start : s.value_start), proto_scan_why(&s));
 	for (uint64_t i = 0; i < count; i++) {
 		prev = off;
 		msgpack_zone_clear(zone);
