@@ -49,6 +49,7 @@ struct config {
 	/* http: POST /v1/events */
 	char *http_listen[CONFIG_MAX_TCP]; /* "host:port"; none: the HTTP input is off */
 	int http_listen_count;
+	int http_max_connections;
 	long http_max_body_bytes;
 	int http_timeout_s;
 	char *http_tokens_file;        /* "": no bearer token needed */

@@ -80,6 +80,8 @@ struct evbuffer;
 	X(http_request_seconds, HISTOGRAM, \
 	  "HTTP input: time from a request's arrival to its answer (after the commit)") \
 	X(http_bytes_received_total, COUNTER, "HTTP input: request body bytes received") \
+	X(http_connections_refused_total, COUNTER, \
+	  "HTTP input connections closed at once (http.max_connections were open)") \
 	X(uptime_seconds, GAUGE, "Seconds since the daemon started") \
 	X(build_info, INFO, "The daemon's version, as a label; always 1")
 

@@ -290,3 +290,26 @@ def test_exposed_listener_without_tokens_is_warned_about(tmp_path):
                              stderr=subprocess.PIPE, text=True, timeout=30)
         assert out.returncode == 0, out.stderr
         assert ("http.listen 0.0.0.0:18080 is reachable" in out.stderr) == warned, out.stderr
+
+
+def test_connections_over_the_cap_are_closed_at_once(daemon_factory, pg):
+    """http.max_connections 3: a fourth connection is closed as soon as it
+    opens and counted; the three keep working, and once one closes a new
+    one is served."""
+    d = http_daemon(daemon_factory, {"max_connections": 3}, admin=True)
+    held = [socket.create_connection(("127.0.0.1", d.http_port), timeout=10) for _ in range(3)]
+    time.sleep(0.3)
+    extra = socket.create_connection(("127.0.0.1", d.http_port), timeout=10)
+    extra.settimeout(5)
+    assert extra.recv(100) == b""                      # closed by the daemon
+    extra.close()
+    wait_for(lambda: m(metrics(d.admin_port), "http_connections_refused_total") == 1,
+             what="the refusal counted")
+    body = json.dumps([gen(1)]).encode()
+    held[0].sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    assert held[0].recv(4096).startswith(b"HTTP/1.1 200")
+    for s in held:
+        s.close()
+    wait_for(lambda: post(d.http_url, [gen(2)])[0] == 200, what="a new connection served")
+    assert pg.count() == 2

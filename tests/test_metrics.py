@@ -21,7 +21,8 @@ COUNTERS = ["events_received_total", "events_committed_total", "events_dead_lett
             "credit_conflicts_total", "auth_failures_total", "tls_failures_total",
             "dead_letters_refused_total", "dead_letter_bulk_total", "log_lines_suppressed_total",
             "handshake_timeouts_total", "handshakes_evicted_total", "accept_pauses_total",
-            "admin_connections_refused_total", "memory_holds_total", "http_bytes_received_total"]
+            "admin_connections_refused_total", "memory_holds_total", "http_bytes_received_total",
+            "http_connections_refused_total"]
 GAUGES = ["queue_events", "queue_bytes", "spool_bytes", "connections", "postgres_up",
           "uptime_seconds", "dead_letter_full", "buffered_bytes"]
 HISTOGRAMS = ["batch_commit_seconds", "event_commit_latency_seconds", "http_request_seconds"]
@@ -64,7 +65,7 @@ def test_metric_set_types_and_zero_at_start(daemon_factory):
     assert types["megaingest_events_rejected"] == "counter"
     assert types["megaingest_batch_commit_seconds"] == "histogram"
     assert types["megaingest_queue_events"] == "gauge"
-    assert text.count("# HELP ") == len(types) == 36
+    assert text.count("# HELP ") == len(types) == 37
     for c in COUNTERS:
         if c not in ("postgres_reconnects_total", "connections_accepted_total"):
             assert m(samples, c) == 0, c

@@ -7,7 +7,7 @@
  * its own and never takes a lock the writers hold. Requests are small and
  * bounded: GET and HEAD only (else 405), 8 KiB of headers, no body, 10 s
  * timeout; at most 16 connections, and headers due within 10 s whatever the
- * pace (admin_guard.c).
+ * pace (conn_guard.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,18 +21,19 @@
 #include <event2/util.h>
 
 #include "admin.h"
-#include "admin_guard.h"
+#include "conn_guard.h"
 #include "admin_page.h"
 #include "log.h"
 #include "queue.h"
 #include "stats.h"
 
 #define ADMIN_MAX_HEADERS 8192
-#define ADMIN_TIMEOUT_S 10
+#define ADMIN_TIMEOUT_S 10   /* evhttp's per-read timeout, and the headers' deadline */
+#define ADMIN_MAX_CONNS 16   /* admin connections open at once */
 
 struct admin {
 	struct evhttp *http;
-	struct admin_guard *guard;   /* connection cap and header deadline */
+	struct conn_guard *guard;    /* connection cap and header deadline */
 	struct queue **queues;   /* owned by main; checked by /readyz */
 	int nqueues;
 	bool stopping;           /* draining after SIGTERM: not ready */
@@ -214,7 +215,7 @@ static void admin_request_cb(struct evhttp_request *req, void *arg)
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 	struct evbuffer *body = evbuffer_new();
 
-	admin_guard_request(((struct admin *)arg)->guard, req);
+	conn_guard_request(((struct admin *)arg)->guard, req);
 	if (!body) {
 		admin_oom(req);
 		return;
@@ -285,7 +286,9 @@ struct admin *admin_start(struct event_base *base, const char *addr, struct queu
 	evhttp_set_max_body_size(a->http, 0);
 	evhttp_set_timeout(a->http, ADMIN_TIMEOUT_S);
 	evhttp_set_gencb(a->http, admin_request_cb, a);
-	a->guard = admin_guard_new(base, a->http);
+	a->guard = conn_guard_new(base, a->http, &(struct conn_guard_opts){
+		.who = "admin", .max_conns = ADMIN_MAX_CONNS, .deadline_s = ADMIN_TIMEOUT_S,
+		.refused = STAT_admin_connections_refused_total });
 	if (!a->guard || admin_bind(a, base, addr) < 0) {
 		admin_free(a);
 		return NULL;
@@ -306,6 +309,6 @@ void admin_free(struct admin *a)
 		return;
 	if (a->http)
 		evhttp_free(a->http);
-	admin_guard_free(a->guard);
+	conn_guard_free(a->guard);
 	free(a);
 }

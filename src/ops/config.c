@@ -120,6 +120,8 @@ const struct config_key config_keys[] = {
 	      "OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are all forward-secret AEAD)"),
 	K_LIST("http.listen", http_listen, CONFIG_MAX_TCP, "", config_check_hostport, RESTART,
 	       "HTTP listeners for POST /v1/events, \"host:port\"; none (the default): off"),
+	K_INT("http.max_connections", http_max_connections, 1, 1000000, 1024, RESTART,
+	      "HTTP connections open at once; one more is closed as soon as it opens"),
 	K_LONG("http.max_body_bytes", http_max_body_bytes, 1024, 1073741824L, 8388608L, RESTART,
 	       "largest request body; a larger one is answered 413 without being read"),
 	K_INT("http.timeout_s", http_timeout_s, 1, 3600, 30, RESTART,

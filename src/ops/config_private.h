@@ -22,7 +22,7 @@
 
 /* Rows in config_keys[]; config.c refuses to compile when they differ, so
  * adding a key is a row there and this number. */
-#define CONFIG_NKEYS 41
+#define CONFIG_NKEYS 42
 
 enum config_type {
 	CONFIG_T_INT = 0,  /* int field, decimal, min..max */

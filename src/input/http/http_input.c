@@ -39,6 +39,7 @@
 #include <msgpack.h>
 
 #include "config.h"
+#include "conn_guard.h"
 #include "http_body.h"
 #include "http_input.h"
 #include "http_private.h"
@@ -58,6 +59,7 @@
 struct http_input {
 	struct event_base *base;
 	struct evhttp *http;
+	struct conn_guard *guard;       /* http.max_connections */
 	struct intake *in;
 	struct listener_tls *tls;       /* NULL: plain HTTP */
 	struct http_tokens *tokens;     /* NULL: no token needed */
@@ -341,7 +343,16 @@ static int http_security(struct http_input *hi, const struct config *cfg)
 					   cfg->listen_tls_ciphers);
 		if (!hi->tls)
 			return -1;
-		evhttp_set_bevcb(hi->http, http_tls_bev_cb, hi);
+	}
+	/* No header deadline: evhttp's timeout ends a stalled connection, and a
+	 * request waiting for its commit is not late. */
+	hi->guard = conn_guard_new(hi->base, hi->http, &(struct conn_guard_opts){
+		.who = "http", .max_conns = cfg->http_max_connections,
+		.refused = STAT_http_connections_refused_total,
+		.make_bev = hi->tls ? http_tls_bev_cb : NULL, .make_bev_arg = hi });
+	if (!hi->guard) {
+		log_error("http", "out of memory starting the HTTP input");
+		return -1;
 	}
 	if (cfg->http_tokens_file[0]) {
 		hi->tokens = http_tokens_load(cfg->http_tokens_file);
@@ -397,6 +408,7 @@ void http_input_free(struct http_input *hi)
 		return;
 	if (hi->http)
 		evhttp_free(hi->http);
+	conn_guard_free(hi->guard);
 	listener_tls_free(hi->tls);
 	http_tokens_free(hi->tokens);
 	free(hi);

@@ -1,0 +1,208 @@
+/*
+ * conn_guard.c: bounds on an evhttp server's connections, which evhttp
+ * (libevent 2.1) does not have: at most max_conns open at once (a
+ * connection past it is closed as soon as it is set up), and, with a
+ * deadline, a request's headers must all arrive within deadline_s of the
+ * connection opening or of the previous answer. evhttp's own timeout
+ * restarts with every byte, so without a deadline a client sending one
+ * byte every few seconds would hold its connection for ever. (The HTTP
+ * input has no deadline: a request waiting for its commit is not late.)
+ *
+ * evhttp creates each connection's bufferevent through conn_guard_bev_cb
+ * (evhttp_set_bevcb). The guard keeps a reference to it: once evhttp has
+ * freed the connection, the bufferevent's callbacks are cleared, and the
+ * guard drops its reference (which closes the socket). To close a
+ * connection the guard raises an error event on it, which evhttp answers
+ * by freeing the connection. A sweep every second retires freed
+ * connections and enforces deadlines. Loop thread only.
+ */
+#include <stdbool.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "conn_guard.h"
+#include "log.h"
+
+struct conn_guard_conn {
+	struct bufferevent *bev;      /* evhttp's; we hold a reference */
+	int64_t deadline_ms;          /* CLOCK_MONOTONIC: headers due by then */
+	bool doomed;                  /* over the cap: close at the next turn */
+	struct conn_guard_conn *next;
+};
+
+struct conn_guard {
+	struct conn_guard_opts o;
+	struct event_base *base;
+	struct event *sweep;          /* every second */
+	struct event *doom;           /* closes over-cap connections right after set-up */
+	struct conn_guard_conn *conns;
+	int nconns;                   /* not doomed */
+};
+
+static struct log_limit conn_guard_limit = LOG_LIMIT_INIT(5, 10000);
+
+static int64_t conn_guard_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Whether evhttp has freed C's connection (it clears the callbacks). */
+static bool conn_guard_gone(const struct conn_guard_conn *c)
+{
+	bufferevent_data_cb readcb = NULL;
+
+	bufferevent_getcb(c->bev, &readcb, NULL, NULL, NULL);
+	return readcb == NULL;
+}
+
+/* Ask evhttp to close C's connection: an error while reading frees it. */
+static void conn_guard_close(struct conn_guard_conn *c)
+{
+	if (!conn_guard_gone(c))
+		bufferevent_trigger_event(c->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, 0);
+}
+
+/* Drop the entries whose connections evhttp has freed. */
+static void conn_guard_reap(struct conn_guard *g)
+{
+	struct conn_guard_conn **pp = &g->conns, *c;
+
+	while ((c = *pp)) {
+		if (!conn_guard_gone(c)) {
+			pp = &c->next;
+			continue;
+		}
+		*pp = c->next;
+		if (!c->doomed)
+			g->nconns--;
+		bufferevent_decref(c->bev);
+		free(c);
+	}
+}
+
+static void conn_guard_sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn_guard *g = arg;
+	int64_t now = conn_guard_now_ms();
+
+	(void)fd;
+	(void)what;
+	for (struct conn_guard_conn *c = g->conns; c && g->o.deadline_s; c = c->next)
+		if (now >= c->deadline_ms && !conn_guard_gone(c)) {
+			log_limited(&conn_guard_limit, LOG_LEVEL_WARN, g->o.who, "a request's headers "
+				    "did not arrive within %d s; connection closed",
+				    g->o.deadline_s);
+			conn_guard_close(c);
+		}
+	conn_guard_reap(g);
+}
+
+static void conn_guard_doom_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn_guard *g = arg;
+
+	(void)fd;
+	(void)what;
+	for (struct conn_guard_conn *c = g->conns; c; c = c->next)
+		if (c->doomed)
+			conn_guard_close(c);
+	conn_guard_reap(g);
+}
+
+/* evhttp's bufferevent factory: every accepted admin connection passes here. */
+static struct bufferevent *conn_guard_bev_cb(struct event_base *base, void *arg)
+{
+	struct conn_guard *g = arg;
+	struct bufferevent *bev = g->o.make_bev ? g->o.make_bev(base, g->o.make_bev_arg) :
+				  bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	struct conn_guard_conn *c = calloc(1, sizeof(*c));
+	struct timeval now = { 0, 0 };
+
+	if (!bev || !c) {
+		/* evhttp makes its own (plain: a TLS one would not speak TLS, and
+		 * fails its first request); this connection goes unguarded */
+		log_error(g->o.who, "out of memory guarding a connection");
+		if (bev)
+			bufferevent_free(bev);
+		free(c);
+		return NULL;
+	}
+	conn_guard_reap(g); /* connections evhttp freed since the last sweep */
+	bufferevent_incref(bev);
+	c->bev = bev;
+	c->deadline_ms = conn_guard_now_ms() + g->o.deadline_s * 1000;
+	c->doomed = g->nconns >= g->o.max_conns;
+	c->next = g->conns;
+	g->conns = c;
+	if (!c->doomed) {
+		g->nconns++;
+		return bev;
+	}
+	stats_add(g->o.refused, 1);
+	log_limited(&conn_guard_limit, LOG_LEVEL_WARN, g->o.who, "%d %s connections are open; "
+		    "a new one is closed", g->o.max_conns, g->o.who);
+	event_add(g->doom, &now); /* once evhttp has set it up */
+	return bev;
+}
+
+struct conn_guard *conn_guard_new(struct event_base *base, struct evhttp *http,
+				  const struct conn_guard_opts *opts)
+{
+	struct conn_guard *g = calloc(1, sizeof(*g));
+	struct timeval second = { 1, 0 };
+
+	if (!g)
+		return NULL;
+	g->o = *opts;
+	g->base = base;
+	g->sweep = event_new(base, -1, EV_PERSIST, conn_guard_sweep_cb, g);
+	g->doom = evtimer_new(base, conn_guard_doom_cb, g);
+	if (!g->sweep || !g->doom || event_add(g->sweep, &second) < 0) {
+		conn_guard_free(g);
+		return NULL;
+	}
+	evhttp_set_bevcb(http, conn_guard_bev_cb, g);
+	return g;
+}
+
+void conn_guard_request(struct conn_guard *g, struct evhttp_request *req)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+
+	for (struct conn_guard_conn *c = g->conns; c && bev; c = c->next)
+		if (c->bev == bev) {
+			c->deadline_ms = conn_guard_now_ms() + g->o.deadline_s * 1000;
+			return;
+		}
+}
+
+int conn_guard_count(const struct conn_guard *g)
+{
+	return g ? g->nconns : 0;
+}
+
+void conn_guard_free(struct conn_guard *g)
+{
+	struct conn_guard_conn *c, *next;
+
+	if (!g)
+		return;
+	for (c = g->conns; c; c = next) {
+		next = c->next;
+		bufferevent_decref(c->bev);
+		free(c);
+	}
+	if (g->sweep)
+		event_free(g->sweep);
+	if (g->doom)
+		event_free(g->doom);
+	free(g);
+}
