@@ -226,8 +226,9 @@ static void listener_arm_idle(struct listener *l, struct conn *c)
 {
 	struct timeval tv = { conn_hs_timed(c) ? l->hs_timeout_s : l->idle_timeout_s, 0 };
 
-	if (tv.tv_sec > 0)
-		event_add(c->idle, &tv);
+	if (tv.tv_sec > 0 && event_add(c->idle, &tv) < 0)
+		log_error("listener", "conn=%llu: cannot arm its idle timer",
+			  (unsigned long long)c->id);
 }
 
 /* C passed its TLS and shared-key handshakes: it is an ordinary connection now. */
