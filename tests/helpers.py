@@ -605,12 +605,15 @@ class Daemon:
         return os.path.join(self.spool_dir, "dead-letter.jsonl")
 
     def dead_letters(self):
-        """Every dead-letter line, parsed (each must be one JSON object)."""
+        """Every complete dead-letter line, parsed (each must be one JSON
+        object). A last line without its newline is still being written by
+        the daemon's dead-letter thread: left for the next read."""
         try:
             with open(self.dead_letter_path(), encoding="utf-8") as f:
-                lines = f.read().splitlines()
+                text = f.read()
         except FileNotFoundError:
             return []
+        lines = text[:text.rfind("\n") + 1].splitlines()
         out = []
         for line in lines:
             obj = json.loads(line)
