@@ -296,18 +296,15 @@ cmd_test() {
 	# them too: its CPU fills the time the suites spend waiting.
 	cmd_fuzz "${MEGAINGEST_FUZZ_SECONDS:-10}" > "$DEV/fuzz-smoke.log" 2>&1 &
 	fuzz=$!
-	# The package test builds its own .deb from the source tree, not from
-	# the build under test: one suite runs it (run twice at once, one would
-	# wait out the other's system-wide lock), the sanitizer build's, which
-	# is otherwise the shorter.
-	(
-		export PYTEST_ADDOPTS="${PYTEST_ADDOPTS:-} --ignore=$ROOT/tests/test_deb.py"
-		run_checks "$DEV/build" "normal"
-	) &
+	run_checks "$DEV/build" "normal" &
 	normal=$!
 	(
 		export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 		export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+		# The package test builds its own .deb from the source tree, not from
+		# the build under test: the normal build's suite runs it (twice at
+		# once, one would wait out the other's system-wide lock).
+		export PYTEST_ADDOPTS="${PYTEST_ADDOPTS:-} --ignore=$ROOT/tests/test_deb.py"
 		run_checks "$DEV/build-asan" "sanitizers"
 	) &
 	sanitizers=$!
