@@ -1,10 +1,10 @@
 /*
- * conn_guard: bounds on an evhttp server's connections, which evhttp
- * (libevent 2.1) does not have (conn_guard.c): at most MAX_CONNS open at
- * once (one past it is closed as soon as it is set up, and counted), and,
- * with a deadline, a request's headers due within DEADLINE_S of the
- * connection opening or of the previous answer. Used by the admin endpoint
- * and the HTTP input. Loop thread only.
+ * conn_guard: an evhttp server's listening sockets and the bounds on its
+ * connections that evhttp (libevent 2.1) does not have (conn_guard.c): at
+ * most MAX_CONNS open at once (one past it is closed as soon as it is set
+ * up, and counted), and, with a deadline, a request's headers due within
+ * DEADLINE_S of the connection opening or of the previous answer. Used by
+ * the admin endpoint and the HTTP input. Loop thread only.
  */
 #ifndef MI_CONN_GUARD_H
 #define MI_CONN_GUARD_H
@@ -43,5 +43,10 @@ int conn_guard_count(const struct conn_guard *g);
 
 /* After evhttp_free. */
 void conn_guard_free(struct conn_guard *g);
+
+/* Listen on ADDR ("host:port") for HTTP; KEY names the setting in log
+ * lines ("admin.http"), WHO the module. 0, or -1 after logging why. */
+int conn_guard_bind(struct event_base *base, struct evhttp *http, const char *addr,
+		    const char *who, const char *key) __attribute__((warn_unused_result));
 
 #endif

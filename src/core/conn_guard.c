@@ -23,6 +23,8 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
+#include <event2/util.h>
 
 #include "conn_guard.h"
 #include "log.h"
@@ -205,4 +207,30 @@ void conn_guard_free(struct conn_guard *g)
 	if (g->doom)
 		event_free(g->doom);
 	free(g);
+}
+
+int conn_guard_bind(struct event_base *base, struct evhttp *http, const char *addr,
+		    const char *who, const char *key)
+{
+	struct sockaddr_storage ss;
+	int sslen = sizeof(ss);
+	struct evconnlistener *lev;
+	unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE;
+
+	if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen) < 0) {
+		log_error(who, "%s \"%s\": not an address:port; not starting", key, addr);
+		return -1;
+	}
+	lev = evconnlistener_new_bind(base, NULL, NULL, flags, -1, (struct sockaddr *)&ss, sslen);
+	if (!lev) {
+		log_error(who, "cannot listen on %s %s: %s; not starting", key, addr,
+			  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		return -1;
+	}
+	if (!evhttp_bind_listener(http, lev)) {
+		log_error(who, "%s %s: cannot attach the HTTP server", key, addr);
+		evconnlistener_free(lev);
+		return -1;
+	}
+	return 0;
 }

@@ -17,7 +17,6 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
-#include <event2/listener.h>
 #include <event2/util.h>
 
 #include "admin.h"
@@ -239,32 +238,6 @@ static void admin_request_cb(struct evhttp_request *req, void *arg)
 	evbuffer_free(body);
 }
 
-/* Bind ADDR for A->http. 0, or -1 after logging why. */
-static int admin_bind(struct admin *a, struct event_base *base, const char *addr)
-{
-	struct sockaddr_storage ss;
-	int sslen = sizeof(ss);
-	struct evconnlistener *lev;
-	unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE;
-
-	if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen) < 0) {
-		log_error("admin", "admin.http \"%s\": not an address:port; not starting", addr);
-		return -1;
-	}
-	lev = evconnlistener_new_bind(base, NULL, NULL, flags, -1, (struct sockaddr *)&ss, sslen);
-	if (!lev) {
-		log_error("admin", "cannot listen on admin.http %s: %s; not starting", addr,
-			  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-		return -1;
-	}
-	if (!evhttp_bind_listener(a->http, lev)) {
-		log_error("admin", "admin.http %s: cannot attach the HTTP server", addr);
-		evconnlistener_free(lev);
-		return -1;
-	}
-	return 0;
-}
-
 struct admin *admin_start(struct event_base *base, const char *addr, struct queue **queues,
 			  int nqueues)
 {
@@ -289,7 +262,7 @@ struct admin *admin_start(struct event_base *base, const char *addr, struct queu
 	a->guard = conn_guard_new(base, a->http, &(struct conn_guard_opts){
 		.who = "admin", .max_conns = ADMIN_MAX_CONNS, .deadline_s = ADMIN_TIMEOUT_S,
 		.refused = STAT_admin_connections_refused_total });
-	if (!a->guard || admin_bind(a, base, addr) < 0) {
+	if (!a->guard || conn_guard_bind(base, a->http, addr, "admin", "admin.http") < 0) {
 		admin_free(a);
 		return NULL;
 	}

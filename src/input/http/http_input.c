@@ -34,7 +34,6 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
-#include <event2/listener.h>
 #include <event2/util.h>
 #include <msgpack.h>
 
@@ -307,34 +306,6 @@ static struct bufferevent *http_tls_bev_cb(struct event_base *base, void *arg)
 	return listener_tls_bufferevent(hi->tls, base, -1);
 }
 
-/* Bind ADDR ("host:port"). 0, or -1 after logging why. */
-static int http_bind(struct http_input *hi, const char *addr)
-{
-	struct sockaddr_storage ss;
-	int sslen = sizeof(ss);
-	struct evconnlistener *lev;
-	unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE;
-
-	if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen) < 0) {
-		log_error("http", "http.listen \"%s\": not an address:port", addr);
-		return -1;
-	}
-	lev = evconnlistener_new_bind(hi->base, NULL, NULL, flags, -1, (struct sockaddr *)&ss,
-				      sslen);
-	if (!lev) {
-		log_error("http", "cannot listen on http.listen %s: %s", addr,
-			  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-		return -1;
-	}
-	if (!evhttp_bind_listener(hi->http, lev)) {
-		log_error("http", "http.listen %s: cannot attach the HTTP server", addr);
-		evconnlistener_free(lev);
-		return -1;
-	}
-	log_info("http", "listening on %s://%s%s", hi->tls ? "https" : "http", addr, HTTP_PATH);
-	return 0;
-}
-
 /* TLS and tokens, as configured. 0, or -1 after logging. */
 static int http_security(struct http_input *hi, const struct config *cfg)
 {
@@ -389,11 +360,14 @@ struct http_input *http_input_start(struct event_base *base, const struct config
 		http_input_free(hi);
 		return NULL;
 	}
-	for (int i = 0; i < cfg->http_listen_count; i++)
-		if (http_bind(hi, cfg->http_listen[i]) < 0) {
+	for (int i = 0; i < cfg->http_listen_count; i++) {
+		if (conn_guard_bind(base, hi->http, cfg->http_listen[i], "http", "http.listen") < 0) {
 			http_input_free(hi);
 			return NULL;
 		}
+		log_info("http", "listening on %s://%s%s", hi->tls ? "https" : "http",
+			 cfg->http_listen[i], HTTP_PATH);
+	}
 	return hi;
 }
 
