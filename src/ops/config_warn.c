@@ -72,44 +72,45 @@ static bool config_warn_exposed(const char *addr)
 	return exposed;
 }
 
+/* Warn for each of the N addresses ADDRS of KEY that other machines can
+ * reach: it LACKS what would authenticate clients, FIX says what to set. */
+static int config_warn_open(const char *key, char *const *addrs, int n, const char *lacks,
+			    const char *fix)
+{
+	int warned = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (!config_warn_exposed(addrs[i]))
+			continue;
+		log_warn("config", "%s %s is reachable from other machines and %s: anyone who can "
+			 "connect can write events; %s, or listen on 127.0.0.1", key, addrs[i],
+			 lacks, fix);
+		warned++;
+	}
+	return warned;
+}
+
 static int config_warn_listeners(const struct config *cfg)
 {
 	bool tls = cfg->listen_tls_cert[0] != '\0';
-	int n = 0;
 
 	if (cfg->listen_shared_key[0] || (tls && cfg->listen_tls_ca[0]))
 		return 0;
-	for (int i = 0; i < cfg->listen_tcp_count; i++) {
-		if (!config_warn_exposed(cfg->listen_tcp[i]))
-			continue;
-		log_warn("config", "listen.tcp %s is reachable from other machines and %s: anyone "
-			 "who can connect can write events; set listen.shared_key (or "
-			 "listen.tls.ca for client certificates), or listen on 127.0.0.1",
-			 cfg->listen_tcp[i], tls ? "asks for no authentication (TLS without "
-			 "listen.shared_key or listen.tls.ca)" : "has no listen.shared_key "
-			 "and no TLS");
-		n++;
-	}
-	return n;
+	return config_warn_open("listen.tcp", cfg->listen_tcp, cfg->listen_tcp_count,
+				tls ? "asks for no authentication (TLS without listen.shared_key or "
+				"listen.tls.ca)" : "has no listen.shared_key and no TLS",
+				"set listen.shared_key (or listen.tls.ca for client certificates)");
 }
 
 static int config_warn_http(const struct config *cfg)
 {
 	bool tls = cfg->http_tls_cert[0] != '\0';
-	int n = 0;
 
 	if (cfg->http_tokens_file[0] || (tls && cfg->http_tls_ca[0]))
 		return 0;
-	for (int i = 0; i < cfg->http_listen_count; i++) {
-		if (!config_warn_exposed(cfg->http_listen[i]))
-			continue;
-		log_warn("config", "http.listen %s is reachable from other machines and has no "
-			 "http.tokens_file%s: anyone who can connect can write events; set "
-			 "http.tokens_file, or listen on 127.0.0.1", cfg->http_listen[i],
-			 tls ? "" : " and no TLS");
-		n++;
-	}
-	return n;
+	return config_warn_open("http.listen", cfg->http_listen, cfg->http_listen_count,
+				tls ? "has no http.tokens_file" : "has no http.tokens_file and no TLS",
+				"set http.tokens_file");
 }
 
 /* Warn when the secret file at PATH (KEY names it) may be read by its
