@@ -81,6 +81,7 @@ GRANT USAGE ON SCHEMA public TO megaingest;
 DO $$
 DECLARE
 	credits boolean;
+	tab text;
 BEGIN
 	SELECT EXISTS (SELECT 1 FROM pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) x
 			WHERE a.attrelid = 'public.mega_customers'::regclass
@@ -90,21 +91,17 @@ BEGIN
 	REVOKE ALL ON public.mega_generations, public.mega_customers, public.mega_admin
 		FROM megaingest;
 
-	GRANT SELECT, INSERT ON public.mega_generations TO megaingest;
-	EXECUTE (SELECT format('GRANT UPDATE (%s) ON public.mega_generations TO megaingest',
-			       string_agg(quote_ident(attname), ', ' ORDER BY attnum))
-		   FROM pg_attribute
-		  WHERE attrelid = 'public.mega_generations'::regclass AND attnum > 0
-		    AND NOT attisdropped
-		    AND attname NOT IN ('mg_id', 'mg_record_type', 'mg_created_at'));
-
-	GRANT SELECT, INSERT ON public.mega_admin TO megaingest;
-	EXECUTE (SELECT format('GRANT UPDATE (%s) ON public.mega_admin TO megaingest',
-			       string_agg(quote_ident(attname), ', ' ORDER BY attnum))
-		   FROM pg_attribute
-		  WHERE attrelid = 'public.mega_admin'::regclass AND attnum > 0
-		    AND NOT attisdropped
-		    AND attname NOT IN ('mg_id', 'mg_record_type', 'mg_created_at'));
+	-- The two tables the merge writes: every column but the key, the type
+	-- and the creation time may be updated.
+	FOREACH tab IN ARRAY ARRAY['mega_generations', 'mega_admin'] LOOP
+		EXECUTE format('GRANT SELECT, INSERT ON public.%I TO megaingest', tab);
+		EXECUTE (SELECT format('GRANT UPDATE (%s) ON public.%I TO megaingest',
+				       string_agg(quote_ident(attname), ', ' ORDER BY attnum), tab)
+			   FROM pg_attribute
+			  WHERE attrelid = format('public.%I', tab)::regclass AND attnum > 0
+			    AND NOT attisdropped
+			    AND attname NOT IN ('mg_id', 'mg_record_type', 'mg_created_at'));
+	END LOOP;
 
 	GRANT SELECT (mg_pass_id, mg_last_active),
 		INSERT (mg_pass_id, mg_credits, mg_source_system, mg_last_active),
