@@ -104,10 +104,12 @@ void config_free(struct config *cfg);
 
 /*
  * Compare OLD and NEW for a reload: logs each changed key, at info when it
- * applies live and at warn ("needs restart") when it does not. Returns the
- * number of changed keys that need a restart.
+ * applies live and at warn ("needs restart") when it does not. A key that
+ * needs a restart keeps its running value: the two configs trade that field,
+ * so NEW (which replaces OLD) says what runs and OLD frees the value read.
+ * Returns the number of changed keys that need a restart.
  */
-int config_diff(const struct config *old_cfg, const struct config *new_cfg);
+int config_diff(struct config *old_cfg, struct config *new_cfg);
 
 /*
  * Print the effective configuration as YAML that config_load reads back:

@@ -431,7 +431,7 @@ static void main_teardown(struct daemon *d)
 	http_input_free(d->http);
 	listener_free(d->listener);
 	intake_free(d->intake);
-	for (int i = 0; d->queues && i < d->cfg->writer_connections; i++)
+	for (int i = 0; d->queues && i < d->nwriters; i++)
 		queue_free(d->queues[i]);
 	free(d->queues);
 	free(d->writers);

@@ -164,3 +164,33 @@ def test_reload_invalid_file_changes_nothing(daemon_factory, pg):
     send_burst(d, "e", 100)
     d.wait_rows(200)
     assert batches(d) - before >= 14
+
+
+def test_reload_raised_batch_size_with_both_tables(daemon_factory, pg):
+    """batch_max_events 4 -> 500, then one batch of 61 events that starts
+    with a mega_admin row: the batch is reordered by table in arrays sized
+    for the new limit (they once kept the start-up size: a heap overflow)."""
+    d = admin_daemon(daemon_factory, {"writer": {"batch_max_events": 4,
+                                                 "flush_interval_ms": 300}})
+    rewrite(d, writer={"batch_max_events": 500})
+    before = batches(d)
+    records = [{"mg_id": "aud-big", "mg_record_type": "admin_audit", "action": "view"}]
+    records += [{"mg_id": f"big-{i}", "mg_record_type": "session"} for i in range(60)]
+    with d.connect() as c:
+        c.forward_chunk("mega.admin", [[1_760_000_000, r] for r in records], "big-1")
+    d.wait_rows(60)
+    assert pg.value("SELECT count(*) FROM mega_admin WHERE mg_id = 'aud-big'") == 1
+    assert batches(d) - before == 1, "the 61 events went as one batch"
+    assert d.sigterm() == 0
+
+
+def test_reload_of_writer_connections_keeps_the_running_count(daemon_factory, pg):
+    """writer.connections needs a restart: after a reload to 4 the daemon
+    still runs (and stops) its one writer; shutdown once walked four."""
+    d = admin_daemon(daemon_factory)
+    rewrite(d, writer={"connections": 4})
+    assert d.log_contains(r"writer\.connections changed, needs restart \(keeping 1")
+    d.send_msgpack({"mg_id": "after-reload", "mg_record_type": "session"})
+    d.wait_rows(1)
+    assert d.sigterm() == 0
+    assert d.log_contains("AddressSanitizer") is None

@@ -192,7 +192,36 @@ void config_print(const struct config *cfg, FILE *out)
 	}
 }
 
-int config_diff(const struct config *old_cfg, const struct config *new_cfg)
+/* Bytes of row K's field (a LIST's count follows its array). */
+static size_t config_field_size(const struct config_key *k)
+{
+	switch (k->type) {
+	case CONFIG_T_LONG:
+		return sizeof(long);
+	case CONFIG_T_BOOL:
+		return sizeof(bool);
+	case CONFIG_T_STRING:
+		return sizeof(char *);
+	case CONFIG_T_LIST:
+		return sizeof(char *[CONFIG_MAX_TCP]) + sizeof(int);
+	default: /* INT, MODE, ENUM */
+		return sizeof(int);
+	}
+}
+
+/* A and B trade row K's field (pointers included: each config still owns
+ * what it frees). */
+static void config_swap_field(struct config *a, struct config *b, const struct config_key *k)
+{
+	unsigned char tmp[sizeof(char *[CONFIG_MAX_TCP]) + sizeof(int)];
+	size_t n = config_field_size(k);
+
+	memcpy(tmp, config_field(a, k), n);
+	memcpy(config_field(a, k), config_field(b, k), n);
+	memcpy(config_field(b, k), tmp, n);
+}
+
+int config_diff(struct config *old_cfg, struct config *new_cfg)
 {
 	struct config_text was, now;
 	int restart = 0;
@@ -209,6 +238,7 @@ int config_diff(const struct config *old_cfg, const struct config *new_cfg)
 		} else {
 			log_warn("config", "%s changed, needs restart (keeping %s until then)",
 				 k->path, was.buf);
+			config_swap_field(old_cfg, new_cfg, k);
 			restart++;
 		}
 	}

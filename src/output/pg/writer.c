@@ -685,20 +685,44 @@ static int writer_alloc_sql(struct writer *w)
 	       0 : -1;
 }
 
+/*
+ * Size every per-batch array for batches of MAX records. The one place
+ * they are sized, at start and when a reload or a spool frame needs more,
+ * so none can lag behind w->cap. On failure the cap is kept (arrays that
+ * did grow are only larger than it). 0 or -1.
+ */
+int writer_grow(struct writer *w, size_t max)
+{
+	int rc = 0;
+
+/* realloc w->F to N elements; on failure w->F is kept and rc set. */
+#define WRITER_GROW(f, n)                                              \
+	do {                                                           \
+		void *grown_ = realloc(w->f, (n) * sizeof(*w->f));     \
+		if (grown_)                                            \
+			w->f = grown_;                                 \
+		else                                                   \
+			rc = -1;                                       \
+	} while (0)
+	WRITER_GROW(batch, max);
+	WRITER_GROW(sorted, max);
+	WRITER_GROW(pass, max);
+	WRITER_GROW(pass_rows, max + 1);
+	WRITER_GROW(pass_hash, max);
+	WRITER_GROW(slots, max * 4);
+	WRITER_GROW(skips, max);
+#undef WRITER_GROW
+	if (rc == 0)
+		w->cap = max;
+	return rc;
+}
+
 static int writer_alloc(struct writer *w, const struct config *cfg)
 {
-	w->cap = (size_t)cfg->writer_batch_max_events;
 	w->conninfo = strdup(cfg->pg_conninfo);
 	w->copy_buf = malloc(WRITER_COPY_CHUNK);
-	w->batch = calloc(w->cap, sizeof(*w->batch));
-	w->sorted = calloc(w->cap, sizeof(*w->sorted));
-	w->pass = calloc(w->cap, sizeof(*w->pass));
-	w->pass_rows = calloc(w->cap + 1, sizeof(*w->pass_rows));
-	w->pass_hash = calloc(w->cap, sizeof(*w->pass_hash));
-	w->slots = calloc(w->cap * 4, sizeof(*w->slots));
-	w->skips = calloc(w->cap, sizeof(*w->skips));
 	return w->conninfo && writer_alloc_sql(w) == 0 && w->copy_buf &&
-	       w->batch && w->sorted && w->pass && w->pass_rows && w->pass_hash && w->slots && w->skips &&
+	       writer_grow(w, (size_t)cfg->writer_batch_max_events) == 0 &&
 	       writer_known_init(&w->known) == 0 ? 0 : -1;
 }
 

@@ -379,41 +379,17 @@ keep_rest:
 		writer_hold_pause(w);
 }
 
-/* Make room for batches of MAX (a reload may raise batch_max_events). */
+/* Make room for batches of MAX (a reload may raise batch_max_events);
+ * the capacity there is after it. */
 static size_t writer_reserve(struct writer *w, size_t max)
 {
-	struct record **b;
-	int *p, *sl;
-	long *pr;
-	uint64_t *ph;
-	struct writer_skip *sk;
-
 	if (max <= w->cap)
 		return max;
-	b = realloc(w->batch, max * sizeof(*b));
-	if (b)
-		w->batch = b;
-	p = realloc(w->pass, max * sizeof(*p));
-	if (p)
-		w->pass = p;
-	pr = realloc(w->pass_rows, (max + 1) * sizeof(*pr));
-	if (pr)
-		w->pass_rows = pr;
-	ph = realloc(w->pass_hash, max * sizeof(*ph));
-	if (ph)
-		w->pass_hash = ph;
-	sl = realloc(w->slots, max * 4 * sizeof(*sl));
-	if (sl)
-		w->slots = sl;
-	sk = realloc(w->skips, max * sizeof(*sk));
-	if (sk)
-		w->skips = sk;
-	if (!b || !p || !pr || !ph || !sl || !sk) {
+	if (writer_grow(w, max) < 0) {
 		log_warn("writer", "writer=%d: out of memory for batches of %zu; keeping %zu",
 			 w->id, max, w->cap);
 		return w->cap;
 	}
-	w->cap = max;
 	return max;
 }
 

@@ -127,6 +127,9 @@ struct writer {
 	uint64_t replayed;           /* events replayed from the spool since replay began */
 };
 
+/* Size the per-batch arrays for batches of MAX records (writer.c). 0 or -1. */
+int writer_grow(struct writer *w, size_t max);
+
 static inline int64_t writer_now_ns(clockid_t clk)
 {
 	struct timespec ts;
