@@ -367,6 +367,38 @@ def test_poison_row_in_spooled_batch(stoppable_pg, stoppable_daemon_factory):
         drop_poison_check(stoppable_pg)
 
 
+def test_spooled_poison_row_waits_for_room_in_a_full_dead_letter_file(
+        stoppable_pg, stoppable_daemon_factory):
+    """The spooled batch's bad row cannot be dead-lettered while the file is
+    at spool.dead_letter_max_bytes. It was acked from the spool, so its
+    frame stays and is tried again (the good rows merge again, unchanged);
+    once the file is moved away the row is dead-lettered. Never dropped."""
+    add_poison_check(stoppable_pg)
+    try:
+        stoppable_pg.stop_immediate()
+        d = stoppable_daemon_factory({"writer": {"retry_initial_ms": 50, "retry_max_ms": 300},
+                                      "spool": {"dead_letter_max_bytes": 1048576}})
+        d.forward_chunk("mega.generation", poisoned("pf", 20, [5]), "spooled-full")
+        assert segments(d)
+        with open(d.dead_letter_path(), "a", encoding="utf-8") as f:
+            f.write(("{}" + " " * 1021 + "\n") * 1024)   # 1 MiB: full
+        stoppable_pg.start_again()
+        d.wait_log(r"mg_id=pf-5 could not be dead-lettered either .* stays in the spool")
+        time.sleep(1)
+        assert segments(d), "the frame holding an acked row was deleted"
+        # The rows before it committed; it and those after it wait, in order.
+        assert stoppable_pg.count() == 5
+        tries = d.log().count("mg_id=pf-5 could not be dead-lettered either")
+        assert tries <= 8, f"{tries} tries in about a second: no backoff"
+        os.rename(d.dead_letter_path(), d.dead_letter_path() + ".1")
+        d.wait_rows(19)
+        wait_spool_empty(d)
+        check_poison_dead_letters(d, "pf", [5])
+        assert stoppable_pg.count("mg_id LIKE 'pf-%%'") == 19
+    finally:
+        drop_poison_check(stoppable_pg)
+
+
 # ---- shutdown ---------------------------------------------------------------
 
 def test_sigterm_drains_into_spool_when_postgres_is_away(stoppable_pg, stoppable_daemon_factory):

@@ -537,8 +537,8 @@ enum write_verdict writer_transaction(struct writer *w, struct record **recs, si
 
 /* ---- outcomes --------------------------------------------------------- */
 
-void writer_dead_letter(struct writer *w, const struct record *r, enum record_reason reason,
-			       const char *message, const char *field, const char *sqlstate)
+int writer_dead_letter(struct writer *w, const struct record *r, enum record_reason reason,
+		       const char *message, const char *field, const char *sqlstate)
 {
 	struct dead_letter dl = {
 		.reason = message,
@@ -555,15 +555,21 @@ void writer_dead_letter(struct writer *w, const struct record *r, enum record_re
 	log_warn("writer", "writer=%d: event mg_id=%s dead-lettered: %s%s%s", w->id,
 		 record_get(r, TABLE_COL_ID), message, sqlstate && *sqlstate ? " SQLSTATE " : "",
 		 sqlstate ? sqlstate : "");
-	if (spool_dead_letter(w->spool, &dl) < 0) {
-		/* Not recorded anywhere: no ack, so the client keeps the event
-		 * (its connection is closed instead, and it resends). */
+	if (spool_dead_letter(w->spool, &dl) == 0)
+		return 0;
+	if (r->ack) {
+		/* No ack, so the client keeps the event (its connection is
+		 * closed instead, and it resends). */
 		log_error("writer", "writer=%d: mg_id=%s could not be dead-lettered either "
 			  "(write failed or spool.dead_letter_max_bytes reached); its message is "
 			  "not acked", w->id, record_get(r, TABLE_COL_ID));
-		if (r->ack)
-			atomic_store(&r->ack->failed, true);
+		atomic_store(&r->ack->failed, true);
+		return 0;
 	}
+	log_error("writer", "writer=%d: mg_id=%s could not be dead-lettered either (write failed "
+		  "or spool.dead_letter_max_bytes reached); it was acked, so it stays in the spool "
+		  "and is tried again after the backoff", w->id, record_get(r, TABLE_COL_ID));
+	return -1;
 }
 
 static int writer_skip_cmp(const void *a, const void *b)
@@ -600,9 +606,10 @@ static void writer_observe_latency(struct writer *w, struct record **recs, size_
 			stats_table_rows(t, rows[t]);
 }
 
-void writer_committed(struct writer *w, struct record **recs, size_t n)
+int writer_committed(struct writer *w, struct record **recs, size_t n)
 {
 	size_t dropped = 0;
+	int rc = 0;
 
 	for (size_t i = 0; i < w->nskips; i++) {
 		const struct writer_skip *sk = &w->skips[i];
@@ -614,12 +621,15 @@ void writer_committed(struct writer *w, struct record **recs, size_t n)
 			continue;
 		}
 		dropped++;
-		writer_dead_letter(w, recs[sk->idx], sk->reason, sk->message, sk->field, NULL);
+		if (writer_dead_letter(w, recs[sk->idx], sk->reason, sk->message, sk->field,
+				       NULL) < 0)
+			rc = -1;
 	}
 	writer_observe_latency(w, recs, n, dropped);
 	stats_add(STAT_events_committed_total, n - dropped);
 	stats_add(STAT_batches_committed_total, 1);
 	w->nskips = 0;
+	return rc;
 }
 
 /* ---- lifecycle -------------------------------------------------------- */

@@ -247,8 +247,19 @@ static void writer_recovered(struct writer *w)
 enum writer_stop {
 	WRITER_STOP_NONE = 0,  /* everything done */
 	WRITER_STOP_LOST,      /* PostgreSQL is away or refuses writes: spool the rest */
+	WRITER_STOP_UNRECORDED, /* a row set aside could not be dead-lettered: keep it */
 	WRITER_STOP_COUNT /* number of reasons; not a reason */
 };
+
+/* A row of the batch was neither merged nor dead-lettered, and no client
+ * holds it (writer_dead_letter): stop short, so a replayed spool frame is
+ * kept, and try again after the backoff. */
+static void writer_unrecorded(struct writer *w, enum writer_stop *stop)
+{
+	*stop = WRITER_STOP_UNRECORDED;
+	w->next_try_ns = writer_now_ns(CLOCK_MONOTONIC) +
+		writer_backoff_ms(w, w->unrecorded_tries++) * 1000000LL;
+}
 
 /*
  * One attempt to commit RECS[0..N), isolating rows PostgreSQL refuses
@@ -259,7 +270,7 @@ enum writer_stop {
 static size_t writer_write(struct writer *w, struct record **recs, size_t n,
 			   enum writer_stop *stop)
 {
-	struct writer_err e;
+	struct writer_err e = { .sqlstate = "" }; /* some failures set only the message */
 	enum write_verdict v;
 	int64_t t0 = writer_now_ns(CLOCK_MONOTONIC);
 	size_t half, done;
@@ -273,15 +284,18 @@ static size_t writer_write(struct writer *w, struct record **recs, size_t n,
 		log_debug("writer", "writer=%d: %zu events committed in %.1f ms (%zu queued)", w->id,
 			  n, (double)took / 1e6, queue_events(w->q));
 		stats_observe_ns(STAT_batch_commit_seconds, took);
-		writer_committed(w, recs, n);
+		if (writer_committed(w, recs, n) < 0)
+			writer_unrecorded(w, stop);
 		return n;
 	}
 	if (v == WRITE_REJECT)
 		writer_recovered(w);
 	if (v == WRITE_REJECT && n == 1) {
-		writer_dead_letter(w, recs[0], RECORD_REASON_REFUSED, e.message, e.field,
-				   e.sqlstate);
-		return 1;
+		if (writer_dead_letter(w, recs[0], RECORD_REASON_REFUSED, e.message, e.field,
+				       e.sqlstate) == 0)
+			return 1;
+		writer_unrecorded(w, stop);
+		return 0;
 	}
 	if (v == WRITE_REJECT) {
 		half = n / 2;
@@ -368,7 +382,9 @@ static void writer_deliver(struct writer *w)
 			  "neither to PostgreSQL nor to the spool; they were not acknowledged, "
 			  "so their clients resend them", w->id, n - done);
 		for (size_t i = done; i < n; i++)
-			record_free(recs[i]);
+			if (recs[i]->ack) /* completes it as failed: no ack, the client resends */
+				atomic_store(&recs[i]->ack->failed, true);
+		writer_release(w, recs + done, n - done);
 		done = n;
 	}
 keep_rest:
@@ -396,7 +412,8 @@ static size_t writer_reserve(struct writer *w, size_t max)
 /* ---- replay ----------------------------------------------------------- */
 
 /* Commit RECS[0..N) of a spool frame in slices the batch arrays can hold;
- * every record is freed. True when all of them are done. */
+ * every record is freed. True when all of them are done (committed or
+ * dead-lettered); false keeps the frame for another try. */
 static bool writer_replay_frame(struct writer *w, struct record **recs, size_t n)
 {
 	enum writer_stop stop = WRITER_STOP_NONE;
@@ -411,7 +428,7 @@ static bool writer_replay_frame(struct writer *w, struct record **recs, size_t n
 	}
 	for (size_t i = off; i < n; i++)
 		record_free(recs[i]);
-	return off == n;
+	return off == n && stop == WRITER_STOP_NONE;
 }
 
 /* Replay the oldest spooled frame into PostgreSQL; delete it once committed. */
@@ -431,6 +448,7 @@ static void writer_replay_one(struct writer *w)
 		w->replayed = 0;
 	if (!writer_replay_frame(w, recs, n))
 		return; /* refused for now: the frame is read again after the backoff */
+	w->unrecorded_tries = 0;
 	if (w->state != WRITER_STATE_REPLAYING) {
 		char why[160];
 

@@ -124,6 +124,8 @@ struct writer {
 	int64_t next_try_ns;         /* CLOCK_MONOTONIC: no attempt (connect, replay) before */
 	int64_t fault_ns;            /* CLOCK_MONOTONIC: when the current outage began */
 	unsigned hold_attempts;      /* retries of the held batch in this state */
+	unsigned unrecorded_tries;   /* replays of a frame whose refused row found no
+				      * room in the dead-letter file */
 	uint64_t replayed;           /* events replayed from the spool since replay began */
 };
 
@@ -191,11 +193,16 @@ void writer_known_add(struct writer *w, size_t n);
 enum write_verdict writer_transaction(struct writer *w, struct record **recs, size_t n,
 				      struct writer_err *e);
 /* writer.c: the transaction of RECS[0..N) committed: dead-letter the rows
- * it set aside, count the rest. */
-void writer_committed(struct writer *w, struct record **recs, size_t n);
-/* writer.c: write R to the dead-letter file with MESSAGE (and SQLSTATE). */
-void writer_dead_letter(struct writer *w, const struct record *r, enum record_reason reason,
-			const char *message, const char *field, const char *sqlstate);
+ * it set aside, count the rest. -1 when one of them is held nowhere else
+ * and could not be dead-lettered (see writer_dead_letter), else 0. */
+int writer_committed(struct writer *w, struct record **recs, size_t n);
+/* writer.c: write R to the dead-letter file with MESSAGE (and SQLSTATE).
+ * 0 when it is recorded, or when its message's ack is failed instead (the
+ * client keeps the event and resends it); -1 when neither: R has no ack
+ * (replayed from the spool, so acked long ago), and the caller must keep
+ * its own copy. */
+int writer_dead_letter(struct writer *w, const struct record *r, enum record_reason reason,
+		       const char *message, const char *field, const char *sqlstate);
 /* writer_deliver.c: the thread (ARG is the struct writer). */
 void *writer_main(void *arg);
 
