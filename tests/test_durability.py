@@ -245,6 +245,30 @@ def test_spool_max_bytes_holds_then_resumes(stoppable_pg, stoppable_daemon_facto
     assert f["acked"] == f["sent"] == f["committed"]
 
 
+def test_sigterm_cuts_a_long_hold_backoff(stoppable_pg, stoppable_daemon_factory):
+    """Holding (spool full, PostgreSQL away) with a 30 s backoff between
+    tries: SIGTERM does not wait for the backoff to end; the drain deadline
+    (2 s) bounds the exit."""
+    stoppable_pg.stop_immediate()
+    d = stoppable_daemon_factory({"writer": {"retry_initial_ms": 30000, "retry_max_ms": 30000,
+                                             "drain_timeout_s": 2},
+                                  "spool": {"max_bytes": 1048576},
+                                  "queue": {"max_events": 2000}})
+    d.expect_failure = True   # what the full spool could not take is not acked
+    load = Load(d, connections=2, chunk_events=50, window=2, pause=0.005,
+                ack_timeout=120).start()
+    try:
+        d.wait_log(r"-> holding: spool full")
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        d.signal(15)
+        d.wait_exit(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        load.stop(timeout=1)
+    assert took < 10, f"SIGTERM waited {took:.1f} s for the hold's backoff"
+
+
 def test_spool_of_two_writers_resplit_for_three(stoppable_pg, stoppable_daemon_factory):
     """Two writers spool while PostgreSQL is away; the daemon restarts with
     three: the segments are re-split by mg_id and all of them replay, the

@@ -338,16 +338,18 @@ static enum write_verdict writer_drop_skips(struct writer *w, int table, size_t 
 	struct evbuffer *ids = evbuffer_new();
 	const char *params[1];
 	enum write_verdict v = WRITE_OK;
-	char *list;
-	int n = 0;
+	char *list = NULL;
+	int n = 0, rc = ids ? evbuffer_add(ids, "{", 1) : -1;
 
-	if (ids && evbuffer_add(ids, "{", 1) == 0)
-		for (size_t i = first; i < w->nskips; i++)
-			if (w->skips[i].reason != RECORD_REASON_COUNT)
-				evbuffer_add_printf(ids, "%s%d", n++ ? "," : "", w->skips[i].idx);
-	if (ids)
-		evbuffer_add(ids, "}", 1);
-	list = ids ? writer_sql_take(ids) : NULL;
+	/* A list short of an id would merge a row that is also dead-lettered. */
+	for (size_t i = first; rc == 0 && i < w->nskips; i++)
+		if (w->skips[i].reason != RECORD_REASON_COUNT &&
+		    evbuffer_add_printf(ids, "%s%d", n++ ? "," : "", w->skips[i].idx) < 0)
+			rc = -1;
+	if (rc == 0 && evbuffer_add(ids, "}", 1) == 0)
+		list = writer_sql_take(ids);
+	else if (ids)
+		evbuffer_free(ids);
 	if (!list) {
 		snprintf(e->message, sizeof(e->message), "out of memory");
 		return WRITE_RETRY;
@@ -740,6 +742,7 @@ struct writer *writer_start(int id, const struct config *cfg, struct queue *q,
 			    struct spool *spool, struct ackq *ackq)
 {
 	struct writer *w = calloc(1, sizeof(*w));
+	int rc;
 
 	if (!w)
 		return NULL;
@@ -767,8 +770,9 @@ struct writer *writer_start(int id, const struct config *cfg, struct queue *q,
 		writer_free(w);
 		return NULL;
 	}
-	if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
-		log_error("writer", "writer=%d: cannot start thread: %s", id, strerror(errno));
+	rc = pthread_create(&w->thread, NULL, writer_main, w);
+	if (rc != 0) {
+		log_error("writer", "writer=%d: cannot start thread: %s", id, strerror(rc));
 		writer_free(w);
 		return NULL;
 	}

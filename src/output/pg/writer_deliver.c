@@ -37,6 +37,7 @@
  * clients resend); it is logged.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,7 +153,8 @@ static void writer_failed_attempt(struct writer *w)
 }
 
 /* Pause before retrying a held batch: the backoff for this hold, cut short
- * by a due reconnection (which may be what frees us) or the drain deadline. */
+ * by a due reconnection (which may be what frees us), by shutdown (the
+ * queue closing) and then by the drain deadline. */
 static void writer_hold_pause(struct writer *w)
 {
 	long ms = writer_backoff_ms(w, w->hold_attempts++);
@@ -160,6 +162,12 @@ static void writer_hold_pause(struct writer *w)
 
 	if (!w->pg && writer_until_try_ms(w) < ms)
 		ms = writer_until_try_ms(w);
+	atomic_store(&w->progress_ns, writer_now_ns(CLOCK_MONOTONIC));
+	if (!writer_draining_expired(w) && !w->drain_deadline_ns) {
+		/* Never reaches SIZE_MAX events: returns at the timeout or on close. */
+		queue_wait(w->q, SIZE_MAX, (int)ms);
+		return;
+	}
 	if (w->drain_deadline_ns) {
 		int64_t left = (w->drain_deadline_ns - writer_now_ns(CLOCK_MONOTONIC)) / 1000000;
 
@@ -168,7 +176,6 @@ static void writer_hold_pause(struct writer *w)
 	}
 	ts.tv_sec = ms / 1000;
 	ts.tv_nsec = (ms % 1000) * 1000000L;
-	atomic_store(&w->progress_ns, writer_now_ns(CLOCK_MONOTONIC));
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
 }

@@ -153,20 +153,24 @@ static void writer_pq_cancel(struct writer *w)
 	PGcancel *c = PQgetCancel(w->pg);
 	pthread_attr_t attr;
 	pthread_t t;
-	bool started = false;
+	int rc = -1;
 
 	if (!c)
 		return;
-	if (atomic_fetch_add(&writer_pq_cancels, 1) < WRITER_PQ_MAX_CANCELS &&
-	    pthread_attr_init(&attr) == 0) {
-		started = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
-			  pthread_create(&t, &attr, writer_pq_cancel_main, c) == 0;
+	if (atomic_fetch_add(&writer_pq_cancels, 1) >= WRITER_PQ_MAX_CANCELS) {
+		log_warn("writer", "writer=%d: no cancel request sent (too many pending)", w->id);
+	} else if ((rc = pthread_attr_init(&attr)) == 0) {
+		rc = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		if (rc == 0)
+			rc = pthread_create(&t, &attr, writer_pq_cancel_main, c);
 		pthread_attr_destroy(&attr);
 	}
-	if (!started) {
+	if (rc > 0)
+		log_warn("writer", "writer=%d: no cancel request sent (no thread for it: %s)",
+			 w->id, strerror(rc));
+	if (rc != 0) {
 		atomic_fetch_sub(&writer_pq_cancels, 1);
 		PQfreeCancel(c);
-		log_warn("writer", "writer=%d: no cancel request sent (too many pending)", w->id);
 	}
 }
 

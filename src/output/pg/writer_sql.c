@@ -25,11 +25,20 @@
 #define WRITER_SQL_CUSTOMERS "mega_customers"
 #define WRITER_SQL_CUSTOMER_KEY "mg_pass_id"
 
+/* Set when an append to the text being built failed (out of memory), so
+ * writer_sql_take fails instead of handing out truncated SQL. Per thread:
+ * the main thread builds each writer's text while earlier writers run. */
+static _Thread_local bool writer_sql_failed;
+
+#define writer_sql_add(b, ...) \
+	((void)(evbuffer_add_printf((b), __VA_ARGS__) < 0 && (writer_sql_failed = true)))
+
 char *writer_sql_take(struct evbuffer *b)
 {
 	size_t len = evbuffer_get_length(b);
-	char *s = malloc(len + 1);
+	char *s = writer_sql_failed ? NULL : malloc(len + 1);
 
+	writer_sql_failed = false;
 	if (s) {
 		evbuffer_remove(b, s, len);
 		s[len] = '\0';
@@ -45,21 +54,21 @@ static void writer_merge_expr(struct evbuffer *b, const struct table *t, int i)
 
 	switch (t->cols[i].merge) {
 	case TABLE_MERGE_JSON:
-		evbuffer_add_printf(b, "t.%s || COALESCE(EXCLUDED.%s, '{}'::jsonb)", c, c);
+		writer_sql_add(b, "t.%s || COALESCE(EXCLUDED.%s, '{}'::jsonb)", c, c);
 		break;
 	case TABLE_MERGE_STATUS:
-		evbuffer_add_printf(b, "CASE WHEN EXCLUDED.%s = 'pending' AND t.%s IN "
+		writer_sql_add(b, "CASE WHEN EXCLUDED.%s = 'pending' AND t.%s IN "
 				    "('succeeded', 'failed') THEN t.%s ELSE COALESCE(EXCLUDED.%s, "
 				    "t.%s) END", c, c, c, c, c);
 		break;
 	case TABLE_MERGE_SET_ONCE:
-		evbuffer_add_printf(b, "COALESCE(t.%s, EXCLUDED.%s)", c, c);
+		writer_sql_add(b, "COALESCE(t.%s, EXCLUDED.%s)", c, c);
 		break;
 	case TABLE_MERGE_RISE:
-		evbuffer_add_printf(b, "GREATEST(t.%s, EXCLUDED.%s)", c, c);
+		writer_sql_add(b, "GREATEST(t.%s, EXCLUDED.%s)", c, c);
 		break;
 	default:
-		evbuffer_add_printf(b, "COALESCE(EXCLUDED.%s, t.%s)", c, c);
+		writer_sql_add(b, "COALESCE(EXCLUDED.%s, t.%s)", c, c);
 		break;
 	}
 }
@@ -78,10 +87,10 @@ static bool writer_mergeable(const struct table *t, int i)
 /* The staging table's columns: "(mi_idx int4, mi_pass int4, mg_id text, ...)". */
 static void writer_sql_staging_columns(struct evbuffer *b, const struct table *t)
 {
-	evbuffer_add_printf(b, "(mi_idx int4, mi_pass int4");
+	writer_sql_add(b, "(mi_idx int4, mi_pass int4");
 	for (int i = 0; i < t->ncols; i++)
-		evbuffer_add_printf(b, ", %s %s", t->cols[i].name, table_type_word(t->cols[i].type));
-	evbuffer_add_printf(b, ")");
+		writer_sql_add(b, ", %s %s", t->cols[i].name, table_type_word(t->cols[i].type));
+	writer_sql_add(b, ")");
 }
 
 void writer_sql_staging_name(const struct table *t, char *buf, size_t len)
@@ -104,14 +113,14 @@ char *writer_sql_begin(void)
 
 	if (!b)
 		return NULL;
-	evbuffer_add_printf(b, "BEGIN; SET LOCAL client_min_messages = warning; ");
+	writer_sql_add(b, "BEGIN; SET LOCAL client_min_messages = warning; ");
 	for (int t = 0; t < TABLE_COUNT; t++) {
 		writer_sql_staging_name(table_list[t], staging, sizeof(staging));
-		evbuffer_add_printf(b, "CREATE TEMP TABLE IF NOT EXISTS %s ", staging);
+		writer_sql_add(b, "CREATE TEMP TABLE IF NOT EXISTS %s ", staging);
 		writer_sql_staging_columns(b, table_list[t]);
-		evbuffer_add_printf(b, " ON COMMIT DELETE ROWS; ");
+		writer_sql_add(b, " ON COMMIT DELETE ROWS; ");
 	}
-	evbuffer_add_printf(b, "SET LOCAL statement_timeout = ");
+	writer_sql_add(b, "SET LOCAL statement_timeout = ");
 	return writer_sql_take(b);
 }
 
@@ -123,7 +132,7 @@ char *writer_sql_drop(const struct table *t)
 	if (!b)
 		return NULL;
 	writer_sql_staging_name(t, staging, sizeof(staging));
-	evbuffer_add_printf(b, "DELETE FROM %s WHERE mi_idx = ANY ($1::int4[])", staging);
+	writer_sql_add(b, "DELETE FROM %s WHERE mi_idx = ANY ($1::int4[])", staging);
 	return writer_sql_take(b);
 }
 
@@ -135,10 +144,10 @@ char *writer_sql_copy(const struct table *t)
 	if (!b)
 		return NULL;
 	writer_sql_staging_name(t, staging, sizeof(staging));
-	evbuffer_add_printf(b, "COPY %s (mi_idx, mi_pass", staging);
+	writer_sql_add(b, "COPY %s (mi_idx, mi_pass", staging);
 	for (int i = 0; i < t->ncols; i++)
-		evbuffer_add_printf(b, ", %s", t->cols[i].name);
-	evbuffer_add_printf(b, ") FROM STDIN (FORMAT binary)");
+		writer_sql_add(b, ", %s", t->cols[i].name);
+	writer_sql_add(b, ") FROM STDIN (FORMAT binary)");
 	return writer_sql_take(b);
 }
 
@@ -147,7 +156,7 @@ char *writer_sql_copy(const struct table *t)
 static void writer_sql_immutable(struct evbuffer *b, const struct table *t)
 {
 	for (int i = 0; i < t->nimmutable; i++)
-		evbuffer_add_printf(b, "%s'%s'", i ? ", " : "", t->immutable[i]);
+		writer_sql_add(b, "%s'%s'", i ? ", " : "", t->immutable[i]);
 }
 
 /* The merge's guard and its "only when something changes" test: an exact
@@ -156,29 +165,29 @@ static void writer_sql_merge_where(struct evbuffer *b, const struct table *t)
 {
 	const char *type = t->cols[TABLE_COL_RECORD_TYPE].name, *sep = "";
 
-	evbuffer_add_printf(b, " WHERE t.%s = EXCLUDED.%s", type, type);
+	writer_sql_add(b, " WHERE t.%s = EXCLUDED.%s", type, type);
 	if (t->nimmutable) {
-		evbuffer_add_printf(b, " AND t.%s NOT IN (", type);
+		writer_sql_add(b, " AND t.%s NOT IN (", type);
 		writer_sql_immutable(b, t);
-		evbuffer_add_printf(b, ")");
+		writer_sql_add(b, ")");
 	}
-	evbuffer_add_printf(b, " AND ROW(");
+	writer_sql_add(b, " AND ROW(");
 	for (int i = 0; i < t->ncols; i++) {
 		if (!writer_mergeable(t, i))
 			continue;
-		evbuffer_add_printf(b, "%s", sep);
+		writer_sql_add(b, "%s", sep);
 		writer_merge_expr(b, t, i);
 		sep = ", ";
 	}
-	evbuffer_add_printf(b, ") IS DISTINCT FROM ROW(");
+	writer_sql_add(b, ") IS DISTINCT FROM ROW(");
 	sep = "";
 	for (int i = 0; i < t->ncols; i++) {
 		if (!writer_mergeable(t, i))
 			continue;
-		evbuffer_add_printf(b, "%st.%s", sep, t->cols[i].name);
+		writer_sql_add(b, "%st.%s", sep, t->cols[i].name);
 		sep = ", ";
 	}
-	evbuffer_add_printf(b, ")");
+	writer_sql_add(b, ")");
 }
 
 char *writer_sql_merge(const struct table *t, const char *name, bool apply_credits)
@@ -191,32 +200,32 @@ char *writer_sql_merge(const struct table *t, const char *name, bool apply_credi
 		return NULL;
 	writer_sql_staging_name(t, staging, sizeof(staging));
 	if (credits)
-		evbuffer_add_printf(b, "WITH ins AS (");
-	evbuffer_add_printf(b, "INSERT INTO %s AS t (", name);
+		writer_sql_add(b, "WITH ins AS (");
+	writer_sql_add(b, "INSERT INTO %s AS t (", name);
 	for (int i = 0; i < t->ncols; i++)
-		evbuffer_add_printf(b, "%s, ", t->cols[i].name);
-	evbuffer_add_printf(b, "mg_updated_at) SELECT ");
+		writer_sql_add(b, "%s, ", t->cols[i].name);
+	writer_sql_add(b, "mg_updated_at) SELECT ");
 	for (int i = 0; i < t->ncols; i++) {
 		const struct table_column *c = &t->cols[i];
 
 		if (c->fill)
-			evbuffer_add_printf(b, "COALESCE(%s, %s), ", c->name, c->fill);
+			writer_sql_add(b, "COALESCE(%s, %s), ", c->name, c->fill);
 		else
-			evbuffer_add_printf(b, "%s, ", c->name);
+			writer_sql_add(b, "%s, ", c->name);
 	}
-	evbuffer_add_printf(b, "now() FROM %s WHERE mi_pass = $1 "
+	writer_sql_add(b, "now() FROM %s WHERE mi_pass = $1 "
 			    "ON CONFLICT (%s) DO UPDATE SET ", staging, t->cols[TABLE_COL_ID].name);
 	for (int i = 0; i < t->ncols; i++) {
 		if (!writer_mergeable(t, i))
 			continue;
-		evbuffer_add_printf(b, "%s = ", t->cols[i].name);
+		writer_sql_add(b, "%s = ", t->cols[i].name);
 		writer_merge_expr(b, t, i);
-		evbuffer_add_printf(b, ", ");
+		writer_sql_add(b, ", ");
 	}
-	evbuffer_add_printf(b, "mg_updated_at = now()");
+	writer_sql_add(b, "mg_updated_at = now()");
 	writer_sql_merge_where(b, t);
 	if (credits)
-		evbuffer_add_printf(b, "%s", t->credits_sql);
+		writer_sql_add(b, "%s", t->credits_sql);
 	return writer_sql_take(b);
 }
 
@@ -226,21 +235,21 @@ static void writer_sql_differs(struct evbuffer *b, const struct table *t)
 {
 	const char *sep = "";
 
-	evbuffer_add_printf(b, "(");
+	writer_sql_add(b, "(");
 	for (int i = 0; i < t->ncols; i++) {
 		const char *c = t->cols[i].name;
 
 		if (!writer_mergeable(t, i))
 			continue;
 		if (t->cols[i].merge == TABLE_MERGE_JSON)
-			evbuffer_add_printf(b, "%s(s.%s IS NOT NULL AND g.%s || s.%s <> g.%s)",
+			writer_sql_add(b, "%s(s.%s IS NOT NULL AND g.%s || s.%s <> g.%s)",
 					    sep, c, c, c, c);
 		else
-			evbuffer_add_printf(b, "%s(s.%s IS NOT NULL AND s.%s IS DISTINCT FROM g.%s)",
+			writer_sql_add(b, "%s(s.%s IS NOT NULL AND s.%s IS DISTINCT FROM g.%s)",
 					    sep, c, c, c);
 		sep = " OR ";
 	}
-	evbuffer_add_printf(b, ")");
+	writer_sql_add(b, ")");
 }
 
 /* Rows of pass $1 that must not be merged: 't' another record type owns the
@@ -256,23 +265,23 @@ char *writer_sql_check(const struct table *t, const char *name, bool pass_id_dea
 	if (!b)
 		return NULL;
 	writer_sql_staging_name(t, staging, sizeof(staging));
-	evbuffer_add_printf(b, "SELECT s.mi_idx, CASE WHEN g.%s <> s.%s THEN 't' ELSE 'c' END "
+	writer_sql_add(b, "SELECT s.mi_idx, CASE WHEN g.%s <> s.%s THEN 't' ELSE 'c' END "
 			    "FROM %s s JOIN %s g ON g.%s = s.%s WHERE s.mi_pass = $1 AND "
 			    "(g.%s <> s.%s", type, type, staging, name, id, id, type, type);
 	if (t->nimmutable) {
-		evbuffer_add_printf(b, " OR (g.%s IN (", type);
+		writer_sql_add(b, " OR (g.%s IN (", type);
 		writer_sql_immutable(b, t);
-		evbuffer_add_printf(b, ") AND ");
+		writer_sql_add(b, ") AND ");
 		writer_sql_differs(b, t);
-		evbuffer_add_printf(b, ")");
+		writer_sql_add(b, ")");
 	}
-	evbuffer_add_printf(b, ")");
+	writer_sql_add(b, ")");
 	if (pass_id_dead_letter)
-		evbuffer_add_printf(b, " UNION ALL SELECT s.mi_idx, 'p' FROM %s s "
+		writer_sql_add(b, " UNION ALL SELECT s.mi_idx, 'p' FROM %s s "
 				    "WHERE s.mi_pass = $1 AND s.%s IS NOT NULL AND NOT EXISTS "
 				    "(SELECT 1 FROM " WRITER_SQL_CUSTOMERS " c WHERE c."
 				    WRITER_SQL_CUSTOMER_KEY " = s.%s)", staging, cust, cust);
-	evbuffer_add_printf(b, " ORDER BY 1");
+	writer_sql_add(b, " ORDER BY 1");
 	return writer_sql_take(b);
 }
 
@@ -287,19 +296,19 @@ static char *writer_sql_customers(const char *tail)
 
 	if (!b)
 		return NULL;
-	evbuffer_add_printf(b, "INSERT INTO " WRITER_SQL_CUSTOMERS " AS c ("
+	writer_sql_add(b, "INSERT INTO " WRITER_SQL_CUSTOMERS " AS c ("
 			    WRITER_SQL_CUSTOMER_KEY ", mg_credits, mg_source_system, mg_last_active) "
 			    "SELECT p, 0, 'megaingest', max(COALESCE(at, now())) FROM (");
 	for (int i = 0; i < TABLE_COUNT; i++) {
 		const struct table *t = table_list[i];
 
 		writer_sql_staging_name(t, staging, sizeof(staging));
-		evbuffer_add_printf(b, "%sSELECT %s AS p, %s AS at FROM %s WHERE %s IS NOT NULL",
+		writer_sql_add(b, "%sSELECT %s AS p, %s AS at FROM %s WHERE %s IS NOT NULL",
 				    i ? " UNION ALL " : "", t->cols[t->col_customer].name,
 				    t->cols[t->col_created].name, staging,
 				    t->cols[t->col_customer].name);
 	}
-	evbuffer_add_printf(b, ") x GROUP BY p ORDER BY p %s", tail);
+	writer_sql_add(b, ") x GROUP BY p ORDER BY p %s", tail);
 	return writer_sql_take(b);
 }
 
