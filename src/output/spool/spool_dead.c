@@ -40,8 +40,12 @@
 #include "spool_private.h"
 #include "stats.h"
 
-#define SPOOL_DL_QUEUE_HIGH (8u * 1024 * 1024) /* queued bytes that pause the loop's reading */
-#define SPOOL_DL_QUEUE_LOW (2u * 1024 * 1024)  /* ... until the queue drains below this */
+/* Queued bytes that pause the loop's reading; any later room check that
+ * finds fewer resumes it. */
+#define SPOOL_DL_QUEUE_HIGH (8u * 1024 * 1024)
+/* A paused loop is woken (ackq_wake) to check again once the dead-letter
+ * thread drains the queue below this, so it never waits on other traffic. */
+#define SPOOL_DL_QUEUE_LOW (2u * 1024 * 1024)
 
 /* What a writer thread waits on in spool_dead_letter. */
 struct spool_dl_wait {
@@ -356,30 +360,34 @@ static void *spool_dead_main(void *arg)
 int spool_dead_start(struct spool *s)
 {
 	struct stat st;
+	const char *step;
+	int err; /* pthread_* return the error; they do not set errno */
 
 	s->dl_size = fstat(s->dl_fd, &st) == 0 ? (uint64_t)st.st_size : 0;
 	atomic_init(&s->dl_queued, 0);
 	atomic_init(&s->dl_max, SPOOL_DEAD_LETTER_MAX_DEFAULT);
-	if (pthread_mutex_init(&s->lock, NULL) != 0)
-		return -1;
-	if (pthread_cond_init(&s->dl_work, NULL) != 0) {
-		pthread_mutex_destroy(&s->lock);
-		return -1;
-	}
-	if (pthread_cond_init(&s->dl_done, NULL) != 0) {
-		pthread_cond_destroy(&s->dl_work);
-		pthread_mutex_destroy(&s->lock);
-		return -1;
-	}
-	if (pthread_create(&s->dl_thread, NULL, spool_dead_main, s) != 0) {
-		log_error("spool", "cannot start the dead-letter thread");
-		pthread_cond_destroy(&s->dl_done);
-		pthread_cond_destroy(&s->dl_work);
-		pthread_mutex_destroy(&s->lock);
-		return -1;
-	}
+	step = "create its lock";
+	if ((err = pthread_mutex_init(&s->lock, NULL)) != 0)
+		goto fail;
+	step = "create its condition variables";
+	if ((err = pthread_cond_init(&s->dl_work, NULL)) != 0)
+		goto fail_lock;
+	if ((err = pthread_cond_init(&s->dl_done, NULL)) != 0)
+		goto fail_work;
+	step = "start it";
+	if ((err = pthread_create(&s->dl_thread, NULL, spool_dead_main, s)) != 0)
+		goto fail_done;
 	s->dl_started = true;
 	return 0;
+fail_done:
+	pthread_cond_destroy(&s->dl_done);
+fail_work:
+	pthread_cond_destroy(&s->dl_work);
+fail_lock:
+	pthread_mutex_destroy(&s->lock);
+fail:
+	log_error("spool", "dead-letter thread: cannot %s: %s", step, strerror(err));
+	return -1;
 }
 
 void spool_dead_stop(struct spool *s)
