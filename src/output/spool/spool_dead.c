@@ -231,20 +231,47 @@ static void spool_dead_set_full(struct spool *s, bool full, size_t len)
 }
 
 /*
+ * A group's write failed: cut the file back to START, its size before the
+ * group (KNOWN: fstat told it), so no torn line stays for the next one to
+ * be appended onto, and no line of a group whose callers hear "not
+ * written" stays to be written twice when they resend. When the file
+ * cannot be cut, a newline ends the torn line, so the lines after it still
+ * parse. Dead-letter thread.
+ */
+static void spool_dead_cut(struct spool *s, bool known, uint64_t start)
+{
+	if (known && ftruncate(s->dl_fd, (off_t)start) == 0) {
+		s->dl_size = start;
+		return;
+	}
+	log_error("spool", "cannot cut the failed write off %s: %s; its last line may be "
+		  "torn: megactl replay reports it and reads on", s->dl_path,
+		  known ? strerror(errno) : "its size is unknown");
+	if (spool_write_all(s->dl_fd, "\n", 1) < 0)
+		log_error("spool", "cannot end the torn line of %s: %s; the next line "
+			  "written joins it", s->dl_path, strerror(errno));
+	s->dl_size = start; /* the next group learns the real size from fstat */
+}
+
+/*
  * Write the lines of LIST that fit under the size limit and fdatasync them.
- * Each line's outcome goes into its rc: 0 durable, -1 not. Dead-letter thread.
+ * Each line's outcome goes into its rc: 0 durable, -1 not; on an error the
+ * group is cut off the file again. Dead-letter thread.
  */
 static void spool_dead_write(struct spool *s, struct spool_dl_line *list, int *rcs)
 {
 	bool wrote = false, ioerr = false;
-	uint64_t max = atomic_load(&s->dl_max);
+	uint64_t max = atomic_load(&s->dl_max), start;
 	int i = 0, err = 0;
 
 	struct stat st;
+	bool known;
 
 	spool_dead_reopen(s);
-	if (fstat(s->dl_fd, &st) == 0)
+	known = fstat(s->dl_fd, &st) == 0;
+	if (known)
 		s->dl_size = (uint64_t)st.st_size; /* whoever else wrote to it */
+	start = s->dl_size;
 	for (struct spool_dl_line *l = list; l; l = l->next, i++) {
 		rcs[i] = -1;
 		if (ioerr)
@@ -272,6 +299,7 @@ static void spool_dead_write(struct spool *s, struct spool_dl_line *list, int *r
 		return;
 	log_error("spool", "cannot write to %s: %s; the events of this write are not "
 		  "dead-lettered (no ack covers them)", s->dl_path, strerror(err));
+	spool_dead_cut(s, known, start);
 	for (int k = 0; k < i; k++)
 		rcs[k] = -1;
 }
