@@ -97,10 +97,13 @@ static void conn_process(struct conn *c);
 static ack_done_cb conn_ack_cb;
 static void listener_mem_kick(struct listener *l);
 
-/* Lines a client can cause at will: refused and evicted connections, timeouts. */
+/* Lines a client can cause at will: refused and evicted connections,
+ * timeouts, failed TLS handshakes. */
 static struct log_limit listener_refuse_limit = LOG_LIMIT_INIT(10, 1000);
 static struct log_limit listener_hs_limit = LOG_LIMIT_INIT(10, 1000);
 static struct log_limit listener_close_limit = LOG_LIMIT_INIT(10, 1000);
+static struct log_limit listener_tls_limit = LOG_LIMIT_INIT(10, 1000);
+static struct log_limit listener_idle_limit = LOG_LIMIT_INIT(10, 1000);
 
 /* ---- connection list -------------------------------------------------- */
 
@@ -448,8 +451,9 @@ static void conn_error(struct conn *c)
 	}
 	if (!c->tls_up) {
 		stats_add(STAT_tls_failures_total, 1);
-		log_warn("listener", "conn=%llu peer=%s: TLS handshake failed: %s; connection closed",
-			 (unsigned long long)c->id, c->peer, why + 5);
+		log_limited(&listener_tls_limit, LOG_LEVEL_WARN, "listener", "conn=%llu peer=%s: "
+			    "TLS handshake failed: %s; connection closed", (unsigned long long)c->id,
+			    c->peer, why + 5);
 	}
 	memcpy(why, "TLS: ", 5);
 	conn_close(c, why);
@@ -482,8 +486,9 @@ static void conn_idle_cb(evutil_socket_t fd, short what, void *arg)
 		conn_close(c, "handshake timeout");
 		return;
 	}
-	log_warn("listener", "conn=%llu peer=%s: no complete value for listen.idle_timeout_s=%d s; "
-		 "connection closed", (unsigned long long)c->id, c->peer, c->l->idle_timeout_s);
+	log_limited(&listener_idle_limit, LOG_LEVEL_WARN, "listener", "conn=%llu peer=%s: no "
+		    "complete value for listen.idle_timeout_s=%d s; connection closed",
+		    (unsigned long long)c->id, c->peer, c->l->idle_timeout_s);
 	conn_close(c, "idle timeout");
 }
 
