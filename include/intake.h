@@ -100,18 +100,20 @@ enum intake_verdict intake_event(struct intake *in, const msgpack_object *map,
  * counted as received and rejected for WHY->reason, dead-lettered as
  * EVENT (what was received) with WHY's message and field. Returns
  * INTAKE_REJECTED, or INTAKE_FAILED when it could not be queued for the
- * disk.
+ * disk; after intake_stop, INTAKE_FAILED with WHY rewritten to say the
+ * daemon is stopping.
  */
 enum intake_verdict intake_reject(struct intake *in, const msgpack_object *event,
 				  const struct record_ctx *ctx, struct ack *ack,
-				  const struct record_error *why)
+				  struct record_error *why)
 	__attribute__((warn_unused_result));
 
 /* COUNT events (>= 1) dead-lettered as one line holding EVENT: what an
- * input does with the rest of a message that was rejected too often. */
+ * input does with the rest of a message that was rejected too often. WHY
+ * as for intake_reject. */
 enum intake_verdict intake_reject_bulk(struct intake *in, const msgpack_object *event,
 				       const struct record_ctx *ctx, struct ack *ack,
-				       const struct record_error *why, uint64_t count)
+				       struct record_error *why, uint64_t count)
 	__attribute__((warn_unused_result));
 
 /* True while a writer's queue is full or the dead-letter file lags (and

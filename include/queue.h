@@ -3,11 +3,12 @@
  * writer thread (one consumer).
  *
  * The loop pushes validated records (from intake.c only); the writer pops
- * batches. Limits are a policy, not a hard wall: queue_push always
- * succeeds, and inputs stop reading while queue_full() is true (through
- * intake_busy), so the queue can exceed
- * its limits by at most the events of the message being decoded (itself
- * bounded by listen.max_event_bytes). Nothing is ever dropped here.
+ * batches. Limits are a policy, not a hard wall: queue_push never fails
+ * for being full (only when the ring cannot grow: out of memory, and the
+ * record stays the caller's), and inputs stop reading while queue_full()
+ * is true (through intake_busy), so the queue can exceed its limits by at
+ * most the events of the message being decoded (itself bounded by
+ * listen.max_event_bytes). Nothing is ever dropped here.
  * See queue.c for the locking design.
  */
 #ifndef MI_QUEUE_H

@@ -10,6 +10,7 @@ import re
 import pytest
 
 from helpers import packb, wait_for
+from opshelpers import admin_daemon, m, metrics
 
 GOOD_BEFORE = {"mg_id": "good-before", "mg_record_type": "session", "mg_title": "before"}
 GOOD_AFTER = {"mg_id": "good-after", "mg_record_type": "session", "mg_title": "after"}
@@ -156,6 +157,23 @@ def test_garbage_closes_only_that_connection(daemon, pg):
     # one line that says what was wrong and that the connection is closed
     daemon.wait_log(r"(?i)^(?=.*clos)(?=.*(msgpack|malformed|invalid|parse|garbage))")
     assert daemon.running()
+
+
+def test_garbage_warnings_are_rate_limited(daemon_factory, pg):
+    """A client can send garbage on as many connections as it likes: each
+    closes, but the warning is rate-limited and the rest counted."""
+    d = admin_daemon(daemon_factory)
+    for _ in range(200):
+        with d.connect() as c:
+            c.send_raw(b"\xc1 not msgpack")
+            assert c.wait_closed(), "the daemon kept a connection sending garbage"
+    wait_for(lambda: m(metrics(d.admin_port), "connections") == 0, timeout=10)
+    logged = len(re.findall(r"stream is not msgpack", d.log()))
+    suppressed = m(metrics(d.admin_port), "log_lines_suppressed_total")
+    assert 1 <= logged < 200, f"{logged} warning lines for 200 garbage connections"
+    assert suppressed >= 200 - logged, (logged, suppressed)
+    d.send_msgpack(GOOD_AFTER)
+    d.wait_rows(1)
 
 
 def test_truncated_value_then_disconnect(daemon, pg):

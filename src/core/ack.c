@@ -47,14 +47,20 @@ struct ack *ack_new(ack_done_cb *done_cb, void *arg, const char *chunk, uint32_t
 struct ackq *ackq_new(void)
 {
 	struct ackq *q = calloc(1, sizeof(*q));
+	int err;
 
 	if (!q)
 		return NULL;
 	q->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (q->fd < 0 || pthread_mutex_init(&q->lock, NULL) != 0) {
+	if (q->fd < 0) {
 		log_error("ack", "cannot create the completion channel: %s", strerror(errno));
-		if (q->fd >= 0)
-			close(q->fd);
+		free(q);
+		return NULL;
+	}
+	err = pthread_mutex_init(&q->lock, NULL); /* returns the error; errno is not set */
+	if (err != 0) {
+		log_error("ack", "cannot create the completion channel's lock: %s", strerror(err));
+		close(q->fd);
 		free(q);
 		return NULL;
 	}

@@ -1,7 +1,7 @@
 /*
  * intake.c: the step between an input's decoder and the writers' queues.
  *
- * Every input (Forward today, HTTP next) hands its decoded events here, so
+ * Every input (Forward, HTTP) hands its decoded events here, so
  * validation, routing, counting, dead-lettering and the ack bookkeeping
  * exist once. An event is validated into a record (record_from_map) and
  * pushed to queues[id_hash % nqueues]: one writer owns each id, so two
@@ -242,12 +242,10 @@ enum intake_verdict intake_event(struct intake *in, const msgpack_object *map,
 
 enum intake_verdict intake_reject(struct intake *in, const msgpack_object *event,
 				  const struct record_ctx *ctx, struct ack *ack,
-				  const struct record_error *why)
+				  struct record_error *why)
 {
-	struct record_error stop;
-
 	if (in->stopped)
-		return intake_refuse(ack, &stop);
+		return intake_refuse(ack, why);
 	stats_add(STAT_events_received_total, 1);
 	stats_reject(why->reason);
 	return intake_dead_letter(in, event, ctx, ack, why, 1);
@@ -255,12 +253,10 @@ enum intake_verdict intake_reject(struct intake *in, const msgpack_object *event
 
 enum intake_verdict intake_reject_bulk(struct intake *in, const msgpack_object *event,
 				       const struct record_ctx *ctx, struct ack *ack,
-				       const struct record_error *why, uint64_t count)
+				       struct record_error *why, uint64_t count)
 {
-	struct record_error stop;
-
 	if (in->stopped)
-		return intake_refuse(ack, &stop);
+		return intake_refuse(ack, why);
 	stats_add(STAT_events_received_total, count);
 	stats_reject_n(why->reason, count);
 	stats_add(STAT_dead_letter_bulk_total, 1);

@@ -409,8 +409,13 @@ static void test_stopped(void)
 	CHECK(intake_event(f.in, fx_map(&f, "s2", "prompt", "x"), &fake_ctx, a2, &why) ==
 	      INTAKE_FAILED);
 	CHECK_CONTAINS(why.message, "stopping");
+	/* The caller logs WHY: it must say why the event was not taken. */
+	snprintf(why.message, sizeof(why.message), "frame: not an event");
 	CHECK(intake_reject(f.in, &nil, &fake_ctx, a2, &why) == INTAKE_FAILED);
+	CHECK_CONTAINS(why.message, "stopping");
+	snprintf(why.message, sizeof(why.message), "entries 3 to 9 not read");
 	CHECK(intake_reject_bulk(f.in, &nil, &fake_ctx, a2, &why, 3) == INTAKE_FAILED);
+	CHECK_CONTAINS(why.message, "stopping");
 	intake_ack_close(f.in, a2);
 	CHECK(stats_get(STAT_events_received_total) == 1);
 	CHECK(fx_commit(&f, a1) == 1); /* only the event from before the stop */

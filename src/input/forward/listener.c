@@ -97,10 +97,13 @@ static void conn_process(struct conn *c);
 static ack_done_cb conn_ack_cb;
 static void listener_mem_kick(struct listener *l);
 
-/* Lines a client can cause at will: refused and evicted connections, timeouts. */
+/* Lines a client can cause at will: refused and evicted connections,
+ * timeouts, failed TLS handshakes. */
 static struct log_limit listener_refuse_limit = LOG_LIMIT_INIT(10, 1000);
 static struct log_limit listener_hs_limit = LOG_LIMIT_INIT(10, 1000);
 static struct log_limit listener_close_limit = LOG_LIMIT_INIT(10, 1000);
+static struct log_limit listener_tls_limit = LOG_LIMIT_INIT(10, 1000);
+static struct log_limit listener_idle_limit = LOG_LIMIT_INIT(10, 1000);
 
 /* ---- connection list -------------------------------------------------- */
 
@@ -448,8 +451,9 @@ static void conn_error(struct conn *c)
 	}
 	if (!c->tls_up) {
 		stats_add(STAT_tls_failures_total, 1);
-		log_warn("listener", "conn=%llu peer=%s: TLS handshake failed: %s; connection closed",
-			 (unsigned long long)c->id, c->peer, why + 5);
+		log_limited(&listener_tls_limit, LOG_LEVEL_WARN, "listener", "conn=%llu peer=%s: "
+			    "TLS handshake failed: %s; connection closed", (unsigned long long)c->id,
+			    c->peer, why + 5);
 	}
 	memcpy(why, "TLS: ", 5);
 	conn_close(c, why);
@@ -482,8 +486,9 @@ static void conn_idle_cb(evutil_socket_t fd, short what, void *arg)
 		conn_close(c, "handshake timeout");
 		return;
 	}
-	log_warn("listener", "conn=%llu peer=%s: no complete value for listen.idle_timeout_s=%d s; "
-		 "connection closed", (unsigned long long)c->id, c->peer, c->l->idle_timeout_s);
+	log_limited(&listener_idle_limit, LOG_LEVEL_WARN, "listener", "conn=%llu peer=%s: no "
+		    "complete value for listen.idle_timeout_s=%d s; connection closed",
+		    (unsigned long long)c->id, c->peer, c->l->idle_timeout_s);
 	conn_close(c, "idle timeout");
 }
 
@@ -655,19 +660,27 @@ static void listener_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
  * send and no pair of epoll_ctl calls per ack, which is most of an ack's
  * cost when many connections get one each. What the socket does not take,
  * or cannot take now, is queued in the bufferevent as usual, which also
- * meets any error. TLS goes through its bufferevent.
+ * meets any error. TLS goes through its bufferevent. The scratch buffer is
+ * shared by every connection, so it is left empty on every path, and -1
+ * (the ack not or only partly sent) means C must be closed.
  */
 static int listener_send_ack(struct listener *l, struct conn *c, struct ack *a)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
+	int rc = 0;
 
 	if (c->tls || evbuffer_get_length(out) > 0)
 		return proto_ack_encode(a, out);
 	if (proto_ack_encode(a, l->ack_scratch) < 0)
-		return -1;
-	(void)evbuffer_write(l->ack_scratch, bufferevent_getfd(c->bev));
-	return evbuffer_get_length(l->ack_scratch) == 0 ? 0 :
-	       evbuffer_add_buffer(out, l->ack_scratch);
+		rc = -1;
+	else
+		(void)evbuffer_write(l->ack_scratch, bufferevent_getfd(c->bev));
+	if (rc == 0 && evbuffer_get_length(l->ack_scratch) > 0)
+		rc = evbuffer_add_buffer(out, l->ack_scratch);
+	/* Fails only on a frozen buffer, which the scratch never is. */
+	if (evbuffer_drain(l->ack_scratch, evbuffer_get_length(l->ack_scratch)) < 0)
+		rc = -1;
+	return rc;
 }
 
 /* The intake's callback for C's acks: answer, unless an event failed (close),
@@ -686,11 +699,15 @@ static void conn_ack_cb(struct ack *a, bool durable, void *arg)
 			  (unsigned long long)c->id, c->peer);
 		conn_close(c, "dead-letter write failed"); /* may free C */
 	} else if (c->bev) {
-		if (listener_send_ack(l, c, a) == 0)
-			stats_add(STAT_acks_sent_total, 1);
-		else
-			log_error("listener", "conn=%llu peer=%s: out of memory encoding an ack",
-				  (unsigned long long)c->id, c->peer);
+		if (listener_send_ack(l, c, a) < 0) {
+			/* Part of the reply may be on the wire: the stream is torn. */
+			log_error("listener", "conn=%llu peer=%s: out of memory sending an ack; "
+				  "connection closed, the client resends", (unsigned long long)c->id,
+				  c->peer);
+			conn_close(c, "out of memory sending an ack"); /* may free C */
+			return;
+		}
+		stats_add(STAT_acks_sent_total, 1);
 		conn_hold_if_unread(c);
 	} else if (c->acks_done == c->acks_created) {
 		conn_unlink(&l->zombies, c);

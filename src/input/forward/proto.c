@@ -90,23 +90,57 @@ struct proto_conn {
 	bool closed;              /* PROTO_CLOSE returned: nothing more is decoded */
 };
 
-/* Log "conn=ID peer=PEER: message" at LEVEL for module "proto". */
+/* Log "conn=ID peer=PEER: message" at LEVEL for module "proto", subject
+ * to LIM unless it is NULL. */
+static void proto_vlog(const struct proto_conn *pc, struct log_limit *lim, enum log_level level,
+		       const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
+
+static void proto_vlog(const struct proto_conn *pc, struct log_limit *lim, enum log_level level,
+		       const char *fmt, va_list ap)
+{
+	char msg[1024];
+
+	if (!log_enabled(level))
+		return;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (lim)
+		log_write_limited(lim, level, "proto", "conn=%llu peer=%s: %s",
+				  (unsigned long long)pc->id, pc->peer, msg);
+	else
+		log_write(level, "proto", "conn=%llu peer=%s: %s", (unsigned long long)pc->id,
+			  pc->peer, msg);
+}
+
 static void proto_log(const struct proto_conn *pc, enum log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
 static void proto_log(const struct proto_conn *pc, enum log_level level, const char *fmt, ...)
 {
-	char msg[1024];
 	va_list ap;
 
-	if (!log_enabled(level))
-		return;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	proto_vlog(pc, NULL, level, fmt, ap);
 	va_end(ap);
-	log_write(level, "proto", "conn=%llu peer=%s: %s", (unsigned long long)pc->id, pc->peer,
-		  msg);
 }
+
+/* proto_log for lines a client can cause at will, subject to LIM. */
+static void proto_log_limited(const struct proto_conn *pc, struct log_limit *lim,
+			      enum log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void proto_log_limited(const struct proto_conn *pc, struct log_limit *lim,
+			      enum log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	proto_vlog(pc, lim, level, fmt, ap);
+	va_end(ap);
+}
+
+/* Warnings for a stream that is closed for what the client sent (not
+ * msgpack, too deep, too big, a gzip bomb): one per connection at will. */
+static struct log_limit proto_stream_limit = LOG_LIMIT_INIT(10, 1000);
 
 struct proto_conn *proto_conn_new(const struct proto_env *env, ack_done_cb *ack_cb,
 				  void *ack_arg, const char *peer, uint64_t conn_id)
@@ -252,12 +286,13 @@ static void proto_rest(struct proto_msg *m, const msgpack_object *held, const ch
 	pc->reject_tokens -= 1;
 	if (intake_reject_bulk(pc->env->intake, held, &ctx, m->ack, &why, count) ==
 	    INTAKE_FAILED) {
-		proto_log(pc, LOG_LEVEL_ERROR, "%llu events could not be dead-lettered; "
-			  "connection closed, no ack for their message", (unsigned long long)count);
+		proto_log(pc, LOG_LEVEL_ERROR, "%llu events could not be dead-lettered (%s); "
+			  "connection closed, no ack for their message", (unsigned long long)count,
+			  why.message);
 		m->failed = true;
 		return;
 	}
-	proto_log(pc, LOG_LEVEL_WARN, "%s", why.message);
+	proto_log_limited(pc, &proto_reject_limit, LOG_LEVEL_WARN, "%s", why.message);
 }
 
 /* An event (or what should have been one, entry INDEX) that no mode can read. */
@@ -480,8 +515,9 @@ static enum proto_status proto_packed_gzip(struct proto_msg *m, const msgpack_ob
 		proto_bad(m, msg, RECORD_REASON_BAD_FRAME, text);
 		return PROTO_OK;
 	case PROTO_GZ_TOO_BIG:
-		proto_log(m->pc, LOG_LEVEL_WARN, "gzip data inflates past %zu bytes "
-			  "(listen.max_event_bytes x %d); connection closed", limit, PROTO_GZIP_FACTOR);
+		proto_log_limited(m->pc, &proto_stream_limit, LOG_LEVEL_WARN, "gzip data inflates "
+				  "past %zu bytes (listen.max_event_bytes x %d); connection closed",
+				  limit, PROTO_GZIP_FACTOR);
 		return PROTO_CLOSE;
 	default:
 		proto_log(m->pc, LOG_LEVEL_ERROR, "out of memory inflating gzip data; "
@@ -770,25 +806,28 @@ static void proto_log_scan_error(const struct proto_conn *pc)
 
 	switch (s->error) {
 	case PROTO_SCAN_NOT_MSGPACK:
-		proto_log(pc, LOG_LEVEL_WARN, "stream is not msgpack (byte offset %llu); "
-			  "connection closed", (unsigned long long)s->head_start);
+		proto_log_limited(pc, &proto_stream_limit, LOG_LEVEL_WARN, "stream is not msgpack "
+				  "(byte offset %llu); connection closed",
+				  (unsigned long long)s->head_start);
 		break;
 	case PROTO_SCAN_TOO_DEEP:
-		proto_log(pc, LOG_LEVEL_WARN, "value at byte offset %llu nests deeper than %d "
-			  "levels; connection closed", (unsigned long long)s->value_start,
-			  PROTO_MAX_DEPTH);
+		proto_log_limited(pc, &proto_stream_limit, LOG_LEVEL_WARN, "value at byte offset "
+				  "%llu nests deeper than %d levels; connection closed",
+				  (unsigned long long)s->value_start, PROTO_MAX_DEPTH);
 		break;
 	case PROTO_SCAN_TOO_MANY:
-		proto_log(pc, LOG_LEVEL_WARN, "value at byte offset %llu announces %llu or more "
-			  "elements, more than listen.max_event_bytes / %d = %llu; connection closed",
-			  (unsigned long long)s->value_start, (unsigned long long)s->error_size,
-			  PROTO_ELEMS_DIVISOR, (unsigned long long)s->max_elems);
+		proto_log_limited(pc, &proto_stream_limit, LOG_LEVEL_WARN, "value at byte offset "
+				  "%llu announces %llu or more elements, more than "
+				  "listen.max_event_bytes / %d = %llu; connection closed",
+				  (unsigned long long)s->value_start,
+				  (unsigned long long)s->error_size, PROTO_ELEMS_DIVISOR,
+				  (unsigned long long)s->max_elems);
 		break;
 	default:
-		proto_log(pc, LOG_LEVEL_WARN, "value of %s%llu bytes exceeds "
-			  "listen.max_event_bytes %zu; connection closed",
-			  s->error_exact ? "" : "at least ", (unsigned long long)s->error_size,
-			  pc->env->max_event_bytes);
+		proto_log_limited(pc, &proto_stream_limit, LOG_LEVEL_WARN, "value of %s%llu bytes "
+				  "exceeds listen.max_event_bytes %zu; connection closed",
+				  s->error_exact ? "" : "at least ",
+				  (unsigned long long)s->error_size, pc->env->max_event_bytes);
 		break;
 	}
 }
@@ -849,9 +888,10 @@ static int proto_next(struct proto_conn *pc)
 		proto_log_scan_error(pc);
 		return -1;
 	case MSGPACK_UNPACK_PARSE_ERROR:
-		proto_log(pc, LOG_LEVEL_WARN, "stream is not msgpack (byte offset %llu); "
-			  "connection closed", (unsigned long long)(pc->decoded +
-			  msgpack_unpacker_parsed_size(&pc->up)));
+		proto_log_limited(pc, &proto_stream_limit, LOG_LEVEL_WARN, "stream is not msgpack "
+				  "(byte offset %llu); connection closed",
+				  (unsigned long long)(pc->decoded +
+						       msgpack_unpacker_parsed_size(&pc->up)));
 		return -1;
 	default:
 		proto_log(pc, LOG_LEVEL_ERROR, "out of memory decoding a value at byte offset %llu; "

@@ -55,11 +55,15 @@ static const char *const proto_auth_field_names[PROTO_AUTH_FIELDS] = {
 	"password",
 };
 
+/* Failed handshakes: a client can cause one per connection at will. */
+static struct log_limit proto_auth_fail_limit = LOG_LIMIT_INIT(10, 1000);
+
 /* Log "conn=ID peer=PEER: authentication failed: WHY; connection closed". */
 static void proto_auth_log_fail(const struct proto_auth *a, const char *why)
 {
-	log_warn("auth", "conn=%llu peer=%s: authentication failed: %s; connection closed",
-		 (unsigned long long)a->id, a->peer, why);
+	log_limited(&proto_auth_fail_limit, LOG_LEVEL_WARN, "auth", "conn=%llu peer=%s: "
+		    "authentication failed: %s; connection closed", (unsigned long long)a->id,
+		    a->peer, why);
 }
 
 struct proto_auth *proto_auth_new(const char *shared_key, const char *peer, uint64_t conn_id)

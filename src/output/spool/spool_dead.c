@@ -40,8 +40,12 @@
 #include "spool_private.h"
 #include "stats.h"
 
-#define SPOOL_DL_QUEUE_HIGH (8u * 1024 * 1024) /* queued bytes that pause the loop's reading */
-#define SPOOL_DL_QUEUE_LOW (2u * 1024 * 1024)  /* ... until the queue drains below this */
+/* Queued bytes that pause the loop's reading; any later room check that
+ * finds fewer resumes it. */
+#define SPOOL_DL_QUEUE_HIGH (8u * 1024 * 1024)
+/* A paused loop is woken (ackq_wake) to check again once the dead-letter
+ * thread drains the queue below this, so it never waits on other traffic. */
+#define SPOOL_DL_QUEUE_LOW (2u * 1024 * 1024)
 
 /* What a writer thread waits on in spool_dead_letter. */
 struct spool_dl_wait {
@@ -227,20 +231,47 @@ static void spool_dead_set_full(struct spool *s, bool full, size_t len)
 }
 
 /*
+ * A group's write failed: cut the file back to START, its size before the
+ * group (KNOWN: fstat told it), so no torn line stays for the next one to
+ * be appended onto, and no line of a group whose callers hear "not
+ * written" stays to be written twice when they resend. When the file
+ * cannot be cut, a newline ends the torn line, so the lines after it still
+ * parse. Dead-letter thread.
+ */
+static void spool_dead_cut(struct spool *s, bool known, uint64_t start)
+{
+	if (known && ftruncate(s->dl_fd, (off_t)start) == 0) {
+		s->dl_size = start;
+		return;
+	}
+	log_error("spool", "cannot cut the failed write off %s: %s; its last line may be "
+		  "torn: megactl replay reports it and reads on", s->dl_path,
+		  known ? strerror(errno) : "its size is unknown");
+	if (spool_write_all(s->dl_fd, "\n", 1) < 0)
+		log_error("spool", "cannot end the torn line of %s: %s; the next line "
+			  "written joins it", s->dl_path, strerror(errno));
+	s->dl_size = start; /* the next group learns the real size from fstat */
+}
+
+/*
  * Write the lines of LIST that fit under the size limit and fdatasync them.
- * Each line's outcome goes into its rc: 0 durable, -1 not. Dead-letter thread.
+ * Each line's outcome goes into its rc: 0 durable, -1 not; on an error the
+ * group is cut off the file again. Dead-letter thread.
  */
 static void spool_dead_write(struct spool *s, struct spool_dl_line *list, int *rcs)
 {
 	bool wrote = false, ioerr = false;
-	uint64_t max = atomic_load(&s->dl_max);
+	uint64_t max = atomic_load(&s->dl_max), start;
 	int i = 0, err = 0;
 
 	struct stat st;
+	bool known;
 
 	spool_dead_reopen(s);
-	if (fstat(s->dl_fd, &st) == 0)
+	known = fstat(s->dl_fd, &st) == 0;
+	if (known)
 		s->dl_size = (uint64_t)st.st_size; /* whoever else wrote to it */
+	start = s->dl_size;
 	for (struct spool_dl_line *l = list; l; l = l->next, i++) {
 		rcs[i] = -1;
 		if (ioerr)
@@ -268,6 +299,7 @@ static void spool_dead_write(struct spool *s, struct spool_dl_line *list, int *r
 		return;
 	log_error("spool", "cannot write to %s: %s; the events of this write are not "
 		  "dead-lettered (no ack covers them)", s->dl_path, strerror(err));
+	spool_dead_cut(s, known, start);
 	for (int k = 0; k < i; k++)
 		rcs[k] = -1;
 }
@@ -356,30 +388,34 @@ static void *spool_dead_main(void *arg)
 int spool_dead_start(struct spool *s)
 {
 	struct stat st;
+	const char *step;
+	int err; /* pthread_* return the error; they do not set errno */
 
 	s->dl_size = fstat(s->dl_fd, &st) == 0 ? (uint64_t)st.st_size : 0;
 	atomic_init(&s->dl_queued, 0);
 	atomic_init(&s->dl_max, SPOOL_DEAD_LETTER_MAX_DEFAULT);
-	if (pthread_mutex_init(&s->lock, NULL) != 0)
-		return -1;
-	if (pthread_cond_init(&s->dl_work, NULL) != 0) {
-		pthread_mutex_destroy(&s->lock);
-		return -1;
-	}
-	if (pthread_cond_init(&s->dl_done, NULL) != 0) {
-		pthread_cond_destroy(&s->dl_work);
-		pthread_mutex_destroy(&s->lock);
-		return -1;
-	}
-	if (pthread_create(&s->dl_thread, NULL, spool_dead_main, s) != 0) {
-		log_error("spool", "cannot start the dead-letter thread");
-		pthread_cond_destroy(&s->dl_done);
-		pthread_cond_destroy(&s->dl_work);
-		pthread_mutex_destroy(&s->lock);
-		return -1;
-	}
+	step = "create its lock";
+	if ((err = pthread_mutex_init(&s->lock, NULL)) != 0)
+		goto fail;
+	step = "create its condition variables";
+	if ((err = pthread_cond_init(&s->dl_work, NULL)) != 0)
+		goto fail_lock;
+	if ((err = pthread_cond_init(&s->dl_done, NULL)) != 0)
+		goto fail_work;
+	step = "start it";
+	if ((err = pthread_create(&s->dl_thread, NULL, spool_dead_main, s)) != 0)
+		goto fail_done;
 	s->dl_started = true;
 	return 0;
+fail_done:
+	pthread_cond_destroy(&s->dl_done);
+fail_work:
+	pthread_cond_destroy(&s->dl_work);
+fail_lock:
+	pthread_mutex_destroy(&s->lock);
+fail:
+	log_error("spool", "dead-letter thread: cannot %s: %s", step, strerror(err));
+	return -1;
 }
 
 void spool_dead_stop(struct spool *s)

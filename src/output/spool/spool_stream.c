@@ -630,8 +630,13 @@ static int spool_stream_examine(struct spool *s, int writer, uint64_t seq, struc
 	int fd, nw = -1;
 
 	if (spool_stream_path(s, writer, seq, false, path, sizeof(path)) < 0 ||
-	    (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &sb) < 0) {
+	    (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
 		log_error("spool", "cannot open spool segment %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &sb) < 0) {
+		log_error("spool", "cannot stat spool segment %s: %s", path, strerror(errno));
+		close(fd);
 		return -1;
 	}
 	if (sb.st_size >= SPOOL_SEG_HEADER && spool_stream_pread(fd, h, sizeof(h), 0) == 1)
