@@ -13,6 +13,7 @@ import time
 from helpers import wait_for
 from opshelpers import m, metrics
 from test_http import gen, http_daemon, post
+from test_limits import sanitized
 
 
 def rss_mib(pid):
@@ -34,6 +35,8 @@ def test_a_flood_of_rejected_elements_costs_one_line(daemon_factory, pg):
     base = rss_mib(d.pid)
     status, _, answer = post(d.http_url, body, timeout=120)
     grown = rss_mib(d.pid) - base
+    print(f"\nFIGURE: 200,000 rejected elements in one request: RSS +{grown:.1f} MiB, "
+          f"answer {len(json.dumps(answer))} bytes")
     assert status == 200, answer
     assert answer["accepted"] == 3
     assert len(answer["rejected"]) == 16
@@ -51,9 +54,8 @@ def test_a_flood_of_rejected_elements_costs_one_line(daemon_factory, pg):
     s = metrics(d.admin_port)
     assert m(s, "dead_letter_bulk_total") == 1
     assert sum(v for k, v in s.items() if k[0] == "megaingest_events_rejected_total") == 2 * n
-    print(f"\nFIGURE: 200,000 rejected elements: RSS +{grown:.1f} MiB, "
-          f"answer {len(json.dumps(answer))} bytes, 17 dead-letter lines")
-    assert grown < 64, f"RSS grew by {grown:.0f} MiB"
+    if not sanitized():                          # ASan's quarantine holds what was freed
+        assert grown < 64, f"RSS grew by {grown:.0f} MiB"
 
 
 def test_a_large_request_waits_for_room_in_the_queue(daemon_factory, pg):

@@ -15,7 +15,9 @@
  * committed (or fsync'ed in the spool) and every rejected one's
  * dead-letter line on disk. Only then does the client hear 200 with the
  * count and the rejections; an event that could not be made durable turns
- * the answer into 503, so the client sends the request again.
+ * the answer into 503, so the client sends the request again. Handing in
+ * pauses while the intake is busy and goes on from its room callback
+ * (http_items.c bounds what one request costs).
  *
  * An event without mg_id gets one derived from the request's
  * Idempotency-Key and its index (record_id.c), so a retried request makes
