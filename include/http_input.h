@@ -23,6 +23,9 @@ struct http_input *http_input_start(struct event_base *base, const struct config
 /* Requests still waiting for their answer (shutdown waits for them). */
 size_t http_input_waiting(const struct http_input *hi);
 
+/* A reload: take the live keys of CFG (listen.max_event_bytes). HI may be NULL. */
+void http_input_reconfigure(struct http_input *hi, const struct config *cfg);
+
 /* Close the listeners and connections. Answers still owed are not sent. */
 void http_input_free(struct http_input *hi);
 

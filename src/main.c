@@ -181,6 +181,7 @@ static void main_apply(struct daemon *d, const struct config *cfg)
 	}
 	spool_dead_letter_set_max(d->spool, (uint64_t)cfg->spool_dead_letter_max_bytes);
 	listener_reconfigure(d->listener, cfg);
+	http_input_reconfigure(d->http, cfg);
 }
 
 static void main_reload(struct daemon *d)

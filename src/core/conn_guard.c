@@ -9,12 +9,17 @@
  * input has no deadline: a request waiting for its commit is not late.)
  *
  * evhttp creates each connection's bufferevent through conn_guard_bev_cb
- * (evhttp_set_bevcb). The guard keeps a reference to it: once evhttp has
- * freed the connection, the bufferevent's callbacks are cleared, and the
- * guard drops its reference (which closes the socket). To close a
+ * (evhttp_set_bevcb) and the guard keeps a reference to it. The
+ * connection itself does not exist yet then; on the next turn of the loop
+ * the guard finds it (the bufferevent's callback argument, checked against
+ * evhttp_connection_get_bufferevent) and registers a close callback
+ * (evhttp_connection_set_closecb), which evhttp runs when it frees the
+ * connection: only then is it no longer counted. (Its read callback is no
+ * sign: evhttp clears it while it writes each answer.) A connection freed
+ * before that turn has all its bufferevent callbacks cleared. To close a
  * connection the guard raises an error event on it, which evhttp answers
- * by freeing the connection. A sweep every second retires freed
- * connections and enforces deadlines. Loop thread only.
+ * by freeing the connection. A sweep every second drops the entries of
+ * closed connections and enforces deadlines. Loop thread only.
  */
 #include <stdbool.h>
 #include <stdlib.h>
@@ -30,9 +35,12 @@
 #include "log.h"
 
 struct conn_guard_conn {
+	struct conn_guard *g;
 	struct bufferevent *bev;      /* evhttp's; we hold a reference */
+	struct evhttp_connection *evcon; /* once found (the turn after set-up) */
 	int64_t deadline_ms;          /* CLOCK_MONOTONIC: headers due by then */
 	bool doomed;                  /* over the cap: close at the next turn */
+	bool closed;                  /* evhttp freed the connection */
 	struct conn_guard_conn *next;
 };
 
@@ -40,7 +48,7 @@ struct conn_guard {
 	struct conn_guard_opts o;
 	struct event_base *base;
 	struct event *sweep;          /* every second */
-	struct event *doom;           /* closes over-cap connections right after set-up */
+	struct event *settle;         /* the turn after set-up: find connections, close over-cap ones */
 	struct conn_guard_conn *conns;
 	int nconns;                   /* not doomed */
 };
@@ -55,13 +63,43 @@ static int64_t conn_guard_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Whether evhttp has freed C's connection (it clears the callbacks). */
-static bool conn_guard_gone(const struct conn_guard_conn *c)
+/* evhttp is freeing C's connection. */
+static void conn_guard_closed_cb(struct evhttp_connection *evcon, void *arg)
 {
-	bufferevent_data_cb readcb = NULL;
+	struct conn_guard_conn *c = arg;
 
-	bufferevent_getcb(c->bev, &readcb, NULL, NULL, NULL);
-	return readcb == NULL;
+	(void)evcon;
+	if (c->closed)
+		return;
+	c->closed = true;
+	if (!c->doomed)
+		c->g->nconns--;
+}
+
+/* Find C's connection and learn of its close; false when evhttp freed it
+ * already (bufferevent_free cleared every callback) or never made one. */
+static bool conn_guard_adopt(struct conn_guard_conn *c)
+{
+	bufferevent_event_cb eventcb = NULL;
+	void *arg = NULL;
+
+	if (c->evcon || c->closed)
+		return !c->closed;
+	bufferevent_getcb(c->bev, NULL, NULL, &eventcb, &arg);
+	if (!eventcb || !arg ||
+	    evhttp_connection_get_bufferevent((struct evhttp_connection *)arg) != c->bev) {
+		conn_guard_closed_cb(NULL, c);
+		return false;
+	}
+	c->evcon = arg;
+	evhttp_connection_set_closecb(c->evcon, conn_guard_closed_cb, c);
+	return true;
+}
+
+/* Whether C's connection is gone. */
+static bool conn_guard_gone(struct conn_guard_conn *c)
+{
+	return !conn_guard_adopt(c);
 }
 
 /* Ask evhttp to close C's connection: an error while reading frees it. */
@@ -82,8 +120,6 @@ static void conn_guard_reap(struct conn_guard *g)
 			continue;
 		}
 		*pp = c->next;
-		if (!c->doomed)
-			g->nconns--;
 		bufferevent_decref(c->bev);
 		free(c);
 	}
@@ -106,7 +142,7 @@ static void conn_guard_sweep_cb(evutil_socket_t fd, short what, void *arg)
 	conn_guard_reap(g);
 }
 
-static void conn_guard_doom_cb(evutil_socket_t fd, short what, void *arg)
+static void conn_guard_settle_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn_guard *g = arg;
 
@@ -115,7 +151,7 @@ static void conn_guard_doom_cb(evutil_socket_t fd, short what, void *arg)
 	for (struct conn_guard_conn *c = g->conns; c; c = c->next)
 		if (c->doomed)
 			conn_guard_close(c);
-	conn_guard_reap(g);
+	conn_guard_reap(g); /* and finds the new connections */
 }
 
 /* evhttp's bufferevent factory: every accepted admin connection passes here. */
@@ -136,13 +172,14 @@ static struct bufferevent *conn_guard_bev_cb(struct event_base *base, void *arg)
 		free(c);
 		return NULL;
 	}
-	conn_guard_reap(g); /* connections evhttp freed since the last sweep */
 	bufferevent_incref(bev);
+	c->g = g;
 	c->bev = bev;
 	c->deadline_ms = conn_guard_now_ms() + g->o.deadline_s * 1000;
 	c->doomed = g->nconns >= g->o.max_conns;
 	c->next = g->conns;
 	g->conns = c;
+	event_add(g->settle, &now); /* once evhttp has set it up */
 	if (!c->doomed) {
 		g->nconns++;
 		return bev;
@@ -150,7 +187,6 @@ static struct bufferevent *conn_guard_bev_cb(struct event_base *base, void *arg)
 	stats_add(g->o.refused, 1);
 	log_limited(&conn_guard_limit, LOG_LEVEL_WARN, g->o.who, "%d %s connections are open; "
 		    "a new one is closed", g->o.max_conns, g->o.who);
-	event_add(g->doom, &now); /* once evhttp has set it up */
 	return bev;
 }
 
@@ -165,8 +201,8 @@ struct conn_guard *conn_guard_new(struct event_base *base, struct evhttp *http,
 	g->o = *opts;
 	g->base = base;
 	g->sweep = event_new(base, -1, EV_PERSIST, conn_guard_sweep_cb, g);
-	g->doom = evtimer_new(base, conn_guard_doom_cb, g);
-	if (!g->sweep || !g->doom || event_add(g->sweep, &second) < 0) {
+	g->settle = evtimer_new(base, conn_guard_settle_cb, g);
+	if (!g->sweep || !g->settle || event_add(g->sweep, &second) < 0) {
 		conn_guard_free(g);
 		return NULL;
 	}
@@ -204,8 +240,8 @@ void conn_guard_free(struct conn_guard *g)
 	}
 	if (g->sweep)
 		event_free(g->sweep);
-	if (g->doom)
-		event_free(g->doom);
+	if (g->settle)
+		event_free(g->settle);
 	free(g);
 }
 

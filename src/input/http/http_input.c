@@ -15,7 +15,9 @@
  * committed (or fsync'ed in the spool) and every rejected one's
  * dead-letter line on disk. Only then does the client hear 200 with the
  * count and the rejections; an event that could not be made durable turns
- * the answer into 503, so the client sends the request again.
+ * the answer into 503, so the client sends the request again. Handing in
+ * pauses while the intake is busy and goes on from its room callback
+ * (http_items.c bounds what one request costs).
  *
  * An event without mg_id gets one derived from the request's
  * Idempotency-Key and its index (record_id.c), so a retried request makes
@@ -62,8 +64,11 @@ struct http_input {
 	struct intake *in;
 	struct listener_tls *tls;       /* NULL: plain HTTP */
 	struct http_tokens *tokens;     /* NULL: no token needed */
-	size_t max_event_bytes;
+	size_t max_event_bytes;         /* listen.max_event_bytes, live */
 	size_t waiting;                 /* requests whose answer waits for their ack */
+	struct http_req *paused;        /* requests whose handing in waits for room, in order */
+	struct http_req **paused_tail;
+	bool watching;                  /* intake_watch'ed */
 };
 
 /* ---- answers ------------------------------------------------------------ */
@@ -157,7 +162,10 @@ static void http_done_cb(struct ack *ack, bool durable, void *arg)
 		return;
 	}
 	if (!b || evbuffer_add_printf(b, "{\"accepted\":%u,\"rejected\":[", hr->accepted) < 0 ||
-	    evbuffer_add_buffer(b, hr->rejected) < 0 || evbuffer_add(b, "]}\n", 3) < 0) {
+	    evbuffer_add_buffer(b, hr->rejected) < 0 || evbuffer_add(b, "]", 1) < 0 ||
+	    (hr->rejected_more && evbuffer_add_printf(b, ",\"rejected_more\":%llu",
+						      (unsigned long long)hr->rejected_more) < 0) ||
+	    evbuffer_add(b, "}\n", 2) < 0) {
 		if (b)
 			evbuffer_free(b);
 		evhttp_send_error(hr->req, 500, NULL);
@@ -268,6 +276,26 @@ static int http_decode(struct http_input *hi, struct evhttp_request *req, struct
 	return -1;
 }
 
+/* Hand HR's events in (again); paused when the intake is busy first. */
+static void http_submit(struct http_input *hi, struct http_req *hr)
+{
+	bool first = !hr->ack;
+	int rc = http_items_submit(hi->in, hr, http_done_cb);
+
+	if (rc < 0) {
+		http_fail(hr->req, 500, "out of memory handing the events on", -1, hr->start_ns);
+		http_req_free(hr);
+		return;
+	}
+	if (first)
+		hi->waiting++;
+	if (rc == 0)
+		return;
+	/* The ack's callback cannot run before its guard is closed, at the end. */
+	*hi->paused_tail = hr;
+	hi->paused_tail = &hr->next;
+}
+
 static void http_request_cb(struct evhttp_request *req, void *arg)
 {
 	struct http_input *hi = arg;
@@ -288,12 +316,22 @@ static void http_request_cb(struct evhttp_request *req, void *arg)
 		http_req_free(hr);
 		return;
 	}
-	if (http_items_submit(hi->in, hr, http_done_cb) < 0) {
-		http_fail(req, 500, "out of memory handing the events on", -1, hr->start_ns);
-		http_req_free(hr);
-		return;
+	http_submit(hi, hr);
+}
+
+/* The intake has room again: go on with the paused requests, in order. */
+static void http_room_cb(void *arg)
+{
+	struct http_input *hi = arg;
+	struct http_req *hr;
+
+	while ((hr = hi->paused) && !intake_busy(hi->in)) {
+		hi->paused = hr->next;
+		if (!hi->paused)
+			hi->paused_tail = &hi->paused;
+		hr->next = NULL;
+		http_submit(hi, hr);
 	}
-	hi->waiting++;
 }
 
 /* ---- listeners ---------------------------------------------------------- */
@@ -345,6 +383,7 @@ struct http_input *http_input_start(struct event_base *base, const struct config
 	}
 	hi->base = base;
 	hi->in = in;
+	hi->paused_tail = &hi->paused;
 	hi->max_event_bytes = (size_t)cfg->listen_max_event_bytes;
 	/* Every method reaches http_request_cb, which answers 405 to all but
 	 * POST (libevent itself would say 501). */
@@ -360,6 +399,12 @@ struct http_input *http_input_start(struct event_base *base, const struct config
 		http_input_free(hi);
 		return NULL;
 	}
+	if (intake_watch(in, http_room_cb, hi) < 0) {
+		log_error("http", "too many inputs watch the intake; not starting");
+		http_input_free(hi);
+		return NULL;
+	}
+	hi->watching = true;
 	for (int i = 0; i < cfg->http_listen_count; i++) {
 		if (conn_guard_bind(base, hi->http, cfg->http_listen[i], "http", "http.listen") < 0) {
 			http_input_free(hi);
@@ -376,10 +421,26 @@ size_t http_input_waiting(const struct http_input *hi)
 	return hi ? hi->waiting : 0;
 }
 
+void http_input_reconfigure(struct http_input *hi, const struct config *cfg)
+{
+	if (hi)
+		hi->max_event_bytes = (size_t)cfg->listen_max_event_bytes;
+}
+
 void http_input_free(struct http_input *hi)
 {
 	if (!hi)
 		return;
+	if (hi->watching)
+		intake_unwatch(hi->in, hi);
+	/* After the loop: the acks of paused requests will never run. */
+	while (hi->paused) {
+		struct http_req *hr = hi->paused;
+
+		hi->paused = hr->next;
+		intake_ack_close(hi->in, hr->ack);
+		http_req_free(hr);
+	}
 	if (hi->http)
 		evhttp_free(hi->http);
 	conn_guard_free(hi->guard);
