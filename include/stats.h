@@ -49,7 +49,7 @@ struct evbuffer;
 	X(dead_letters_refused_total, COUNTER, \
 	  "Dead-letter lines refused (file full): their messages were not acked") \
 	X(dead_letter_bulk_total, COUNTER, \
-	  "Messages whose entries past the per-message rejection limit went out as one line") \
+	  "Forward messages and HTTP requests whose rejections past the limit went out as one line") \
 	X(log_lines_suppressed_total, COUNTER, "Repeated warning lines not written (rate limit)") \
 	X(connections, GAUGE, "Open client connections") \
 	X(buffered_bytes, GAUGE, \
