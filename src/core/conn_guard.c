@@ -31,6 +31,7 @@
 #include <event2/listener.h>
 #include <event2/util.h>
 
+#include "clock_ns.h"
 #include "conn_guard.h"
 #include "log.h"
 
@@ -54,14 +55,6 @@ struct conn_guard {
 };
 
 static struct log_limit conn_guard_limit = LOG_LIMIT_INIT(5, 10000);
-
-static int64_t conn_guard_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* evhttp is freeing C's connection. */
 static void conn_guard_closed_cb(struct evhttp_connection *evcon, void *arg)
@@ -128,7 +121,7 @@ static void conn_guard_reap(struct conn_guard *g)
 static void conn_guard_sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn_guard *g = arg;
-	int64_t now = conn_guard_now_ms();
+	int64_t now = clock_mono_ns() / CLOCK_NS_PER_MS;
 
 	(void)fd;
 	(void)what;
@@ -175,7 +168,7 @@ static struct bufferevent *conn_guard_bev_cb(struct event_base *base, void *arg)
 	bufferevent_incref(bev);
 	c->g = g;
 	c->bev = bev;
-	c->deadline_ms = conn_guard_now_ms() + g->o.deadline_s * 1000;
+	c->deadline_ms = clock_mono_ns() / CLOCK_NS_PER_MS + g->o.deadline_s * 1000;
 	c->doomed = g->nconns >= g->o.max_conns;
 	c->next = g->conns;
 	g->conns = c;
@@ -217,7 +210,7 @@ void conn_guard_request(struct conn_guard *g, struct evhttp_request *req)
 
 	for (struct conn_guard_conn *c = g->conns; c && bev; c = c->next)
 		if (c->bev == bev) {
-			c->deadline_ms = conn_guard_now_ms() + g->o.deadline_s * 1000;
+			c->deadline_ms = clock_mono_ns() / CLOCK_NS_PER_MS + g->o.deadline_s * 1000;
 			return;
 		}
 }

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock_ns.h"
 #include "log.h"
 #include "log_ring.h"
 #include "stats.h"
@@ -182,12 +183,9 @@ void log_write(enum log_level level, const char *module, const char *fmt, ...)
 /* Whether a line may pass LIM now; *SUPPRESSED gets the lines dropped before it. */
 static bool log_limit_pass(struct log_limit *lim, uint64_t *suppressed)
 {
-	struct timespec ts;
-	int64_t now;
+	int64_t now = clock_mono_ns() / CLOCK_NS_PER_MS;
 	bool pass;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 	pthread_mutex_lock(&lim->lock);
 	if (now - lim->window_start_ms >= (int64_t)lim->window_ms) {
 		lim->window_start_ms = now;

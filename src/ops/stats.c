@@ -19,6 +19,7 @@
 
 #include <event2/buffer.h>
 
+#include "clock_ns.h"
 #include "autoconfig.h"
 #include "log_ring.h"
 #include "stats.h"
@@ -51,14 +52,6 @@ static struct {
 	int64_t (*fn)(void *arg);
 	void *arg;
 } stats_providers[STAT_GAUGE_COUNT];
-
-static int64_t stats_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 /* ---- writing ------------------------------------------------------------ */
 
@@ -185,7 +178,7 @@ void stats_gauge_provider(enum stats_gauge g, int64_t (*fn)(void *arg), void *ar
 
 void stats_mark_start(void)
 {
-	atomic_store(&stats_start_ns, stats_now_ns());
+	atomic_store(&stats_start_ns, clock_mono_ns());
 }
 
 /* ---- reading ------------------------------------------------------------ */
@@ -210,7 +203,7 @@ int64_t stats_gauge(enum stats_gauge g)
 		return stats_writers_up();
 	if (g == STAT_uptime_seconds) {
 		start = atomic_load(&stats_start_ns);
-		return start ? (stats_now_ns() - start) / 1000000000LL : 0;
+		return start ? (clock_mono_ns() - start) / 1000000000LL : 0;
 	}
 	return atomic_load_explicit(&stats_gauges[g], memory_order_relaxed);
 }
@@ -246,7 +239,7 @@ static void stats_hist_load(enum stats_hist h, struct stats_hist_snap *out)
 void stats_snapshot(struct stats_snapshot *out)
 {
 	memset(out, 0, sizeof(*out));
-	out->taken_ns = stats_now_ns();
+	out->taken_ns = clock_mono_ns();
 	for (int i = 0; i < STAT_COUNT; i++)
 		out->counter[i] = stats_get(i);
 	for (int i = 0; i < RECORD_REASON_COUNT; i++)
@@ -759,7 +752,7 @@ int stats_parse_prometheus(const char *text, struct stats_snapshot *out, char *e
 	int found = 0, lineno = 0;
 
 	memset(out, 0, sizeof(*out));
-	out->taken_ns = stats_now_ns();
+	out->taken_ns = clock_mono_ns();
 	while (*text) {
 		const char *nl = strchr(text, '\n');
 		size_t len = nl ? (size_t)(nl - text) : strlen(text);

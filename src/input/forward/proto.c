@@ -52,6 +52,7 @@
 #include <event2/buffer.h>
 #include <msgpack.h>
 
+#include "clock_ns.h"
 #include "ack.h"
 #include "intake.h"
 #include "json.h"
@@ -670,11 +671,8 @@ static struct log_limit proto_flood_limit = LOG_LIMIT_INIT(5, 10000);
  */
 static uint32_t proto_reject_share(struct proto_conn *pc)
 {
-	struct timespec ts;
-	int64_t now;
+	int64_t now = clock_mono_ns() / CLOCK_NS_PER_MS;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 	pc->reject_tokens += (double)(now - pc->reject_ms) * PROTO_CONN_REJECT_RATE / 1000.0;
 	if (pc->reject_tokens > PROTO_CONN_REJECT_BURST)
 		pc->reject_tokens = PROTO_CONN_REJECT_BURST;
@@ -763,19 +761,10 @@ bad:
 	return proto_msg_end(m, PROTO_OK);
 }
 
-static uint64_t proto_now_ns(void)
-{
-	struct timespec ts;
-
-	if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
-		return 0;
-	return (uint64_t)ts.tv_sec * (uint64_t)PROTO_NS + (uint64_t)ts.tv_nsec;
-}
-
 /* Handle one complete top-level value V. */
 static enum proto_status proto_value(struct proto_conn *pc, const msgpack_object *v)
 {
-	struct proto_msg m = { .pc = pc, .recv_ns = proto_now_ns() };
+	struct proto_msg m = { .pc = pc, .recv_ns = (uint64_t)clock_ns(CLOCK_REALTIME) };
 	char why[128];
 
 	m.reject_max = proto_reject_share(pc);

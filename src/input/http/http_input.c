@@ -103,7 +103,7 @@ static void http_send(struct evhttp_request *req, int code, struct evbuffer *bod
 	if (code == 405)
 		evhttp_add_header(h, "Allow", "POST");
 	stats_http_request(code);
-	stats_observe_ns(STAT_http_request_seconds, http_now_ns() - start_ns);
+	stats_observe_ns(STAT_http_request_seconds, clock_mono_ns() - start_ns);
 	evhttp_send_reply(req, code, http_reason(code), body);
 }
 
@@ -310,7 +310,7 @@ static void http_request_cb(struct evhttp_request *req, void *arg)
 	msgpack_sbuffer_init(&hr->packed);
 	hr->hi = hi;
 	hr->req = req;
-	hr->start_ns = http_now_ns();
+	hr->start_ns = clock_mono_ns();
 	http_peer(req, hr);
 	if (http_admit(hi, req, hr) < 0 || http_decode(hi, req, hr) < 0) {
 		http_req_free(hr);

@@ -13,6 +13,7 @@
 
 #include <msgpack.h>
 
+#include "clock_ns.h"
 #include "ack.h"
 #include "http_body.h"
 
@@ -77,14 +78,6 @@ struct http_req {
 	char key[256];               /* Idempotency-Key, or "" */
 	char peer[80];               /* "http:1.2.3.4:5678" */
 };
-
-static inline int64_t http_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 /* http_body callbacks: pack the element into HR (ARG). 0, or -1 (out of memory). */
 int http_items_event(void *arg, uint32_t index, const msgpack_object *map);

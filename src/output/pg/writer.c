@@ -586,7 +586,7 @@ static int writer_skip_cmp(const void *a, const void *b)
 static void writer_observe_latency(struct writer *w, struct record **recs, size_t n,
 				   size_t dropped)
 {
-	int64_t now = writer_now_ns(CLOCK_REALTIME);
+	int64_t now = clock_ns(CLOCK_REALTIME);
 	uint64_t rows[TABLE_COUNT] = { 0 };
 	size_t k = 0;
 
@@ -764,7 +764,7 @@ struct writer *writer_start(int id, const struct config *cfg, struct queue *q,
 	w->pass_id_dead_letter = cfg->pg_unknown_pass_id == CONFIG_PASS_ID_DEAD_LETTER;
 	w->apply_credits = cfg->pg_apply_credits;
 	writer_reconfigure(w, cfg);
-	atomic_store(&w->progress_ns, writer_now_ns(CLOCK_MONOTONIC));
+	atomic_store(&w->progress_ns, clock_mono_ns());
 	if (writer_alloc(w, cfg) < 0) {
 		log_error("writer", "writer=%d: out of memory", id);
 		writer_free(w);
@@ -804,5 +804,5 @@ int writer_done(const struct writer *w)
 
 double writer_idle_seconds(const struct writer *w)
 {
-	return (double)(writer_now_ns(CLOCK_MONOTONIC) - atomic_load(&w->progress_ns)) / 1e9;
+	return (double)(clock_mono_ns() - atomic_load(&w->progress_ns)) / 1e9;
 }

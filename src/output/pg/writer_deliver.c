@@ -112,7 +112,7 @@ static void writer_publish_spool(struct writer *w)
 
 bool writer_draining_expired(struct writer *w)
 {
-	int64_t now = writer_now_ns(CLOCK_MONOTONIC);
+	int64_t now = clock_mono_ns();
 
 	if (!w->drain_deadline_ns && queue_is_closed(w->q))
 		w->drain_deadline_ns = now +
@@ -140,7 +140,7 @@ static long writer_backoff_ms(struct writer *w, unsigned attempt)
 /* Milliseconds until the next attempt to connect or write is due (0: now). */
 static long writer_until_try_ms(struct writer *w)
 {
-	int64_t left = w->next_try_ns - writer_now_ns(CLOCK_MONOTONIC);
+	int64_t left = w->next_try_ns - clock_mono_ns();
 
 	return left > 0 ? (long)(left / 1000000) + 1 : 0;
 }
@@ -148,7 +148,7 @@ static long writer_until_try_ms(struct writer *w)
 /* Another failed attempt: the next one after the backoff. */
 static void writer_failed_attempt(struct writer *w)
 {
-	w->next_try_ns = writer_now_ns(CLOCK_MONOTONIC) +
+	w->next_try_ns = clock_mono_ns() +
 		writer_backoff_ms(w, w->failures++) * 1000000LL;
 }
 
@@ -162,14 +162,14 @@ static void writer_hold_pause(struct writer *w)
 
 	if (!w->pg && writer_until_try_ms(w) < ms)
 		ms = writer_until_try_ms(w);
-	atomic_store(&w->progress_ns, writer_now_ns(CLOCK_MONOTONIC));
+	atomic_store(&w->progress_ns, clock_mono_ns());
 	if (!writer_draining_expired(w) && !w->drain_deadline_ns) {
 		/* Never reaches SIZE_MAX events: returns at the timeout or on close. */
 		queue_wait(w->q, SIZE_MAX, (int)ms);
 		return;
 	}
 	if (w->drain_deadline_ns) {
-		int64_t left = (w->drain_deadline_ns - writer_now_ns(CLOCK_MONOTONIC)) / 1000000;
+		int64_t left = (w->drain_deadline_ns - clock_mono_ns()) / 1000000;
 
 		if (left < ms)
 			ms = left > 0 ? (long)left : 0;
@@ -204,7 +204,7 @@ static void writer_maybe_connect(struct writer *w, int wait_ms)
 		return;
 	writer_failed_attempt(w);
 	if (!w->fault_ns)
-		w->fault_ns = writer_now_ns(CLOCK_MONOTONIC);
+		w->fault_ns = clock_mono_ns();
 	if (!writer_holding(w))
 		writer_set_state(w, WRITER_STATE_SPOOLING, LOG_LEVEL_WARN,
 				 "PostgreSQL is unreachable; batches go to the spool and are acked "
@@ -231,7 +231,7 @@ static void writer_lost(struct writer *w, const struct writer_err *e)
 		writer_disconnect(w);
 	writer_failed_attempt(w);
 	if (!w->fault_ns)
-		w->fault_ns = writer_now_ns(CLOCK_MONOTONIC);
+		w->fault_ns = clock_mono_ns();
 	snprintf(why, sizeof(why), "%s (%s%s%s%.400s); batches go to the spool and are acked "
 		 "once fsync'ed, %s with backoff", lost ? "PostgreSQL connection lost" :
 		 "PostgreSQL refuses writes", e->sqlstate[0] ? "SQLSTATE " : "", e->sqlstate,
@@ -264,7 +264,7 @@ enum writer_stop {
 static void writer_unrecorded(struct writer *w, enum writer_stop *stop)
 {
 	*stop = WRITER_STOP_UNRECORDED;
-	w->next_try_ns = writer_now_ns(CLOCK_MONOTONIC) +
+	w->next_try_ns = clock_mono_ns() +
 		writer_backoff_ms(w, w->unrecorded_tries++) * 1000000LL;
 }
 
@@ -279,13 +279,13 @@ static size_t writer_write(struct writer *w, struct record **recs, size_t n,
 {
 	struct writer_err e = { .sqlstate = "" }; /* some failures set only the message */
 	enum write_verdict v;
-	int64_t t0 = writer_now_ns(CLOCK_MONOTONIC);
+	int64_t t0 = clock_mono_ns();
 	size_t half, done;
 
 	*stop = WRITER_STOP_NONE;
 	v = writer_transaction(w, recs, n, &e);
 	if (v == WRITE_OK) {
-		int64_t took = writer_now_ns(CLOCK_MONOTONIC) - t0;
+		int64_t took = clock_mono_ns() - t0;
 
 		writer_recovered(w);
 		log_debug("writer", "writer=%d: %zu events committed in %.1f ms (%zu queued)", w->id,
@@ -525,16 +525,16 @@ void *writer_main(void *arg)
 	writer_publish(w);
 	/* Connect up front so a bad conninfo shows at start; failures retry later. */
 	while (writer_connect(w, WRITER_IDLE_MS, true) == 0 && !queue_events(w->q))
-		atomic_store(&w->progress_ns, writer_now_ns(CLOCK_MONOTONIC));
+		atomic_store(&w->progress_ns, clock_mono_ns());
 	if (!w->pg && !w->connecting) {
 		writer_failed_attempt(w);
-		w->fault_ns = writer_now_ns(CLOCK_MONOTONIC);
+		w->fault_ns = clock_mono_ns();
 		writer_set_state(w, WRITER_STATE_SPOOLING, LOG_LEVEL_WARN,
 				 "PostgreSQL is unreachable at start; batches go to the spool "
 				 "and are acked once fsync'ed, reconnecting with backoff");
 	}
 	for (;;) {
-		atomic_store(&w->progress_ns, writer_now_ns(CLOCK_MONOTONIC));
+		atomic_store(&w->progress_ns, clock_mono_ns());
 		writer_maybe_connect(w, 0);
 		if (w->pg && spool_stream_pending(w->stream) && !writer_draining_expired(w) &&
 		    writer_until_try_ms(w) == 0) {

@@ -58,7 +58,7 @@ static atomic_int writer_pq_cancels; /* any writer thread; relaxed counter */
  * name it in logs. */
 static void writer_pq_arm(struct writer *w, const char *sql)
 {
-	int64_t now = writer_now_ns(CLOCK_MONOTONIC);
+	int64_t now = clock_mono_ns();
 	int64_t ms = atomic_load(&w->statement_timeout_ms);
 	size_t n = strlen(sql);
 
@@ -97,7 +97,7 @@ static void writer_pq_stall_ends(struct writer *w, bool completed)
 	if (completed && !w->fault_ns)
 		log_info("writer", "writer=%d: the statement (%s) completed after %.1f s; stall over",
 			 w->id, w->stmt_what,
-			 (double)(writer_now_ns(CLOCK_MONOTONIC) - w->stmt_start_ns) / 1e9);
+			 (double)(clock_mono_ns() - w->stmt_start_ns) / 1e9);
 	writer_publish(w);
 }
 
@@ -112,7 +112,7 @@ static int writer_pq_wait(struct writer *w, bool write)
 	struct pollfd pfd = { .fd = PQsocket(w->pg), .events = POLLIN | (write ? POLLOUT : 0) };
 
 	for (;;) {
-		int64_t now = writer_now_ns(CLOCK_MONOTONIC);
+		int64_t now = clock_mono_ns();
 		int64_t until = !w->stalled && now < half ? half : w->stmt_deadline_ns;
 		int rc;
 
@@ -177,7 +177,7 @@ static void writer_pq_cancel(struct writer *w)
 /* The statement missed its deadline: cancel it and drop the connection. */
 static void writer_pq_give_up(struct writer *w, struct writer_err *e)
 {
-	int64_t now = writer_now_ns(CLOCK_MONOTONIC);
+	int64_t now = clock_mono_ns();
 	double took = (double)(now - w->stmt_start_ns) / 1e9;
 	bool draining = w->drain_deadline_ns && now >= w->drain_deadline_ns;
 
@@ -348,7 +348,7 @@ int writer_pq_connect_start(struct writer *w, const char *const *keys,
 	if (!w->connecting || PQstatus(w->connecting) == CONNECTION_BAD)
 		return -1;
 	w->connect_poll = PGRES_POLLING_WRITING;
-	w->connect_deadline_ns = writer_now_ns(CLOCK_MONOTONIC) +
+	w->connect_deadline_ns = clock_mono_ns() +
 		(int64_t)writer_pq_connect_timeout(w->connecting) * 1000000000LL;
 	return 0;
 }
@@ -356,7 +356,7 @@ int writer_pq_connect_start(struct writer *w, const char *const *keys,
 int writer_pq_connect_step(struct writer *w, int wait_ms)
 {
 	struct pollfd pfd = { .fd = PQsocket(w->connecting) };
-	int64_t left = (w->connect_deadline_ns - writer_now_ns(CLOCK_MONOTONIC)) / 1000000;
+	int64_t left = (w->connect_deadline_ns - clock_mono_ns()) / 1000000;
 
 	if (w->connect_poll == PGRES_POLLING_OK)
 		return 1;

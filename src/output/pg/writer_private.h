@@ -16,6 +16,7 @@
 
 #include <libpq-fe.h>
 
+#include "clock_ns.h"
 #include "record.h"
 
 struct evbuffer;
@@ -131,14 +132,6 @@ struct writer {
 
 /* Size the per-batch arrays for batches of MAX records (writer.c). 0 or -1. */
 int writer_grow(struct writer *w, size_t max);
-
-static inline int64_t writer_now_ns(clockid_t clk)
-{
-	struct timespec ts;
-
-	clock_gettime(clk, &ts);
-	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 /* writer.c: start a connection attempt, or advance the one in progress
  * by waiting up to WAIT_MS for its socket. 1: connected, 0: in progress,
