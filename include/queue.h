@@ -49,7 +49,8 @@ bool queue_blocked(struct queue *q);
  */
 size_t queue_pop_batch(struct queue *q, struct record **out, size_t max, int wait_ms);
 /* Writer thread: wait up to WAIT_MS until WANT records are queued or the
- * queue is closed; returns how many are queued (writer.flush_interval_ms). */
+ * queue is closed; returns how many are queued (writer.flush_interval_ms).
+ * Like a pop, it lowers queue_blocked() once there is room. */
 size_t queue_wait(struct queue *q, size_t want, int wait_ms);
 
 /* No more pushes will come; wakes the writer so it drains and stops. */

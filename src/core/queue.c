@@ -25,8 +25,8 @@
  *
  * The loop reads the fill level without the lock through atomic mirrors of
  * count and bytes. When it sees the queue full it raises BLOCKED; the writer,
- * after each pop, lowers it once the queue is below three quarters of both
- * limits and pokes the loop's eventfd so it resumes reading.
+ * after each pop or idle wait, lowers it once the queue is below three
+ * quarters of both limits and pokes the loop's eventfd so it resumes reading.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -213,6 +213,19 @@ static void queue_wait_locked(struct queue *q, size_t want, int wait_ms)
 	q->waiting = false;
 }
 
+/* Resume the loop's reading once there is real room again. Run after every
+ * look the writer takes, idle ones included: the loop may raise BLOCKED just
+ * after a pop looked (its queue_full read the count before that pop took
+ * it), and then only the next look can lower it. */
+static void queue_unblock(struct queue *q)
+{
+	if (atomic_load(&q->blocked) && !queue_over(q, 3, 4)) {
+		atomic_store(&q->blocked, false);
+		if (q->wake)
+			ackq_wake(q->wake);
+	}
+}
+
 size_t queue_wait(struct queue *q, size_t want, int wait_ms)
 {
 	size_t n;
@@ -221,6 +234,7 @@ size_t queue_wait(struct queue *q, size_t want, int wait_ms)
 	queue_wait_locked(q, want, wait_ms);
 	n = q->count;
 	pthread_mutex_unlock(&q->lock);
+	queue_unblock(q);
 	return n;
 }
 
@@ -232,12 +246,7 @@ size_t queue_pop_batch(struct queue *q, struct record **out, size_t max, int wai
 	queue_wait_locked(q, 1, wait_ms);
 	n = queue_take(q, out, max);
 	pthread_mutex_unlock(&q->lock);
-	/* Resume the loop's reading once there is real room again. */
-	if (atomic_load(&q->blocked) && !queue_over(q, 3, 4)) {
-		atomic_store(&q->blocked, false);
-		if (q->wake)
-			ackq_wake(q->wake);
-	}
+	queue_unblock(q);
 	return n;
 }
 

@@ -2,7 +2,7 @@
  * test_queue: the ring between loop and writer: FIFO order, limits and
  * queue_full, wrap-around and growth past the initial capacity, blocking
  * pops that time out or wake on close, the writer's optional linger
- * (queue_wait), the low-water wakeup, and a
+ * (queue_wait), the low-water wakeup (also from an idle linger), and a
  * producer/consumer thread pair that must lose nothing.
  */
 #include <pthread.h>
@@ -198,6 +198,36 @@ static void test_low_water_wakes_loop(void)
 	ackq_free(aq);
 }
 
+/* The loop raised BLOCKED after the writer's last pop had looked: its
+ * queue_full read the count just before that pop took everything. Emulated
+ * here with a momentary zero limit. A writer that lingers
+ * (writer.flush_interval_ms > 0) calls only queue_wait while the queue is
+ * empty; that look must lower BLOCKED and wake the loop, or reading stays
+ * paused with nothing queued. */
+static void test_idle_wait_lowers_a_late_block(void)
+{
+	struct ackq *aq = ackq_new();
+	struct queue *q = queue_new(8, 1u << 20, aq);
+	struct record *out[8];
+	uint64_t v;
+
+	for (int i = 0; i < 8; i++)
+		CHECK(queue_push(q, mk(i, 1)) == 0);
+	CHECK(queue_pop_batch(q, out, 8, 0) == 8); /* not blocked yet: no wake */
+	for (int i = 0; i < 8; i++)
+		free(out[i]);
+	CHECK(read(ackq_fd(aq), &v, sizeof(v)) < 0);
+	queue_set_limits(q, 0, 0);
+	CHECK(queue_full(q));                      /* the loop's late verdict */
+	queue_set_limits(q, 8, 1u << 20);
+	CHECK(queue_blocked(q));
+	CHECK(queue_wait(q, 1, 10) == 0);          /* the lingering writer's look */
+	CHECK(!queue_blocked(q));
+	CHECK(read(ackq_fd(aq), &v, sizeof(v)) == sizeof(v));
+	queue_free(q);
+	ackq_free(aq);
+}
+
 #define PC_TOTAL 200000
 
 static void *producer(void *arg)
@@ -248,6 +278,7 @@ int main(void)
 	test_pop_waits_then_times_out();
 	test_wait_for_a_fuller_batch();
 	test_low_water_wakes_loop();
+	test_idle_wait_lowers_a_late_block();
 	test_threads_lose_nothing();
 	return unit_done("test_queue");
 }
