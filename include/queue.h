@@ -35,8 +35,11 @@ void queue_set_limits(struct queue *q, size_t max_events, size_t max_bytes);
 
 /* Loop thread: append R (ownership moves to the queue). -1 only on ENOMEM. */
 int queue_push(struct queue *q, struct record *r) __attribute__((warn_unused_result));
-/* Loop thread: at or over a limit; the loop must stop reading. */
+/* Loop thread: at or over a limit; the loop must stop reading, and the
+ * queue is marked blocked (queue_blocked) until a writer drains it. */
 bool queue_full(struct queue *q);
+/* At or over a limit now, changing nothing (health checks). Any thread. */
+bool queue_over_limit(struct queue *q);
 /* True from queue_full() returning true until the writer drained the queue
  * below 3/4 of its limits: the loop's reading is paused meanwhile. Any thread. */
 bool queue_blocked(struct queue *q);

@@ -71,6 +71,8 @@ static size_t queue_pow2(size_t n)
 struct queue *queue_new(size_t max_events, size_t max_bytes, struct ackq *wake)
 {
 	struct queue *q = calloc(1, sizeof(*q));
+	pthread_condattr_t attr;
+	bool ok;
 
 	if (!q)
 		return NULL;
@@ -81,7 +83,15 @@ struct queue *queue_new(size_t max_events, size_t max_bytes, struct ackq *wake)
 		free(q);
 		return NULL;
 	}
-	if (pthread_cond_init(&q->more, NULL) != 0) {
+	/* Waits are timed on CLOCK_MONOTONIC: a step of the wall clock must
+	 * not stretch a writer's idle wait. */
+	ok = pthread_condattr_init(&attr) == 0;
+	if (ok) {
+		ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
+		     pthread_cond_init(&q->more, &attr) == 0;
+		pthread_condattr_destroy(&attr);
+	}
+	if (!ok) {
 		pthread_mutex_destroy(&q->lock);
 		free(q->ring);
 		free(q);
@@ -155,6 +165,11 @@ static bool queue_over(struct queue *q, size_t num, size_t den)
 	       by * den >= atomic_load_explicit(&q->max_bytes, memory_order_relaxed) * num;
 }
 
+bool queue_over_limit(struct queue *q)
+{
+	return queue_over(q, 1, 1);
+}
+
 bool queue_full(struct queue *q)
 {
 	if (!queue_over(q, 1, 1))
@@ -170,7 +185,7 @@ bool queue_blocked(struct queue *q)
 
 static void queue_deadline(struct timespec *ts, int wait_ms)
 {
-	clock_gettime(CLOCK_REALTIME, ts);
+	clock_gettime(CLOCK_MONOTONIC, ts); /* the clock of q->more */
 	ts->tv_sec += wait_ms / 1000;
 	ts->tv_nsec += (long)(wait_ms % 1000) * 1000000L;
 	if (ts->tv_nsec >= 1000000000L) {

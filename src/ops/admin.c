@@ -142,7 +142,7 @@ static int admin_not_ready(const struct admin *a, char *why, size_t len)
 	/* Blocked, not only over the limit: reading stays paused until the
 	 * writer drains the queue below 3/4, and so does readiness. */
 	for (int i = 0; i < a->nqueues; i++)
-		if (queue_full(a->queues[i]) || queue_blocked(a->queues[i])) {
+		if (queue_over_limit(a->queues[i]) || queue_blocked(a->queues[i])) {
 			snprintf(why, len, "queue %d is full (%zu events, %zu bytes): clients are "
 				 "paused until it drains below 3/4", i, queue_events(a->queues[i]),
 				 queue_bytes(a->queues[i]));
