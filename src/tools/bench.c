@@ -285,9 +285,10 @@ int bench_chunk_answered(struct bench_conn *c, int slot, uint32_t acked, bool ok
 		if (bench_lat_add(b, now - ch->t0_ns) < 0)
 			return -1;
 		if (b->lat_log)
-			fprintf(b->lat_log, "%.3f %.3f %" PRIu32 "\n",
+			fprintf(b->lat_log, "%.3f %.3f %" PRIu32 " %.3f\n",
 				(double)(ch->t0_ns - b->start_ns) / 1e6,
-				(double)(now - ch->t0_ns) / 1e6, ch->events);
+				(double)(now - ch->t0_ns) / 1e6, ch->events,
+				(double)(ch->sent_ns - ch->t0_ns) / 1e6);
 		b->chunks_acked++;
 		b->last_ack_ns = now;
 	}
@@ -631,7 +632,8 @@ static void bench_usage(FILE *f)
 		"                 before sending (to measure the daemon's memory per idle\n"
 		"                 connection); the clock starts after it\n"
 		"  --latency-log F  write one line per ack to F: send time since start (ms),\n"
-		"                 ack latency (ms), events of the chunk\n"
+		"                 ack latency (ms), events of the chunk, and how late it\n"
+		"                 was sent against the schedule (ms; 0 unless paced)\n"
 		"  --dump-copy F  write N rows of the same mix as COPY text to F, print the\n"
 		"                 column list on stdout, and exit (no daemon needed)\n");
 }
