@@ -342,3 +342,200 @@ def test_replay_checks_the_pong(tmp_path, honest):
         assert r.returncode == 1, r.stdout
         assert "PONG does not prove it knows the shared key" in r.stderr, r.stderr
         assert seen["after"] == b"", "events sent after a PONG that failed its check"
+
+
+# ---- every JSON value type, through the real daemon and on the wire ----------
+
+# Lines of a dead-letter file, one per value type; written by hand so each
+# JSON spelling (escapes, number forms, stand-ins) is exactly as given.
+_TYPES_EVENT = (
+    r'{"mg_id":"rt-types","mg_latency_ms":7,"mg_delta":-42,'
+    r'"mg_title":"smile \ud83d\ude00 caf\u00e9 é \"q\" \\ \/ \t.",'
+    r'"big":18446744073709551615,"min":-9223372036854775808,"huge":18446744073709551616,'
+    r'"f":0.1,"tiny":1.5e-7,"nz":-0,"one":1.0,'
+    r'"nest":{"a":[1,[2,{"b":null}],true,false,{}],"e":[]},'
+    r'"hello":{"$base64":"aGVsbG8="},"when":{"$ext":0,"$base64":"ZVMVgAAAAAA="},'
+    r'"plain":{"$base64":5},"later":{"$base64":"AA==","$ext":1},'
+    r'"more":{"$base64":"AA==","x":1}}')
+
+
+def _dl_line(event_text, tag="mega.session"):
+    return '{"time":"2026-01-02T03:04:05Z","reason":"x","tag":"%s","event":%s}' % (
+        tag, event_text)
+
+
+def test_replay_every_value_type(daemon, pg, tmp_path):
+    """Each msgpack type a dead-letter line can carry reaches PostgreSQL (or
+    the new dead-letter file, for what the daemon refuses again) as the type
+    it was: an int stays an int, 2.0 stays a float, the full uint64 and int64
+    ranges are exact, bin and ext come back as bin and ext; bad lines are
+    named by number, and the good ones are sent all the same."""
+    deep = "[" * 70 + "]" * 70
+    lines = [
+        _dl_line(_TYPES_EVENT),                                                  # 1
+        _dl_line('{"mg_id":"rt-float","mg_latency_ms":2.0}'),                    # 2
+        _dl_line('{"mg_id":"rt-uint","mg_latency_ms":18446744073709551615}'),    # 3
+        _dl_line('{"mg_id":"rt-neg","mg_delta":-9223372036854775808}'),          # 4
+        _dl_line('{"mg_id":"rt-bin","blob":{"$base64":"//4AcmF3"}}'),            # 5
+        _dl_line('{"mg_id":"rt-ext","x":{"$ext":5,"$base64":"AQID"},'
+                 '"y":[{"$ext":-128,"$base64":""}]}'),                           # 6
+        _dl_line('{"mg_id":"rt-nul","s":"a\\u0000b"}'),                          # 7
+        _dl_line('{"mg_id":"rt-bad" "x":1}'),                                    # 8
+        _dl_line('{"mg_id":"rt-deep","d":%s}' % deep),                           # 9
+        _dl_line('{"mg_id":"rt-b64","blob":{"$base64":"a"}}'),                   # 10
+        '[1, 2]',                                                                # 11
+        '{"event": {"mg_id": "rt-trailing"}} x',                                 # 12
+        '{"event": {"mg_id": "rt-eol", "x": ',                                   # 13
+    ]
+    path = tmp_path / "types.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    r = replay(daemon, str(path))
+    assert r.returncode == 1, r.stderr
+    assert "13 lines, 7 events sent and acknowledged in 1 chunks, 6 lines not sendable" \
+        in r.stdout, r.stdout
+    err = r.stderr.splitlines()
+    assert len(err) == 6, r.stderr
+    assert err[0].startswith(f"megactl replay: {path}:8:") and \
+        err[0].endswith(": expected ',' or '}'; line not sent"), err
+    assert err[1].startswith(f"megactl replay: {path}:9:") and \
+        ": nested too deeply" in err[1] and err[1].endswith("; line not sent"), err
+    assert err[2].startswith(f"megactl replay: {path}:10:") and \
+        err[2].endswith(': bad base64 in a {"$base64"} value; line not sent'), err
+    assert err[3] == f"megactl replay: {path}:11: not a JSON object; line not sent", err
+    assert err[4].startswith(f"megactl replay: {path}:12:") and \
+        err[4].endswith(": text after the JSON value; line not sent"), err
+    assert err[5].startswith(f"megactl replay: {path}:13:") and \
+        err[5].endswith(": unexpected end of line; line not sent"), err
+
+    row = pg.row("rt-types")
+    assert row["mg_latency_ms"] == 7 and row["mg_delta"] == -42
+    assert row["mg_title"] == 'smile \U0001F600 caf\u00e9 \u00e9 "q" \\ / \t.'
+    meta = row["mg_meta"]
+    assert meta["big"] == 18446744073709551615 and meta["min"] == -9223372036854775808
+    assert meta["huge"] == 18446744073709552000     # past uint64: a float
+    assert meta["f"] == 0.1 and meta["tiny"] == 1.5e-7 and meta["nz"] == 0
+    assert meta["nest"] == {"a": [1, [2, {"b": None}], True, False, {}], "e": []}
+    assert meta["hello"] == "hello"                  # bin that is UTF-8
+    assert meta["when"] == "2023-11-14T06:36:48Z"    # EventTime ext 0x65531580
+    assert meta["plain"] == {"$base64": 5}           # not stand-ins: maps
+    assert meta["later"] == {"$base64": "AA==", "$ext": 1}
+    assert meta["more"] == {"$base64": "AA==", "x": 1}
+
+    again = {x["event"]["mg_id"]: x for x in daemon.dead_letters()}
+    assert sorted(again) == ["rt-bin", "rt-ext", "rt-float", "rt-neg", "rt-nul", "rt-uint"]
+    assert "expected integer, got float" in json.dumps(again["rt-float"])
+    assert "18446744073709551615 is outside the int4 range" in json.dumps(again["rt-uint"])
+    assert "-9223372036854775808 is outside the int4 range" in json.dumps(again["rt-neg"])
+    # What the daemon refuses again is written as it came: the stand-ins and
+    # the NUL exactly as in the replayed file.
+    sent = {json.loads(ln)["event"]["mg_id"]: json.loads(ln)["event"] for ln in lines[:7]}
+    for k in ("rt-bin", "rt-ext", "rt-nul"):
+        assert again[k]["event"] == sent[k], k
+        assert again[k]["event_time"].startswith("2026-01-02T03:04:05")
+
+
+def _ack_server(sock_path):
+    """A one-connection Forward listener on a Unix socket that acks every
+    chunk and keeps the events it got, as msgpack-python decodes them (int
+    and float, str and bytes, ExtType kept apart; maps as lists of pairs)."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock_path)
+    srv.listen(1)
+    srv.settimeout(20)
+    got = []
+
+    def serve():
+        conn, _ = srv.accept()
+        with srv, conn:
+            conn.settimeout(10)
+            unp = msgpack.Unpacker(raw=False, object_pairs_hook=_Map, strict_map_key=False,
+                                   ext_hook=lambda code, data: ("ext", code, data))
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                unp.feed(data)
+                for msg in unp:
+                    got.extend(ev for _, ev in msg[1])
+                    conn.sendall(packb({"ack": dict(msg[2])["chunk"]}))
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return t, got
+
+
+class _Map(list):
+    """A msgpack map as its list of (key, value) pairs, duplicates kept."""
+
+
+def _typed(v):
+    """V with its msgpack type made explicit, for exact comparison."""
+    if isinstance(v, bool) or v is None:
+        return v
+    if isinstance(v, int):
+        return ("int", v)
+    if isinstance(v, float):
+        return ("float", repr(v))
+    if isinstance(v, bytes):
+        return ("bin", v)
+    if isinstance(v, _Map):
+        return ("map", [(_typed(k), _typed(x)) for k, x in v])
+    if isinstance(v, list):
+        return [_typed(x) for x in v]
+    return v
+
+
+# (JSON text of a value, what msgpack must carry); each is sent as {"v": value}.
+_WIRE_VALUES = [
+    ("1", ("int", 1)), ("-1", ("int", -1)), ("-0", ("int", 0)),
+    ("1.0", ("float", "1.0")), ("1e2", ("float", "100.0")), ("1E+2", ("float", "100.0")),
+    ("-0.0", ("float", "-0.0")), ("0.1", ("float", "0.1")),
+    ("18446744073709551615", ("int", 18446744073709551615)),
+    ("18446744073709551616", ("float", "1.8446744073709552e+19")),
+    ("-9223372036854775808", ("int", -9223372036854775808)),
+    ("-9223372036854775809", ("float", "-9.223372036854776e+18")),
+    ("true", True), ("false", False), ("null", None),
+    (r'"\ud83d\ude00 \u00e9 é \/\b\f\n\r\t\"\\"', "\U0001F600 \u00e9 \u00e9 /\b\f\n\r\t\"\\"),
+    (r'"a\u0000b"', "a\x00b"), ('""', ""),
+    ('{"$base64":"//4AcmF3"}', ("bin", BAD_BIN)), ('{"$base64":""}', ("bin", b"")),
+    ('{ "$base64" : "AA==" }', ("bin", b"\x00")), (r'{"\u0024base64":"AA=="}', ("bin", b"\x00")),
+    ('{"$ext":5,"$base64":"AQID"}', ("ext", 5, b"\x01\x02\x03")),
+    ('{"$ext":-128,"$base64":""}', ("ext", -128, b"")),
+    ('{"$ext":127,"$base64":"AA=="}', ("ext", 127, b"\x00")),
+    ('{"$ext":-0,"$base64":"AA=="}', ("ext", 0, b"\x00")),
+    ('{"$ext":128,"$base64":"AA=="}',
+     ("map", [("$ext", ("int", 128)), ("$base64", "AA==")])),
+    ('{"$ext":1.0,"$base64":"AA=="}',
+     ("map", [("$ext", ("float", "1.0")), ("$base64", "AA==")])),
+    ('{"$ext":1}', ("map", [("$ext", ("int", 1))])),
+    ('{"$ext":"1","$base64":"AA=="}', ("map", [("$ext", "1"), ("$base64", "AA==")])),
+    ('{"$base64":"AA==","$ext":1}', ("map", [("$base64", "AA=="), ("$ext", ("int", 1))])),
+    ('{"$base64":5}', ("map", [("$base64", ("int", 5))])),
+    ('{"$base64":"AA==","x":1}', ("map", [("$base64", "AA=="), ("x", ("int", 1))])),
+    ('{"$base64":"AA==","$base64":"AA=="}', ("map", [("$base64", "AA=="), ("$base64", "AA==")])),
+    ('{"$base64":{"$base64":"AA=="}}', ("map", [("$base64", ("bin", b"\x00"))])),
+    ('[{"$base64":"AA=="},[{"$ext":1,"$base64":"AA=="}],{}]',
+     [("bin", b"\x00"), [("ext", 1, b"\x00")], ("map", [])]),
+    ('{"a":1,"a":2}', ("map", [("a", ("int", 1)), ("a", ("int", 2))])),
+    ("[]", []), ("{}", ("map", [])),
+]
+
+
+def test_replay_sends_each_json_value_as_its_msgpack_type(tmp_path):
+    """On the wire, megactl sends every JSON value of a line as the msgpack
+    type the dead-letter writer made it from: ints and floats apart, the
+    full uint64 and int64 ranges, escapes decoded, stand-ins as bin and ext
+    and only those (anything else shaped like one stays a map)."""
+    sock = str(tmp_path / "fwd.sock")
+    t, got = _ack_server(sock)
+    lines = [_dl_line('{"v":%s}' % text, "t") for text, _ in _WIRE_VALUES]
+    path = tmp_path / "wire.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    r = megactl_replay("--unix", sock, "--timeout", "10", str(path))
+    t.join(15)
+    assert r.returncode == 0, r.stderr
+    assert f"{len(lines)} lines, {len(lines)} events sent and acknowledged in 1 chunks, " \
+        "0 lines not sendable" in r.stdout, r.stdout
+    assert len(got) == len(lines)
+    for (text, want), ev in zip(_WIRE_VALUES, got):
+        assert _typed(ev) == ("map", [("v", want)]), text
