@@ -539,3 +539,79 @@ def test_replay_sends_each_json_value_as_its_msgpack_type(tmp_path):
     assert len(got) == len(lines)
     for (text, want), ev in zip(_WIRE_VALUES, got):
         assert _typed(ev) == ("map", [("v", want)]), text
+
+
+def _nest(n, inner):
+    return "[" * n + inner + "]" * n
+
+
+def _nested(n, v):
+    for _ in range(n):
+        v = [v]
+    return v
+
+
+DEEP_WHY = "nested too deeply (the daemon takes maps and arrays 29 levels deep in an event)"
+
+
+def test_replay_refuses_lines_nested_deeper_than_the_daemon_takes(daemon, pg, tmp_path):
+    """The daemon's Forward input decodes a message 32 levels deep, three of
+    them [tag, [[time, event]], option]: an event may nest maps and arrays
+    29 deep, itself included, and a stand-in there is bin or ext, no level.
+    A deeper line is refused by megactl, named by its number; the lines
+    around it still land (sent, it would make the daemon close the
+    connection, failing its whole chunk and ending the replay)."""
+    lines = [
+        _dl_line('{"mg_id":"rd-29","x":%s}' % _nest(28, "1")),
+        _dl_line('{"mg_id":"rd-bin","x":%s}' % _nest(28, '{"$base64":"aGk="}')),
+        _dl_line('{"mg_id":"rd-30","x":%s}' % _nest(29, "1")),
+        _dl_line('{"mg_id":"rd-empty","x":%s}' % _nest(28, "{}")),
+        _dl_line('{"mg_id":"rd-map","x":%s}' % _nest(28, '{"$ext":1}')),
+        _dl_line('{"mg_id":"rd-40","x":%s}' % _nest(39, "1")),
+        _dl_line('{"mg_id":"rd-after"}'),
+    ]
+    path = tmp_path / "deep.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    r = replay(daemon, str(path))
+    assert r.returncode == 1, r.stderr
+    assert "7 lines, 3 events sent and acknowledged in 1 chunks, 4 lines not sendable" \
+        in r.stdout, (r.stdout, r.stderr)
+    err = r.stderr.splitlines()
+    assert [e.split(":")[2] for e in err] == ["3", "4", "5", "6"], r.stderr
+    for e in err:
+        assert e.endswith(f": {DEEP_WHY}; line not sent"), e
+    assert pg.count("mg_id IN ('rd-29', 'rd-bin', 'rd-after')") == 3
+    assert pg.row("rd-bin")["mg_meta"]["x"] == _nested(28, "hi")
+    assert pg.count("mg_id IN ('rd-30', 'rd-empty', 'rd-map', 'rd-40')") == 0
+
+
+def test_replay_refuses_what_json_does_not_allow(daemon, pg, tmp_path):
+    """A line must be JSON (RFC 8259): UTF-8, strings without raw control
+    characters, numbers without '+', leading zeros or a bare '.', and \\u
+    escapes that pair their UTF-16 surrogates. Anything else is refused with
+    the reason and column, not sent as bytes no dead-letter line holds."""
+    bad = [
+        (r'{"mg_id":"rj-1","s":"a\ud800b"}', r"\ud800 in a string is half of a UTF-16 "
+         "surrogate pair"),
+        (r'{"mg_id":"rj-2","s":"\udc00"}', r"\udc00 in a string is half"),
+        (r'{"mg_id":"rj-3","s":"\ud83d\u0041"}', r"\ud83d in a string is half"),
+        ('{"mg_id":"rj-4","s":"a\xffb"}', "invalid bytes in UTF8 string"),
+        ('{"mg_id":"rj-5","s":"a\tb"}', "invalid character inside string"),
+        ('{"mg_id":"rj-6","n":+1}', "invalid char in json text"),
+        ('{"mg_id":"rj-7","n":01}', "expected ',' or '}'"),
+        ('{"mg_id":"rj-8","n":.5}', "invalid char in json text"),
+    ]
+    lines = [_dl_line(text).encode("latin-1") for text, _ in bad]
+    lines.append(_dl_line(r'{"mg_id":"rj-ok","mg_title":"\ud83d\ude00"}').encode())
+    path = tmp_path / "strict.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    r = replay(daemon, str(path))
+    assert r.returncode == 1, r.stderr
+    assert "9 lines, 1 events sent and acknowledged in 1 chunks, 8 lines not sendable" \
+        in r.stdout, (r.stdout, r.stderr)
+    err = r.stderr.splitlines()
+    assert len(err) == len(bad), r.stderr
+    for i, ((text, why), e) in enumerate(zip(bad, err)):
+        assert e.startswith(f"megactl replay: {path}:{i + 1}:") and f": {why}" in e, e
+    assert pg.row("rj-ok")["mg_title"] == "\U0001F600"
+    assert pg.count("mg_id LIKE 'rj-_'") == 0 and daemon.dead_letters() == []

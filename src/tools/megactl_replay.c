@@ -5,7 +5,8 @@
  * Each line of FILE (a dead-letter.jsonl moved aside) is a JSON object whose
  * "event" is the event as received, with bytes JSON cannot carry written as
  * {"$base64": ...} (and ext values as {"$ext": type, "$base64": ...}). The
- * line is turned back into msgpack, bin and ext included, and its event sent
+ * line is turned back into msgpack, bin and ext included (megactl_json.c,
+ * with yajl), and its event sent
  * in Forward mode ([tag, [[time, event], ...], {"chunk": id}]) over the Unix
  * socket or TCP (with TLS and the shared-key handshake when the listener
  * has them: megactl_conn.c), exactly as a client would; the daemon validates and writes
@@ -32,380 +33,11 @@
 #include "config.h"
 #include "megactl.h"
 #include "megactl_conn.h"
+#include "megactl_json.h"
 #include "record.h"
 
 #define REPLAY_DEFAULT_UNIX "/run/megaingest/megaingest.sock"
-#define REPLAY_MAX_DEPTH 64
 #define REPLAY_TAG_MAX 256
-
-/* ---- JSON -> msgpack ------------------------------------------------------- */
-
-struct replay_json {
-	const char *p, *end;      /* what is left of the line */
-	const char *start;        /* the line, for the column in messages */
-	const char *err;          /* why parsing stopped */
-	char *buf;                /* decoded string scratch */
-	size_t cap;
-};
-
-static int replay_json_value(struct replay_json *j, msgpack_packer *pk, int depth);
-
-static void replay_json_ws(struct replay_json *j)
-{
-	while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\r' || *j->p == '\n'))
-		j->p++;
-}
-
-static int replay_json_fail(struct replay_json *j, const char *why)
-{
-	j->err = why;
-	return -1;
-}
-
-static int replay_json_put(struct replay_json *j, size_t *len, const char *s, size_t n)
-{
-	if (*len + n > j->cap) {
-		size_t ncap = j->cap ? j->cap : 256;
-		char *nb;
-
-		while (ncap < *len + n)
-			ncap *= 2;
-		nb = realloc(j->buf, ncap);
-		if (!nb)
-			return replay_json_fail(j, "out of memory");
-		j->buf = nb;
-		j->cap = ncap;
-	}
-	memcpy(j->buf + *len, s, n);
-	*len += n;
-	return 0;
-}
-
-static int replay_json_hex4(const char *s, unsigned *out)
-{
-	*out = 0;
-	for (int i = 0; i < 4; i++) {
-		char c = s[i];
-		unsigned d = c >= '0' && c <= '9' ? (unsigned)(c - '0') :
-			     c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10) :
-			     c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10) : 16u;
-
-		if (d > 15)
-			return -1;
-		*out = *out << 4 | d;
-	}
-	return 0;
-}
-
-/* \uXXXX (and its low surrogate) at j->p, past the backslash and 'u'. */
-static int replay_json_unicode(struct replay_json *j, size_t *len)
-{
-	unsigned cp, lo;
-	char u[4];
-	size_t n;
-
-	if (j->end - j->p < 4 || replay_json_hex4(j->p, &cp) < 0)
-		return replay_json_fail(j, "bad \\u escape");
-	j->p += 4;
-	if (cp >= 0xd800 && cp < 0xdc00 && j->end - j->p >= 6 && j->p[0] == '\\' &&
-	    j->p[1] == 'u' && replay_json_hex4(j->p + 2, &lo) == 0 && lo >= 0xdc00 && lo < 0xe000) {
-		cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-		j->p += 6;
-	}
-	if (cp < 0x80) {
-		u[0] = (char)cp;
-		n = 1;
-	} else if (cp < 0x800) {
-		u[0] = (char)(0xc0 | cp >> 6);
-		u[1] = (char)(0x80 | (cp & 0x3f));
-		n = 2;
-	} else if (cp < 0x10000) {
-		u[0] = (char)(0xe0 | cp >> 12);
-		u[1] = (char)(0x80 | (cp >> 6 & 0x3f));
-		u[2] = (char)(0x80 | (cp & 0x3f));
-		n = 3;
-	} else {
-		u[0] = (char)(0xf0 | cp >> 18);
-		u[1] = (char)(0x80 | (cp >> 12 & 0x3f));
-		u[2] = (char)(0x80 | (cp >> 6 & 0x3f));
-		u[3] = (char)(0x80 | (cp & 0x3f));
-		n = 4;
-	}
-	return replay_json_put(j, len, u, n);
-}
-
-/* The string at j->p (at its opening quote), decoded into j->buf[0..*len). */
-static int replay_json_string(struct replay_json *j, size_t *len)
-{
-	static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
-
-	*len = 0;
-	j->p++;
-	while (j->p < j->end && *j->p != '"') {
-		const char *run = j->p, *esc;
-
-		while (j->p < j->end && *j->p != '"' && *j->p != '\\')
-			j->p++;
-		if (replay_json_put(j, len, run, (size_t)(j->p - run)) < 0)
-			return -1;
-		if (j->p >= j->end || *j->p == '"')
-			break;
-		if (++j->p >= j->end)
-			break;
-		if (*j->p == 'u') {
-			j->p++;
-			if (replay_json_unicode(j, len) < 0)
-				return -1;
-			continue;
-		}
-		esc = strchr(from, *j->p);
-		if (!esc || !*j->p)
-			return replay_json_fail(j, "bad escape in a string");
-		if (replay_json_put(j, len, &to[esc - from], 1) < 0)
-			return -1;
-		j->p++;
-	}
-	if (j->p >= j->end)
-		return replay_json_fail(j, "unterminated string");
-	j->p++;
-	return 0;
-}
-
-static int replay_json_number(struct replay_json *j, msgpack_packer *pk)
-{
-	const char *s = j->p;
-	bool frac = false;
-	char text[64], *end;
-	size_t n;
-
-	while (j->p < j->end && strchr("+-0123456789.eE", *j->p)) {
-		frac |= *j->p == '.' || *j->p == 'e' || *j->p == 'E';
-		j->p++;
-	}
-	n = (size_t)(j->p - s);
-	if (n == 0 || n >= sizeof(text))
-		return replay_json_fail(j, "bad number");
-	memcpy(text, s, n);
-	text[n] = '\0';
-	errno = 0;
-	if (!frac && text[0] == '-') {
-		long long v = strtoll(text, &end, 10);
-
-		if (*end == '\0' && errno == 0)
-			return msgpack_pack_long_long(pk, v);
-	} else if (!frac) {
-		unsigned long long v = strtoull(text, &end, 10);
-
-		if (*end == '\0' && errno == 0)
-			return msgpack_pack_unsigned_long_long(pk, v);
-	}
-	errno = 0;
-	double d = strtod(text, &end);
-
-	if (*end != '\0')
-		return replay_json_fail(j, "bad number");
-	return msgpack_pack_double(pk, d);
-}
-
-static bool replay_json_word(struct replay_json *j, const char *w)
-{
-	size_t n = strlen(w);
-
-	if ((size_t)(j->end - j->p) < n || memcmp(j->p, w, n) != 0)
-		return false;
-	j->p += n;
-	return true;
-}
-
-/* Decode base64 TEXT (LEN bytes) into a malloc'ed buffer; its length or -1. */
-static long replay_base64(const char *text, size_t len, unsigned char **out)
-{
-	int pad = 0, n;
-
-	if (len % 4 != 0 || len > (1u << 30))
-		return -1;
-	*out = malloc(len / 4 * 3 + 1);
-	if (!*out)
-		return -1;
-	n = EVP_DecodeBlock(*out, (const unsigned char *)text, (int)len);
-	while (pad < 2 && len > (size_t)pad && text[len - 1 - pad] == '=')
-		pad++;
-	if (n < 0 || n < pad) {
-		free(*out);
-		return -1;
-	}
-	return n - pad;
-}
-
-/* A small integer at j->p (the type of an ext). 0 or -1. */
-static int replay_json_int(struct replay_json *j, long long *out)
-{
-	bool neg = j->p < j->end && *j->p == '-';
-	long long v = 0;
-	const char *digits;
-
-	if (neg)
-		j->p++;
-	digits = j->p;
-	while (j->p < j->end && *j->p >= '0' && *j->p <= '9' && j->p - digits < 6)
-		v = v * 10 + (*j->p++ - '0');
-	if (j->p == digits)
-		return -1;
-	*out = neg ? -v : v;
-	return 0;
-}
-
-/* Expect ws, STRING with exactly the text KEY, ws, ':' at j->p. */
-static bool replay_json_key_is(struct replay_json *j, const char *key)
-{
-	size_t len;
-
-	replay_json_ws(j);
-	if (j->p >= j->end || *j->p != '"' || replay_json_string(j, &len) < 0 ||
-	    len != strlen(key) || memcmp(j->buf, key, len) != 0)
-		return false;
-	replay_json_ws(j);
-	return j->p < j->end && *j->p++ == ':';
-}
-
-/*
- * The dead-letter stand-ins at j->p (just past '{'): {"$base64": "..."} is
- * bin, {"$ext": N, "$base64": "..."} is ext N. 1 when packed, 0 when the
- * object is something else (j->p is then back where it was), -1 on error.
- */
-static int replay_json_special(struct replay_json *j, msgpack_packer *pk)
-{
-	const char *save = j->p;
-	bool ext = false;
-	long long type = 0;
-	unsigned char *bytes;
-	long n;
-	size_t len;
-	int rc;
-
-	if (replay_json_key_is(j, "$ext")) {
-		replay_json_ws(j);
-		if (replay_json_int(j, &type) < 0)
-			goto other;
-		replay_json_ws(j);
-		if (type < -128 || type > 127 || j->p >= j->end || *j->p++ != ',')
-			goto other;
-		ext = true;
-	} else {
-		j->p = save;
-	}
-	if (!replay_json_key_is(j, "$base64"))
-		goto other;
-	replay_json_ws(j);
-	if (j->p >= j->end || *j->p != '"' || replay_json_string(j, &len) < 0)
-		goto other;
-	replay_json_ws(j);
-	if (j->p >= j->end || *j->p != '}')
-		goto other;
-	j->p++;
-	n = replay_base64(j->buf, len, &bytes);
-	if (n < 0)
-		return replay_json_fail(j, "bad base64 in a {\"$base64\"} value");
-	if (ext) {
-		rc = msgpack_pack_ext(pk, (size_t)n, (int8_t)type) ||
-		     msgpack_pack_ext_body(pk, bytes, (size_t)n);
-	} else {
-		rc = msgpack_pack_bin(pk, (size_t)n) || msgpack_pack_bin_body(pk, bytes, (size_t)n);
-	}
-	free(bytes);
-	return rc ? replay_json_fail(j, "out of memory") : 1;
-other:
-	j->p = save;
-	j->err = NULL;
-	return 0;
-}
-
-/* One member (or element) after the separator check; its key too for objects. */
-static int replay_json_member(struct replay_json *j, msgpack_packer *pk, bool object, int depth)
-{
-	size_t len;
-
-	if (object) {
-		replay_json_ws(j);
-		if (j->p >= j->end || *j->p != '"' || replay_json_string(j, &len) < 0)
-			return j->err ? -1 : replay_json_fail(j, "expected a string key");
-		if (msgpack_pack_str(pk, len) || msgpack_pack_str_body(pk, j->buf, len))
-			return replay_json_fail(j, "out of memory");
-		replay_json_ws(j);
-		if (j->p >= j->end || *j->p++ != ':')
-			return replay_json_fail(j, "expected ':'");
-	}
-	return replay_json_value(j, pk, depth + 1);
-}
-
-/* An object or array at j->p (at '{' or '['): packed with its count first. */
-static int replay_json_container(struct replay_json *j, msgpack_packer *pk, int depth)
-{
-	bool object = *j->p == '{';
-	char close = object ? '}' : ']';
-	msgpack_sbuffer sb;
-	msgpack_packer sub;
-	uint32_t n = 0;
-	int rc = 0;
-
-	j->p++;
-	if (object && (rc = replay_json_special(j, pk)) != 0)
-		return rc < 0 ? -1 : 0;
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&sub, &sb, msgpack_sbuffer_write);
-	replay_json_ws(j);
-	if (j->p < j->end && *j->p == close) {
-		j->p++;
-	} else {
-		for (;;) {
-			if ((rc = replay_json_member(j, &sub, object, depth)) < 0)
-				break;
-			n++;
-			replay_json_ws(j);
-			if (j->p < j->end && *j->p == ',') {
-				j->p++;
-				continue;
-			}
-			if (j->p >= j->end || *j->p++ != close)
-				rc = replay_json_fail(j, object ? "expected ',' or '}'" :
-						      "expected ',' or ']'");
-			break;
-		}
-	}
-	if (rc == 0 && ((object ? msgpack_pack_map(pk, n) : msgpack_pack_array(pk, n)) ||
-			pk->callback(pk->data, sb.data, sb.size)))
-		rc = replay_json_fail(j, "out of memory");
-	msgpack_sbuffer_destroy(&sb);
-	return rc;
-}
-
-static int replay_json_value(struct replay_json *j, msgpack_packer *pk, int depth)
-{
-	size_t len;
-
-	if (depth > REPLAY_MAX_DEPTH)
-		return replay_json_fail(j, "nested too deeply");
-	replay_json_ws(j);
-	if (j->p >= j->end)
-		return replay_json_fail(j, "unexpected end of line");
-	switch (*j->p) {
-	case '{':
-	case '[':
-		return replay_json_container(j, pk, depth);
-	case '"':
-		if (replay_json_string(j, &len) < 0)
-			return -1;
-		return msgpack_pack_str(pk, len) || msgpack_pack_str_body(pk, j->buf, len) ?
-		       replay_json_fail(j, "out of memory") : 0;
-	}
-	if (replay_json_word(j, "true"))
-		return msgpack_pack_true(pk);
-	if (replay_json_word(j, "false"))
-		return msgpack_pack_false(pk);
-	if (replay_json_word(j, "null"))
-		return msgpack_pack_nil(pk);
-	return replay_json_number(j, pk);
-}
 
 /* ---- one dead-letter line ---------------------------------------------------- */
 
@@ -440,35 +72,28 @@ static int replay_time(const msgpack_object *map, const char *key, int64_t *ns)
 	       record_parse_rfc3339(v->via.str.ptr, v->via.str.size, ns) == 0;
 }
 
-/* Parse TEXT into L. 0, or -1 with WHY (and the column in *COL). */
+/* Parse TEXT into L. 0, or -1 with WHY (and the column in *COL, else 0). */
 static int replay_parse_line(const char *text, size_t len, struct replay_line *l,
-			     struct replay_json *j, const char **why, size_t *col)
+			     char *why, size_t whylen, size_t *col)
 {
 	const msgpack_object *tag;
 	struct timespec now;
-	msgpack_packer pk;
-	int rc;
 
-	j->p = j->start = text;
-	j->end = text + len;
-	j->err = NULL;
-	msgpack_packer_init(&pk, &l->sb, msgpack_sbuffer_write);
-	rc = replay_json_value(j, &pk, 0);
-	replay_json_ws(j);
-	if (rc < 0 || j->p != j->end) {
-		*why = j->err ? j->err : "text after the JSON value";
-		*col = (size_t)(j->p - j->start) + 1;
+	if (megactl_json_to_msgpack(text, len, &l->sb, why, whylen, col) < 0)
+		return -1;
+	*col = 0;
+	if (msgpack_unpack_next(&l->up, l->sb.data, l->sb.size, NULL) != MSGPACK_UNPACK_SUCCESS) {
+		snprintf(why, whylen, "out of memory");
 		return -1;
 	}
-	*col = 0;
-	if (msgpack_unpack_next(&l->up, l->sb.data, l->sb.size, NULL) != MSGPACK_UNPACK_SUCCESS ||
-	    l->up.data.type != MSGPACK_OBJECT_MAP) {
-		*why = "not a JSON object";
+	if (l->up.data.type != MSGPACK_OBJECT_MAP) {
+		snprintf(why, whylen, "not a JSON object");
 		return -1;
 	}
 	l->event = replay_field(&l->up.data, "event");
 	if (!l->event || l->event->type == MSGPACK_OBJECT_NIL) {
-		*why = "no \"event\" to send (the daemon could not record it as received)";
+		snprintf(why, whylen, "no \"event\" to send (the daemon could not record it as "
+			 "received)");
 		return -1;
 	}
 	tag = replay_field(&l->up.data, "tag");
@@ -668,7 +293,6 @@ static int replay_add(struct replay *r, const struct replay_line *l, const char 
 /* Read FILE line by line and replay it. 0 when every sendable line was acked. */
 static int replay_file(struct replay *r, FILE *in)
 {
-	struct replay_json j = { 0 };
 	char *text = NULL;
 	size_t cap = 0;
 	ssize_t len;
@@ -676,7 +300,7 @@ static int replay_file(struct replay *r, FILE *in)
 
 	while (rc == 0 && (len = getline(&text, &cap, in)) >= 0) {
 		struct replay_line l;
-		const char *why;
+		char why[160];
 		size_t col;
 
 		r->lines++;
@@ -686,7 +310,7 @@ static int replay_file(struct replay *r, FILE *in)
 			continue;
 		msgpack_sbuffer_init(&l.sb);
 		msgpack_unpacked_init(&l.up);
-		if (replay_parse_line(text, (size_t)len, &l, &j, &why, &col) < 0) {
+		if (replay_parse_line(text, (size_t)len, &l, why, sizeof(why), &col) < 0) {
 			r->skipped++;
 			if (col)
 				fprintf(stderr, "megactl replay: %s:%ld:%zu: %s; line not sent\n",
@@ -707,7 +331,6 @@ static int replay_file(struct replay *r, FILE *in)
 	if (rc == 0)
 		rc = replay_flush(r);
 	free(text);
-	free(j.buf);
 	return rc;
 }
 
