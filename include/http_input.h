@@ -26,6 +26,11 @@ size_t http_input_waiting(const struct http_input *hi);
 /* A reload: take the live keys of CFG (listen.max_event_bytes). HI may be NULL. */
 void http_input_reconfigure(struct http_input *hi, const struct config *cfg);
 
+/* Shutdown, after intake_stop: requests paused for room go on at once; the
+ * intake refuses what they have left, so they are answered 503. HI may be
+ * NULL. */
+void http_input_stop(struct http_input *hi);
+
 /* Close the listeners and connections. Answers still owed are not sent. */
 void http_input_free(struct http_input *hi);
 

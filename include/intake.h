@@ -120,6 +120,9 @@ enum intake_verdict intake_reject_bulk(struct intake *in, const msgpack_object *
  * for good after intake_stop): every input stops reading until its room
  * callback runs and this is false (HTTP: answers 503 meanwhile). */
 bool intake_busy(const struct intake *in);
+/* After intake_stop: busy for good, so an input waiting for room stops
+ * waiting and lets the intake refuse what it has left. Loop thread. */
+bool intake_stopped(const struct intake *in);
 
 /* Shutdown, before the queues close: take no event any more (each is
  * INTAKE_FAILED); acks already given out still come back. */

@@ -156,6 +156,7 @@ static void main_shutdown(struct daemon *d, const char *why)
 	listener_stop_accepting(d->listener);
 	listener_stop_reading(d->listener);
 	intake_stop(d->intake);
+	http_input_stop(d->http);
 	for (int i = 0; i < d->nwriters; i++)
 		queue_close(d->queues[i]);
 	d->stop_tick = event_new(d->base, -1, EV_PERSIST, main_stop_tick_cb, d);

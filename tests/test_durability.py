@@ -423,6 +423,40 @@ def test_spooled_poison_row_waits_for_room_in_a_full_dead_letter_file(
         drop_poison_check(stoppable_pg)
 
 
+def test_spooled_frame_keeps_a_set_aside_row_the_dead_letter_file_cannot_take(
+        stoppable_pg, stoppable_daemon_factory):
+    """One spooled frame: a poison row (PostgreSQL refuses it: the frame is
+    bisected) after a large row the merge sets aside (its mg_id is another
+    record type). The dead-letter file has room for the poison row's line
+    but not for the large one. The half that commits first leaves the large
+    row unrecorded; the frame must stay until it is recorded (the second
+    half once made the frame look done, and the row was lost)."""
+    add_poison_check(stoppable_pg)
+    try:
+        d = stoppable_daemon_factory({"writer": {"retry_initial_ms": 50, "retry_max_ms": 300},
+                                      "spool": {"dead_letter_max_bytes": 1048576}})
+        d.send_msgpack({"mg_id": "ta-3", "mg_record_type": "generation"})
+        d.wait_rows(1)
+        stoppable_pg.stop_immediate()
+        rows = poisoned("ta", 20, [15])
+        rows[3][1].update({"mg_id": "ta-3", "mg_record_type": "session", "prompt": "x" * 4000})
+        d.forward_chunk("mega.session", rows, "spooled-aside")
+        assert segments(d)
+        with open(d.dead_letter_path(), "a", encoding="utf-8") as f:
+            f.write(("{}" + " " * 1021 + "\n") * 1023)
+            f.write("{}" + " " * 21 + "\n")            # 1,000 bytes of room left
+        stoppable_pg.start_again()
+        d.wait_log(r"mg_id=ta-3 could not be dead-lettered either .* stays in the spool")
+        time.sleep(1)
+        assert segments(d), "the frame holding the set-aside row was deleted"
+        os.rename(d.dead_letter_path(), d.dead_letter_path() + ".1")
+        wait_spool_empty(d)
+        ids = sorted(x["event"]["mg_id"] for x in d.dead_letters())
+        assert "ta-3" in ids, ids
+    finally:
+        drop_poison_check(stoppable_pg)
+
+
 # ---- shutdown ---------------------------------------------------------------
 
 def test_sigterm_drains_into_spool_when_postgres_is_away(stoppable_pg, stoppable_daemon_factory):

@@ -116,3 +116,38 @@ def test_a_reload_lowers_max_event_bytes_for_http(daemon_factory, pg):
     status, _, answer = post(d.http_url, [gen(200)])
     assert (status, answer["accepted"]) == (200, 1)
     assert pg.count("mg_id LIKE 'h-%%'") == 2
+
+
+def test_a_request_waiting_for_room_is_answered_at_shutdown(daemon_factory, pg):
+    """SIGTERM while a large request waits for room in the queues: it stops
+    waiting, the events it had not handed in are refused, and it is answered
+    503 (after the events it did hand in are durable) before the daemon
+    exits, instead of losing its connection unanswered."""
+    d = http_daemon(daemon_factory, admin=True, queue={"max_events": 100},
+                    writer={"batch_max_events": 50, "drain_timeout_s": 2})
+    lock = pg.connect()
+    lock.cursor().execute("BEGIN; LOCK TABLE mega_generations IN ACCESS EXCLUSIVE MODE")
+    result = {}
+
+    def send():
+        try:
+            result["r"] = post(d.http_url, [gen(i) for i in range(5000)], timeout=60)
+        except OSError as e:
+            result["error"] = e
+
+    t = threading.Thread(target=send)
+    t.start()
+    try:
+        wait_for(lambda: m(metrics(d.admin_port), "events_received_total") >= 100,
+                 what="events handed in")
+        time.sleep(0.5)
+        d.signal(15)
+        t.join(30)
+        assert d.wait_exit() == 0
+    finally:
+        lock.rollback()
+        lock.close()
+    assert "r" in result, f"no answer: {result.get('error')}"
+    status, headers, answer = result["r"]
+    assert status == 503, answer
+    assert "Retry-After" in headers

@@ -275,6 +275,11 @@ bool intake_busy(const struct intake *in)
 	return false;
 }
 
+bool intake_stopped(const struct intake *in)
+{
+	return in->stopped;
+}
+
 void intake_stop(struct intake *in)
 {
 	in->stopped = true;

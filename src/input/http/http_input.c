@@ -277,7 +277,10 @@ static int http_decode(struct http_input *hi, struct evhttp_request *req, struct
 }
 
 /* Hand HR's events in (again); paused when the intake is busy first. */
-static void http_submit(struct http_input *hi, struct http_req *hr)
+/* Hand HR's events in; one that must wait for room is queued among the
+ * paused requests: at the front when it was the first of them (FRONT), so
+ * they go on in arrival order. */
+static void http_submit(struct http_input *hi, struct http_req *hr, bool front)
 {
 	bool first = !hr->ack;
 	int rc = http_items_submit(hi->in, hr, http_done_cb);
@@ -292,6 +295,13 @@ static void http_submit(struct http_input *hi, struct http_req *hr)
 	if (rc == 0)
 		return;
 	/* The ack's callback cannot run before its guard is closed, at the end. */
+	if (front) {
+		hr->next = hi->paused;
+		hi->paused = hr;
+		if (!hr->next)
+			hi->paused_tail = &hr->next;
+		return;
+	}
 	*hi->paused_tail = hr;
 	hi->paused_tail = &hr->next;
 }
@@ -316,7 +326,7 @@ static void http_request_cb(struct evhttp_request *req, void *arg)
 		http_req_free(hr);
 		return;
 	}
-	http_submit(hi, hr);
+	http_submit(hi, hr, false);
 }
 
 /* The intake has room again: go on with the paused requests, in order. */
@@ -325,13 +335,19 @@ static void http_room_cb(void *arg)
 	struct http_input *hi = arg;
 	struct http_req *hr;
 
-	while ((hr = hi->paused) && !intake_busy(hi->in)) {
+	while ((hr = hi->paused) && (!intake_busy(hi->in) || intake_stopped(hi->in))) {
 		hi->paused = hr->next;
 		if (!hi->paused)
 			hi->paused_tail = &hi->paused;
 		hr->next = NULL;
-		http_submit(hi, hr);
+		http_submit(hi, hr, true);
 	}
+}
+
+void http_input_stop(struct http_input *hi)
+{
+	if (hi)
+		http_room_cb(hi);
 }
 
 /* ---- listeners ---------------------------------------------------------- */

@@ -23,6 +23,7 @@
 #include <event2/buffer.h>
 #include <msgpack.h>
 
+#include "clock_ns.h"
 #include "http_private.h"
 #include "intake.h"
 #include "json.h"
@@ -140,9 +141,6 @@ static void http_items_note(struct http_req *hr, uint32_t index, const struct re
 
 static struct record_ctx http_items_ctx(const struct http_req *hr, uint32_t index)
 {
-	struct timespec now;
-
-	clock_gettime(CLOCK_REALTIME, &now);
 	return (struct record_ctx){
 		.tag = hr->tag[0] ? hr->tag : NULL,
 		.tag_len = strlen(hr->tag),
@@ -150,7 +148,7 @@ static struct record_ctx http_items_ctx(const struct http_req *hr, uint32_t inde
 		.chunk_len = strlen(hr->key),
 		.index = index,
 		.peer = hr->peer,
-		.recv_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec,
+		.recv_ns = (uint64_t)clock_ns(CLOCK_REALTIME),
 	};
 }
 
@@ -253,7 +251,7 @@ static bool http_items_run(struct intake *in, struct http_req *hr, const struct 
 				       off - hr->at_off);
 		hr->at_off = (uint32_t)off;
 		hr->at_k++;
-		if (++hr->handed % HTTP_BUSY_EVERY == 0 && intake_busy(in))
+		if (++hr->handed % HTTP_BUSY_EVERY == 0 && intake_busy(in) && !intake_stopped(in))
 			return false;
 	}
 	return true;

@@ -568,6 +568,12 @@ int writer_dead_letter(struct writer *w, const struct record *r, enum record_rea
 		atomic_store(&r->ack->failed, true);
 		return 0;
 	}
+	if (!w->replaying) {
+		log_error("writer", "writer=%d: mg_id=%s could not be dead-lettered either "
+			  "(write failed or spool.dead_letter_max_bytes reached); its client asked "
+			  "for no ack, so it is dropped", w->id, record_get(r, TABLE_COL_ID));
+		return 0;
+	}
 	log_error("writer", "writer=%d: mg_id=%s could not be dead-lettered either (write failed "
 		  "or spool.dead_letter_max_bytes reached); it was acked, so it stays in the spool "
 		  "and is tried again after the backoff", w->id, record_get(r, TABLE_COL_ID));

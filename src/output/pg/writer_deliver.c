@@ -31,6 +31,13 @@
  * retrying and resumes by itself. Each change of what the writer does with
  * batches (enum writer_state) is logged once.
  *
+ * A replayed frame is deleted only when every record in it is committed or
+ * dead-lettered. A record PostgreSQL refuses (or the merge sets aside) when
+ * the dead-letter file cannot take it has no client left to resend it, so
+ * the frame stays and is replayed again after the backoff (unrecorded_tries)
+ * — the rows it committed merge again unchanged — and newer frames wait
+ * behind it, in order.
+ *
  * Shutdown: with the queue closed the writer drains it the same way; after
  * writer.drain_timeout_s it stops trying PostgreSQL and spools what is left.
  * Only a batch the spool also refuses after the deadline goes unacked (its
@@ -307,8 +314,8 @@ static size_t writer_write(struct writer *w, struct record **recs, size_t n,
 	if (v == WRITE_REJECT) {
 		half = n / 2;
 		done = writer_write(w, recs, half, stop);
-		if (done < half)
-			return done;
+		if (done < half || *stop != WRITER_STOP_NONE)
+			return done; /* the second half would reset *STOP */
 		return half + writer_write(w, recs + half, n - half, stop);
 	}
 	writer_lost(w, &e);
@@ -426,6 +433,7 @@ static bool writer_replay_frame(struct writer *w, struct record **recs, size_t n
 	enum writer_stop stop = WRITER_STOP_NONE;
 	size_t off = 0;
 
+	w->replaying = true;
 	while (off < n && stop == WRITER_STOP_NONE) {
 		size_t k = writer_reserve(w, n - off), done;
 
@@ -433,6 +441,7 @@ static bool writer_replay_frame(struct writer *w, struct record **recs, size_t n
 		writer_release(w, recs + off, done);
 		off += done;
 	}
+	w->replaying = false;
 	for (size_t i = off; i < n; i++)
 		record_free(recs[i]);
 	return off == n && stop == WRITER_STOP_NONE;

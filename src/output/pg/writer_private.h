@@ -127,6 +127,7 @@ struct writer {
 	unsigned hold_attempts;      /* retries of the held batch in this state */
 	unsigned unrecorded_tries;   /* replays of a frame whose refused row found no
 				      * room in the dead-letter file */
+	bool replaying;              /* the records written now come from the spool */
 	uint64_t replayed;           /* events replayed from the spool since replay began */
 };
 
@@ -190,10 +191,10 @@ enum write_verdict writer_transaction(struct writer *w, struct record **recs, si
  * and could not be dead-lettered (see writer_dead_letter), else 0. */
 int writer_committed(struct writer *w, struct record **recs, size_t n);
 /* writer.c: write R to the dead-letter file with MESSAGE (and SQLSTATE).
- * 0 when it is recorded, or when its message's ack is failed instead (the
- * client keeps the event and resends it); -1 when neither: R has no ack
- * (replayed from the spool, so acked long ago), and the caller must keep
- * its own copy. */
+ * 0 when it is recorded, when its message's ack is failed instead (the
+ * client keeps the event and resends it), or when its client asked for no
+ * ack (nothing was promised); -1 when R was replayed from the spool (so
+ * acked long ago): the caller must keep the spool's copy. */
 int writer_dead_letter(struct writer *w, const struct record *r, enum record_reason reason,
 		       const char *message, const char *field, const char *sqlstate);
 /* writer_deliver.c: the thread (ARG is the struct writer). */
