@@ -305,3 +305,27 @@ def test_topup_sets_last_topup(daemon_factory, pg):
 def test_credits_untouched_without_apply_credits(daemon, pg):
     send(daemon, [credit("NC1", "np", 100, reason="topup")], tag="mega.credit_transaction")
     assert pg.value("SELECT mg_credits FROM mega_customers WHERE mg_pass_id = 'np'") == 0
+
+
+def test_an_id_repeated_in_one_batch_is_written_in_bounded_transactions(daemon_factory, pg):
+    """One batch holding 60 updates of one session and 40 other events: each
+    repeat of an mg_id is its own merge statement, so the batch goes as
+    several transactions of at most 8 occurrences of any id, in order (the
+    last update wins), instead of one transaction of 60 passes holding every
+    other event's ack."""
+    from opshelpers import admin_daemon, m, metrics
+    d = admin_daemon(daemon_factory, {"writer": {"flush_interval_ms": 300}})
+    before = m(metrics(d.admin_port), "batches_committed_total")
+    entries = []
+    for i in range(100):
+        if i % 5 < 3:
+            entries.append([1_760_000_000 + i, {"mg_id": "hot", "mg_record_type": "session",
+                                                "title": f"t{i}"}])
+        else:
+            entries.append([1_760_000_000 + i, {"mg_id": f"cold-{i}",
+                                                "mg_record_type": "session"}])
+    d.forward_chunk("mega.session", entries, "hot-1")
+    assert pg.count("mg_id = 'hot' OR mg_id LIKE 'cold-%%'") == 41
+    assert pg.row("hot")["mg_title"] == "t97"
+    batches = m(metrics(d.admin_port), "batches_committed_total") - before
+    assert batches >= 60 // 8, f"{batches} transactions for 60 repeats of one id"

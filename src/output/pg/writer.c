@@ -42,7 +42,10 @@
  * "Pass" k holds the k-th occurrence of an mg_id inside the batch, so each
  * INSERT sees every id at most once (PostgreSQL refuses to touch a row twice
  * in one statement) and repeated ids merge in arrival order under exactly the
- * same rules as across batches. Values travel only in COPY data and
+ * same rules as across batches. A batch in which an id occurs more than
+ * WRITER_MAX_PASSES times goes as several transactions, in order
+ * (writer_pass_prefix), so a hot id cannot hold the rest for hundreds of
+ * statements. Values travel only in COPY data and
  * parameters; the SQL text is built once from the table descriptions
  * (table.h, writer_sql.c). A batch may hold rows of several tables: it is
  * ordered by table first (writer_group), so each table's rows are one run
@@ -267,6 +270,16 @@ static void writer_count_passes(struct writer *w, size_t lo, size_t hi, int maxp
 	memset(w->pass_rows, 0, ((size_t)maxpass + 1) * sizeof(*w->pass_rows));
 	for (size_t i = lo; i < hi; i++)
 		w->pass_rows[w->pass[i]]++;
+}
+
+size_t writer_pass_prefix(struct writer *w, struct record **recs, size_t n, int max)
+{
+	if (writer_number_passes(w, recs, n) <= max)
+		return n;
+	for (size_t i = 1; i < n; i++) /* the first record is always pass 1 */
+		if (w->pass[i] > max)
+			return i;
+	return n;
 }
 
 /* Order RECS[0..N) by table, keeping arrival order within each table (the

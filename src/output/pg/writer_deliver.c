@@ -333,6 +333,28 @@ static void writer_release(struct writer *w, struct record **recs, size_t n)
 	}
 }
 
+/* Write RECS[0..N) as consecutive transactions of at most
+ * WRITER_MAX_PASSES merge passes each, in order, releasing each one's
+ * records as it commits. Returns how many leading records are done (and
+ * released); *STOP says why it stopped short of N. */
+static size_t writer_write_parts(struct writer *w, struct record **recs, size_t n,
+				 enum writer_stop *stop)
+{
+	size_t off = 0;
+
+	*stop = WRITER_STOP_NONE;
+	while (off < n && *stop == WRITER_STOP_NONE) {
+		size_t k = writer_pass_prefix(w, recs + off, n - off, WRITER_MAX_PASSES);
+		size_t done = writer_write(w, recs + off, k, stop);
+
+		writer_release(w, recs + off, done);
+		off += done;
+		if (done < k)
+			break;
+	}
+	return off;
+}
+
 /* Append RECS[0..N) to the spool; true when they are durable. */
 static bool writer_spool(struct writer *w, struct record **recs, size_t n)
 {
@@ -380,8 +402,7 @@ static void writer_deliver(struct writer *w)
 
 	if (w->pg && !spool_stream_pending(w->stream) && !writer_draining_expired(w) &&
 	    (w->state == WRITER_STATE_DIRECT || writer_until_try_ms(w) == 0)) {
-		done = writer_write(w, recs, n, &stop);
-		writer_release(w, recs, done);
+		done = writer_write_parts(w, recs, n, &stop);
 		if (done == n) {
 			writer_set_state(w, WRITER_STATE_DIRECT, LOG_LEVEL_INFO,
 					 "PostgreSQL takes batches again");
@@ -437,8 +458,7 @@ static bool writer_replay_frame(struct writer *w, struct record **recs, size_t n
 	while (off < n && stop == WRITER_STOP_NONE) {
 		size_t k = writer_reserve(w, n - off), done;
 
-		done = writer_write(w, recs + off, k, &stop);
-		writer_release(w, recs + off, done);
+		done = writer_write_parts(w, recs + off, k, &stop);
 		off += done;
 	}
 	w->replaying = false;

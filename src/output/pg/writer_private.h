@@ -131,6 +131,15 @@ struct writer {
 	uint64_t replayed;           /* events replayed from the spool since replay began */
 };
 
+/* Merge passes (occurrences of one mg_id) one transaction may hold: each is
+ * its own merge statement, so an id repeated hundreds of times in a batch
+ * would hold the other events' acks for as many statements. */
+#define WRITER_MAX_PASSES 8
+
+/* writer.c: the longest prefix of RECS[0..N) (at least one record) in
+ * which no mg_id occurs more than MAX times. */
+size_t writer_pass_prefix(struct writer *w, struct record **recs, size_t n, int max);
+
 /* Size the per-batch arrays for batches of MAX records (writer.c). 0 or -1. */
 int writer_grow(struct writer *w, size_t max);
 
