@@ -457,6 +457,34 @@ def test_spooled_frame_keeps_a_set_aside_row_the_dead_letter_file_cannot_take(
         drop_poison_check(stoppable_pg)
 
 
+def test_a_replayed_segment_that_cannot_be_deleted_holds_newer_events(
+        stoppable_pg, stoppable_daemon_factory):
+    """A replayed segment whose unlink fails (here: made immutable) would be
+    replayed again at the next start, over anything newer: until it is gone
+    the writer keeps spooling instead of writing newer events to PostgreSQL,
+    and once it can be deleted they follow in order."""
+    stoppable_pg.stop_immediate()
+    d = stoppable_daemon_factory(FAST_RETRY)
+    d.forward_chunk("mega.generation", entries("old", 5), "spooled-old")
+    segs = segments(d)
+    assert segs
+    path = os.path.join(d.spool_dir, segs[0])
+    if subprocess.run(["chattr", "+i", path], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported here")
+    try:
+        stoppable_pg.start_again()
+        d.wait_rows(5)
+        d.wait_log(r"cannot delete replayed segment")
+        d.forward_chunk("mega.generation", entries("new", 3), "after-undeletable")  # acked
+        time.sleep(1)
+        assert stoppable_pg.count("mg_id LIKE 'new-%%'") == 0, \
+            "newer events reached PostgreSQL while a replayed segment was still on disk"
+    finally:
+        subprocess.run(["chattr", "-i", path], check=False)
+    d.wait_rows(8)
+    wait_spool_empty(d)
+
+
 # ---- shutdown ---------------------------------------------------------------
 
 def test_sigterm_drains_into_spool_when_postgres_is_away(stoppable_pg, stoppable_daemon_factory):

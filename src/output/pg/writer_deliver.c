@@ -474,8 +474,10 @@ static void writer_replay_one(struct writer *w)
 	size_t n;
 	int rc = spool_stream_next(w->stream, &recs, &n);
 
+	/* The spool cannot be read or a replayed segment deleted now: try
+	 * again after the backoff; meanwhile new batches go to the spool. */
 	if (rc < 0) {
-		writer_hold_pause(w);
+		writer_failed_attempt(w);
 		return;
 	}
 	if (rc == 0)
@@ -494,7 +496,7 @@ static void writer_replay_one(struct writer *w)
 	}
 	w->replayed += n;
 	if (spool_stream_commit(w->stream) < 0)
-		writer_hold_pause(w);
+		writer_failed_attempt(w);
 	writer_publish_spool(w);
 	if (!spool_stream_pending(w->stream)) {
 		char why[120];

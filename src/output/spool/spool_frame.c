@@ -196,8 +196,9 @@ static uint64_t spool_frame_foreign_slots(const struct table *t)
 	return ~ours;
 }
 
-/* Decode one record at *P; advances *P. NULL when malformed or out of memory. */
-static struct record *spool_frame_get_record(const uint8_t **p, const uint8_t *end)
+/* Decode one record at *P; advances *P. NULL when malformed, or out of
+ * memory (then *NOMEM is set). */
+static struct record *spool_frame_get_record(const uint8_t **p, const uint8_t *end, bool *nomem)
 {
 	uint64_t present;
 	size_t data, pos = 0, total;
@@ -212,8 +213,12 @@ static struct record *spool_frame_get_record(const uint8_t **p, const uint8_t *e
 	    spool_frame_scan_record(*p + SPOOL_FRAME_REC_FIXED, end, present, &data) < 0)
 		return NULL;
 	total = RECORD_HEADER_SIZE + data;
-	if (total > UINT32_MAX || !(r = malloc(total)))
+	if (total > UINT32_MAX)
 		return NULL;
+	if (!(r = malloc(total))) {
+		*nomem = true;
+		return NULL;
+	}
 	r->ack = NULL;
 	r->recv_ns = spool_frame_get64(*p);
 	r->id_hash = spool_frame_get32(*p + 8);
@@ -258,6 +263,7 @@ static int spool_frame_reserve(struct record ***recs, size_t *cap, size_t want)
 int64_t spool_frame_decode(const uint8_t *p, size_t len, struct record ***recs, size_t *cap)
 {
 	const uint8_t *end = p + len;
+	bool nomem = false;
 	uint32_t count;
 	size_t i;
 
@@ -266,10 +272,12 @@ int64_t spool_frame_decode(const uint8_t *p, size_t len, struct record ***recs, 
 	count = spool_frame_get32(p);
 	p += 4;
 	/* Every record takes at least its fixed part: a bigger count is a lie. */
-	if (count > (len - 4) / SPOOL_FRAME_REC_FIXED || spool_frame_reserve(recs, cap, count) < 0)
+	if (count > (len - 4) / SPOOL_FRAME_REC_FIXED)
 		return -1;
+	if (spool_frame_reserve(recs, cap, count) < 0)
+		return SPOOL_FRAME_NOMEM;
 	for (i = 0; i < count; i++) {
-		(*recs)[i] = spool_frame_get_record(&p, end);
+		(*recs)[i] = spool_frame_get_record(&p, end, &nomem);
 		if (!(*recs)[i])
 			break;
 	}
@@ -277,5 +285,5 @@ int64_t spool_frame_decode(const uint8_t *p, size_t len, struct record ***recs, 
 		return count;
 	while (i > 0)
 		record_free((*recs)[--i]);
-	return -1;
+	return nomem ? SPOOL_FRAME_NOMEM : -1;
 }

@@ -44,9 +44,12 @@ bool spool_frame_crc_ok(const uint8_t *frame, uint32_t len);
 /*
  * Decode the LEN payload bytes at P into new records, stored in
  * (*RECS)[0..count) (the array is grown with realloc; *CAP is its capacity).
- * Returns the count, or -1 when the payload is malformed or memory runs out
- * (then no record is left allocated; the array itself stays the caller's).
+ * Returns the count, -1 when the payload is malformed, or
+ * SPOOL_FRAME_NOMEM when memory ran out (the frame may be fine: try again
+ * later, never skip it). Then no record is left allocated; the array itself
+ * stays the caller's.
  */
+#define SPOOL_FRAME_NOMEM (-2)
 int64_t spool_frame_decode(const uint8_t *p, size_t len, struct record ***recs, size_t *cap);
 
 /* Little-endian helpers shared with the segment code. */

@@ -78,6 +78,9 @@ struct spool_stream {
 	int writer;                  /* -1: the reader of a re-split */
 	bool tmp;                    /* re-split output: *.seg.tmp names, no limit */
 	bool keep;                   /* re-split input: never unlink */
+	bool undeleted;              /* segs[0] is consumed but its unlink (or the
+				      * directory fsync after it) failed: retried,
+				      * and the stream stays pending meanwhile */
 	struct spool_seg *segs;      /* oldest first */
 	size_t nsegs, capsegs;
 	int wfd;                     /* the newest segment, open for appends, or -1 */
@@ -153,10 +156,12 @@ static int spool_stream_pread(int fd, uint8_t *p, size_t len, uint64_t off)
 	return 1;
 }
 
-static void spool_stream_sync_dir(const struct spool *s)
+static int spool_stream_sync_dir(const struct spool *s)
 {
-	if (fsync(s->dir_fd) < 0)
-		log_error("spool", "cannot fsync %s: %s", s->dir, strerror(errno));
+	if (fsync(s->dir_fd) == 0)
+		return 0;
+	log_error("spool", "cannot fsync %s: %s", s->dir, strerror(errno));
+	return -1;
 }
 
 /*
@@ -395,11 +400,18 @@ static int spool_stream_drop_head(struct spool_stream *st)
 	if (!st->keep && spool_stream_path(st->s, seg->writer, seg->seq, st->tmp, path,
 					   sizeof(path)) == 0) {
 		if (unlink(path) < 0 && errno != ENOENT) {
-			log_error("spool", "cannot delete replayed segment %s: %s", path,
-				  strerror(errno));
+			log_error("spool", "cannot delete replayed segment %s: %s; keeping it "
+				  "first in line (nothing newer goes to PostgreSQL) and retrying",
+				  path, strerror(errno));
+			rc = -1;
+		} else if (spool_stream_sync_dir(st->s) < 0) {
 			rc = -1;
 		}
-		spool_stream_sync_dir(st->s);
+		/* A segment still on disk would be replayed at the next start,
+		 * over anything newer written meanwhile: it stays until gone. */
+		st->undeleted = rc < 0;
+		if (rc < 0)
+			return -1;
 		atomic_fetch_sub(&st->s->seg_bytes, seg->size);
 	}
 	memmove(st->segs, st->segs + 1, (st->nsegs - 1) * sizeof(*st->segs));
@@ -413,7 +425,7 @@ bool spool_stream_pending(const struct spool_stream *st)
 {
 	if (st->nsegs == 0)
 		return false;
-	return st->nsegs > 1 || st->roff < st->segs[0].size;
+	return st->nsegs > 1 || st->roff < st->segs[0].size || st->undeleted;
 }
 
 /*
@@ -462,7 +474,11 @@ short_read:
 	return rc < 0 ? -1 : 0;
 }
 
-/* The offset of the first intact frame after FROM, or END when there is none. */
+/* Resync could not read (I/O error, out of memory): nothing may be skipped. */
+#define SPOOL_RESYNC_FAILED UINT64_MAX
+
+/* The offset of the first intact frame after FROM, END when there is none,
+ * or SPOOL_RESYNC_FAILED when the file could not be read to tell. */
 static uint64_t spool_stream_resync(struct spool_stream *st, uint64_t from, uint64_t end)
 {
 	static const uint8_t magic[4] = { 'M', 'I', 'F', '1' };
@@ -473,18 +489,28 @@ static uint64_t spool_stream_resync(struct spool_stream *st, uint64_t from, uint
 		const char *why;
 		uint32_t len;
 		uint8_t *hit;
+		int rc;
 
-		if (spool_stream_pread(st->rfd, win, want, from) <= 0)
-			return end;
+		rc = spool_stream_pread(st->rfd, win, want, from);
+		if (rc < 0)
+			return SPOOL_RESYNC_FAILED;
+		if (rc == 0)
+			return end; /* the file is shorter than we knew: nothing after */
 		hit = memmem(win, want, magic, sizeof(magic));
 		if (!hit) {
 			from += want > 3 ? want - 3 : want;
 			continue;
 		}
 		from += (uint64_t)(hit - win);
-		if (spool_stream_read_frame(st, from, end, &len, &why) == 1)
+		switch (spool_stream_read_frame(st, from, end, &len, &why)) {
+		case 1:
 			return from;
-		from++;
+		case 0:
+			from++;
+			break;
+		default:
+			return SPOOL_RESYNC_FAILED;
+		}
 	}
 	return end;
 }
@@ -530,9 +556,11 @@ int spool_stream_next(struct spool_stream *st, struct record ***recs, size_t *n)
 		int rc;
 
 		if (st->roff >= seg->size) {
-			if (st->nsegs == 1 && st->wfd >= 0)
-				return 0;   /* caught up with our own appends */
-			(void)spool_stream_drop_head(st);
+			/* Every frame in it committed, or skipped as damaged (our
+			 * own appends too, when it is the open write segment):
+			 * delete it before anything newer reaches PostgreSQL. */
+			if (spool_stream_drop_head(st) < 0)
+				return -1;
 			continue;
 		}
 		rc = spool_stream_open_head(st);
@@ -550,9 +578,19 @@ int spool_stream_next(struct spool_stream *st, struct record ***recs, size_t *n)
 		}
 		count = rc ? spool_frame_decode(st->buf + SPOOL_FRAME_HEADER, len, &st->recs,
 						&st->reccap) : -1;
+		if (count == SPOOL_FRAME_NOMEM) {
+			log_error("spool", "writer=%d: out of memory decoding a spool frame; will "
+				  "retry", st->writer);
+			return -1;
+		}
 		if (count < 0) {
 			uint64_t to = spool_stream_resync(st, st->roff + 1, seg->size);
 
+			if (to == SPOOL_RESYNC_FAILED) {
+				log_error("spool", "writer=%d: cannot read the spool past a damaged "
+					  "frame: %s; will retry", st->writer, strerror(errno));
+				return -1;
+			}
 			spool_stream_report(st, st->roff, to, why);
 			st->roff = to;
 			continue;
