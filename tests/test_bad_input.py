@@ -220,3 +220,19 @@ def test_gzip_bomb_closes_the_connection(daemon_factory, pg):
     assert d.running()
     d.send_msgpack(GOOD_AFTER)
     d.wait_rows(1, "mg_id = 'good-after'")
+
+
+def test_a_chunk_id_longer_than_1024_bytes_is_refused(daemon, pg):
+    """option.chunk is copied into the ack and kept until the events are
+    durable, outside every memory limit: a long one is refused as a bad
+    frame (dead-lettered, no ack); one of 1,024 bytes is still acked."""
+    with daemon.connect() as c:
+        assert c.forward_chunk("mega.generation", [[1_760_000_000, {"mg_id": "chunk-ok"}]],
+                               "k" * 1024) == "k" * 1024
+        c.forward("mega.generation", [[1_760_000_000, {"mg_id": "chunk-long"}]],
+                  chunk="x" * 100_000)
+        c.send_msgpack({"mg_id": "after-long", "mg_record_type": "feedback"})
+        daemon.wait_rows(2)
+    assert pg.count("mg_id = 'chunk-long'") == 0
+    dl = daemon.wait_dead_letter(lambda d: True)
+    assert "option.chunk: 100000 bytes, longer than 1024" in dl["reason"], dl

@@ -40,6 +40,7 @@
  * through the ack channel (proto_acks_created counts them for the
  * listener). Loop thread only.
  */
+#include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -67,6 +68,10 @@
 #define PROTO_FILL_STEP (1024 * 1024)      /* bytes moved into the decoder per evbuffer_remove */
 #define PROTO_NS 1000000000LL
 #define PROTO_PEEK_VECS 32                 /* chunks of input scanned in place */
+/* option.chunk is copied into the ack, which lives until the message's
+ * events are durable and counts toward no limit: clients send ids of a few
+ * dozen bytes (fluent-logger: 24), so a longer one is refused. */
+#define PROTO_CHUNK_MAX 1024
 #define PROTO_MSG_REJECT_MAX 16            /* rejected entries of one message written one by one */
 #define PROTO_CONN_REJECT_BURST 1000       /* dead-letter lines a connection may cause at once, */
 #define PROTO_CONN_REJECT_RATE 100         /* ... and then this many a second */
@@ -583,6 +588,14 @@ static int proto_option_kv(const msgpack_object_kv *kv, struct proto_option *opt
 	const msgpack_object *v = &kv->val;
 
 	if (proto_str_eq(&kv->key, "chunk")) {
+		uint32_t n = v->type == MSGPACK_OBJECT_STR ? v->via.str.size : v->via.bin.size;
+
+		if ((v->type == MSGPACK_OBJECT_STR || v->type == MSGPACK_OBJECT_BIN) &&
+		    n > PROTO_CHUNK_MAX) {
+			snprintf(why, len, "option.chunk: %" PRIu32 " bytes, longer than %d", n,
+				 PROTO_CHUNK_MAX);
+			return -1;
+		}
 		if (v->type == MSGPACK_OBJECT_STR || v->type == MSGPACK_OBJECT_BIN) {
 			opt->chunk = v;
 			return 0;
