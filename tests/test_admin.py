@@ -222,3 +222,30 @@ def test_segment_of_another_column_set_is_refused(stoppable_pg, stoppable_daemon
     wait_for(lambda: stoppable_pg.value("SELECT count(*) FROM mega_admin") == 1,
              what="a new event still written")
     assert stoppable_pg.value("SELECT mg_id FROM mega_admin") == "fp-3"
+
+
+def test_a_second_segment_set_aside_keeps_the_first(stoppable_pg, stoppable_daemon_factory):
+    """Segment numbers start again once every segment was set aside, so a
+    later foreign segment can have an earlier one's name: it is set aside
+    as NAME.foreign.1, and the first one's events are kept."""
+    d = stoppable_daemon_factory({"writer": {"retry_initial_ms": 100, "retry_max_ms": 500}})
+    first = {}
+    for round_ in (1, 2):
+        stoppable_pg.stop_immediate()
+        try:
+            send(d, [audit(f"fa-{round_}")])
+            segs = segments(d)
+            assert len(segs) == 1
+            assert d.sigterm() == 0
+            rewrite_header(segs[0], fingerprint=0x12345678 + round_)
+        finally:
+            stoppable_pg.start_again()
+        d.start()
+        d.wait_log(r"error .*was written for other table columns")
+        if round_ == 1:
+            with open(segs[0] + ".foreign", "rb") as f:
+                first = {"path": segs[0], "bytes": f.read()}
+    assert segs[0] == first["path"], "the second segment took the first one's name"
+    with open(first["path"] + ".foreign", "rb") as f:
+        assert f.read() == first["bytes"], "the first segment set aside was overwritten"
+    assert os.path.exists(first["path"] + ".foreign.1")

@@ -200,22 +200,42 @@ static int spool_stream_header_check(const uint8_t *h, int writer, uint64_t seq)
 	return (int)nw;
 }
 
+/* Link PATH to the first free name of PATH.foreign, PATH.foreign.1, ...
+ * (never over an earlier one: segment numbers restart with a new build, so
+ * a later segment set aside may have the same name), then unlink PATH.
+ * The name is left in ASIDE. 0 or -1. */
+static int spool_stream_link_aside(const char *path, char *aside, size_t len)
+{
+	for (int i = 0; i < 1000; i++) {
+		if (i == 0)
+			snprintf(aside, len, "%s.foreign", path);
+		else
+			snprintf(aside, len, "%s.foreign.%d", path, i);
+		if (link(path, aside) == 0)
+			return unlink(path);
+		if (errno != EEXIST)
+			return -1;
+	}
+	errno = EEXIST;
+	return -1;
+}
+
 /* Segment PATH holds frames of another column set: set aside as
- * PATH.foreign, loudly, and never replayed or re-split. */
-static int spool_stream_set_aside(const char *path, const uint8_t *h)
+ * PATH.foreign (or .foreign.N), loudly, and never replayed or re-split. */
+static int spool_stream_set_aside(const struct spool *s, const char *path, const uint8_t *h)
 {
 	char aside[4200];
 
-	snprintf(aside, sizeof(aside), "%s.foreign", path);
+	if (spool_stream_link_aside(path, aside, sizeof(aside)) < 0 ||
+	    spool_stream_sync_dir(s) < 0) {
+		log_error("spool", "cannot set %s aside: %s", path, strerror(errno));
+		return -1;
+	}
 	log_error("spool", "%s was written for other table columns (format %u, fingerprint "
 		  "%08x; this build writes format %d, fingerprint %08x): its frames are NOT "
 		  "replayed; set aside as %s. Replay it with the megaingestd version that wrote "
 		  "it.", path, spool_frame_get32(h + 8), spool_frame_get32(h + 16),
 		  SPOOL_SEG_VERSION, table_fingerprint(), aside);
-	if (rename(path, aside) < 0) {
-		log_error("spool", "cannot rename %s: %s", path, strerror(errno));
-		return -1;
-	}
 	return 1;
 }
 
@@ -681,7 +701,7 @@ static int spool_stream_examine(struct spool *s, int writer, uint64_t seq, struc
 		nw = spool_stream_header_check(h, writer, seq);
 	close(fd);
 	if (nw == SPOOL_SEG_FOREIGN)
-		return spool_stream_set_aside(path, h);
+		return spool_stream_set_aside(s, path, h);
 	if (sb.st_size <= SPOOL_SEG_HEADER) {
 		/* Created but never written to (or torn while being created). */
 		log_info("spool", "%s holds no frames: removed", path);
