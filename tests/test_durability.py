@@ -269,6 +269,21 @@ def test_sigterm_cuts_a_long_hold_backoff(stoppable_pg, stoppable_daemon_factory
     assert took < 10, f"SIGTERM waited {took:.1f} s for the hold's backoff"
 
 
+def test_an_unreadable_resplit_marker_stops_the_start(stoppable_pg, stoppable_daemon_factory):
+    """A re-split marker that exists but does not hold a segment number
+    cannot say which segments are old: the daemon refuses to start (it once
+    took it as "no marker" and deleted new segments, some of which may have
+    been published already, so their frames would be replayed twice)."""
+    d = stoppable_daemon_factory()
+    assert d.sigterm() == 0
+    with open(os.path.join(d.spool_dir, "resplit.commit"), "w", encoding="utf-8") as f:
+        f.write("garbage\n")
+    d.expect_failure = True
+    d.start(wait=False)
+    assert d.wait_exit(timeout=30) != 0
+    assert d.log_contains(r"resplit\.commit does not hold a segment number")
+
+
 def test_spool_of_two_writers_resplit_for_three(stoppable_pg, stoppable_daemon_factory):
     """Two writers spool while PostgreSQL is away; the daemon restarts with
     three: the segments are re-split by mg_id and all of them replay, the

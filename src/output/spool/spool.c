@@ -31,6 +31,27 @@
 #include "spool_private.h"
 
 /* mkdir -p for DIR (mode 0700); *CREATED tells whether DIR itself is new. 0 or -1 with errno. */
+/* fsync the directory that holds PATH (PATH is changed and restored). */
+static int spool_sync_parent(char *path)
+{
+	char *slash = strrchr(path, '/');
+	int fd, rc;
+
+	if (!slash)
+		return 0;
+	*slash = '\0';
+	fd = open(slash == path ? "/" : path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	*slash = '/';
+	if (fd < 0)
+		return -1;
+	rc = fsync(fd);
+	close(fd);
+	return rc;
+}
+
+/* mkdir -p DIR; *CREATED when DIR itself was made. Each directory made is
+ * fsync'ed into its parent: a power loss must not take a new spool.dir
+ * (and the acked events in it) with it. */
 static int spool_mkdirs(const char *dir, bool *created)
 {
 	char buf[4096];
@@ -45,14 +66,18 @@ static int spool_mkdirs(const char *dir, bool *created)
 		if (*p != '/')
 			continue;
 		*p = '\0';
-		if (mkdir(buf, SPOOL_DIR_MODE) < 0 && errno != EEXIST)
+		if (mkdir(buf, SPOOL_DIR_MODE) == 0) {
+			if (spool_sync_parent(buf) < 0)
+				return -1;
+		} else if (errno != EEXIST) {
 			return -1;
+		}
 		*p = '/';
 	}
 	*created = mkdir(buf, SPOOL_DIR_MODE) == 0;
 	if (!*created && errno != EEXIST)
 		return -1;
-	return 0;
+	return *created ? spool_sync_parent(buf) : 0;
 }
 
 /*

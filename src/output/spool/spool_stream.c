@@ -750,19 +750,34 @@ static int spool_stream_marker_path(const struct spool *s, char *buf, size_t len
 	return n > 0 && (size_t)n < len ? 0 : -1;
 }
 
-/* The cut a re-split recorded (segments up to it are the old ones), or 0 when none. */
-static uint64_t spool_stream_marker_read(const struct spool *s)
+/* The cut a re-split recorded in *CUT (segments up to it are the old ones),
+ * 0 when there is no marker. -1 when a marker exists but cannot be read:
+ * guessing "none" would delete new segments some of which were already
+ * published beside the old ones, and replay those frames twice. */
+static int spool_stream_marker_read(const struct spool *s, uint64_t *cut)
 {
 	char path[4096], text[32] = "";
-	unsigned long long cut = 0;
+	unsigned long long v = 0;
 	FILE *fp;
 
-	if (spool_stream_marker_path(s, path, sizeof(path), false) < 0 || !(fp = fopen(path, "re")))
-		return 0;
-	if (!fgets(text, sizeof(text), fp) || sscanf(text, "%llu", &cut) != 1)
-		cut = 0;
+	*cut = 0;
+	if (spool_stream_marker_path(s, path, sizeof(path), false) < 0)
+		return -1;
+	if (!(fp = fopen(path, "re"))) {
+		if (errno == ENOENT)
+			return 0;
+		log_error("spool", "cannot read %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (!fgets(text, sizeof(text), fp) || sscanf(text, "%llu", &v) != 1 || v == 0) {
+		log_error("spool", "%s does not hold a segment number; an interrupted re-split "
+			  "cannot be finished safely: look at the spool directory", path);
+		fclose(fp);
+		return -1;
+	}
 	fclose(fp);
-	return cut;
+	*cut = v;
+	return 0;
 }
 
 /*
@@ -772,13 +787,13 @@ static uint64_t spool_stream_marker_read(const struct spool *s)
  */
 static int spool_stream_finish_resplit(struct spool *s)
 {
-	uint64_t cut = spool_stream_marker_read(s);
+	uint64_t cut;
 	char path[4096], final[4096];
-	DIR *d = opendir(s->dir);
+	DIR *d;
 	struct dirent *de;
 	int rc = 0;
 
-	if (!d)
+	if (spool_stream_marker_read(s, &cut) < 0 || !(d = opendir(s->dir)))
 		return -1;
 	while ((de = readdir(d))) {
 		int writer;
