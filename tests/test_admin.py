@@ -249,3 +249,15 @@ def test_a_second_segment_set_aside_keeps_the_first(stoppable_pg, stoppable_daem
     with open(first["path"] + ".foreign", "rb") as f:
         assert f.read() == first["bytes"], "the first segment set aside was overwritten"
     assert os.path.exists(first["path"] + ".foreign.1")
+
+
+def test_a_json_column_sent_under_both_names_keeps_the_last(daemon, pg):
+    """mg_detail and detail (and the other JSONB columns) in one event: the
+    last value of each column wins, as for any other column (the repeats
+    once used up the per-event JSON slots and refused the event)."""
+    send(daemon, [session("js-1", mg_detail={"a": 1}, detail={"a": 2},
+                          mg_value=[1], value=[2], mg_runtime_flat={"x": 1},
+                          runtime_flat={"x": 2})])
+    row = admin_row(pg, "js-1")
+    assert row is not None, daemon.dead_letters()
+    assert (row["mg_detail"], row["mg_value"], row["mg_runtime_flat"]) == ({"a": 2}, [2], {"x": 2})

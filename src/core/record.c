@@ -79,6 +79,7 @@ struct rec_build {
 	char num[TABLE_COLS_MAX][REC_NUM_MAX];    /* INT, TIMESTAMPTZ and UUID text */
 	char id[RECORD_ID_LEN + 1];               /* a generated mg_id */
 	char *json[REC_JSON_MAX];                 /* JSONB columns' text (not mg_meta): malloc'd */
+	int json_col[REC_JSON_MAX];               /* the column each text is for */
 	int njson;
 };
 
@@ -467,9 +468,6 @@ static int rec_take_json(struct rec_build *b, int col, const msgpack_object *o)
 	size_t n;
 	char *text;
 
-	if (b->njson == REC_JSON_MAX)
-		return record_fail(b->err, RECORD_REASON_BAD_META, name, "%s: too many JSON "
-				   "columns", name);
 	out = evbuffer_new();
 	if (!out)
 		return rec_oom(b->err);
@@ -488,6 +486,19 @@ static int rec_take_json(struct rec_build *b, int col, const msgpack_object *o)
 	}
 	evbuffer_free(out);
 	text[n] = '\0';
+	for (int i = 0; i < b->njson; i++)
+		if (b->json_col[i] == col) { /* the column again (key and alias): last wins */
+			free(b->json[i]);
+			b->json[i] = text;
+			rec_set(b, col, text, n);
+			return 0;
+		}
+	if (b->njson == REC_JSON_MAX) { /* a table with more JSONB columns than we keep */
+		free(text);
+		return record_fail(b->err, RECORD_REASON_BAD_META, name, "%s: too many JSON "
+				   "columns", name);
+	}
+	b->json_col[b->njson] = col;
 	b->json[b->njson++] = text;
 	rec_set(b, col, text, n);
 	return 0;
