@@ -309,8 +309,7 @@ static int spool_stream_create(struct spool_stream *st)
 	st->segs[st->nsegs++] = (struct spool_seg){ .writer = st->writer, .seq = seq,
 						    .size = SPOOL_SEG_HEADER,
 						    .nwriters = s->nstreams };
-	atomic_fetch_add(&s->seg_bytes, SPOOL_SEG_HEADER);
-	return 0;
+	return 0; /* its header's bytes were reserved by the append */
 }
 
 /* Encode RECS into frames of about SPOOL_FRAME_TARGET in st->buf; total bytes or 0. */
@@ -353,18 +352,26 @@ static void spool_stream_cut(struct spool_stream *st)
 	st->wfd = -1;
 }
 
-static bool spool_stream_over(const struct spool_stream *st, size_t add)
+/* Count ADD more bytes in the spool, unless that would pass spool.max_bytes
+ * (re-split output has no limit). Check and add are one step, so writers
+ * appending at once cannot all pass the check. */
+static bool spool_stream_reserve(struct spool_stream *st, uint64_t add)
 {
-	const struct spool *s = st->s;
+	struct spool *s = st->s;
+	uint_least64_t cur = atomic_load(&s->seg_bytes);
 
-	return !st->tmp && atomic_load(&s->seg_bytes) + add > s->max_bytes;
+	do {
+		if (!st->tmp && cur + add > s->max_bytes)
+			return false;
+	} while (!atomic_compare_exchange_weak(&s->seg_bytes, &cur, cur + add));
+	return true;
 }
 
 enum spool_status spool_stream_append(struct spool_stream *st, struct record *const *recs,
 				      size_t n)
 {
 	bool rotate = st->wfd < 0 || st->segs[st->nsegs - 1].size >= st->s->seg_target;
-	size_t len;
+	size_t len, header = rotate ? SPOOL_SEG_HEADER : 0;
 	struct spool_seg *seg;
 
 	if (n == 0)
@@ -374,7 +381,7 @@ enum spool_status spool_stream_append(struct spool_stream *st, struct record *co
 		st->err = ENOMEM;
 		return SPOOL_IO_ERROR;
 	}
-	if (spool_stream_over(st, len + (rotate ? SPOOL_SEG_HEADER : 0)))
+	if (!spool_stream_reserve(st, len + header))
 		return SPOOL_FULL;
 	if (rotate) {
 		if (st->wfd >= 0)
@@ -382,6 +389,7 @@ enum spool_status spool_stream_append(struct spool_stream *st, struct record *co
 		st->wfd = -1;
 		if (spool_stream_create(st) < 0) {
 			st->err = errno;
+			atomic_fetch_sub(&st->s->seg_bytes, len + header);
 			return SPOOL_IO_ERROR;
 		}
 	}
@@ -389,10 +397,10 @@ enum spool_status spool_stream_append(struct spool_stream *st, struct record *co
 	if (spool_stream_pwrite(st->wfd, st->buf, len, seg->size) < 0 || fdatasync(st->wfd) < 0) {
 		st->err = errno;
 		spool_stream_cut(st);
+		atomic_fetch_sub(&st->s->seg_bytes, len);
 		return SPOOL_IO_ERROR;
 	}
 	seg->size += len;
-	atomic_fetch_add(&st->s->seg_bytes, len);
 	return SPOOL_OK;
 }
 
