@@ -23,9 +23,7 @@
  * refused after the parse. Its error texts say what the lexer or parser
  * met; what was expected instead ("expected ':'") is worked out from the
  * last token we were called for, and the column is that of the token
- * after it. yajl does not check its own allocations (a failure would be a
- * NULL dereference inside it), so they go through mj_alloc, which ends
- * megactl with a message instead.
+ * after it. yajl's allocations go through json_yajl_alloc (json_yajl.h).
  */
 #include <errno.h>
 #include <limits.h>
@@ -38,6 +36,7 @@
 #include <openssl/evp.h>
 #include <yajl/yajl_parse.h>
 
+#include "json_yajl.h"
 #include "megactl_json.h"
 
 /* Levels of maps and arrays in a line: its own object, then the event's. */
@@ -87,37 +86,6 @@ struct mj {
 	char whybuf[96];
 	size_t col;
 };
-
-/* ---- yajl's allocations ------------------------------------------------- */
-
-static void *mj_checked(void *p)
-{
-	if (!p) {
-		fprintf(stderr, "megactl replay: out of memory inside the JSON parser\n");
-		abort();
-	}
-	return p;
-}
-
-static void *mj_malloc(void *ctx, size_t n)
-{
-	(void)ctx;
-	return mj_checked(malloc(n));
-}
-
-static void *mj_realloc(void *ctx, void *p, size_t n)
-{
-	(void)ctx;
-	return mj_checked(realloc(p, n));
-}
-
-static void mj_free(void *ctx, void *p)
-{
-	(void)ctx;
-	free(p);
-}
-
-static yajl_alloc_funcs mj_alloc = { mj_malloc, mj_realloc, mj_free, NULL };
 
 /* ---- bookkeeping ---------------------------------------------------------- */
 
@@ -501,7 +469,7 @@ int megactl_json_to_msgpack(const char *text, size_t len, msgpack_sbuffer *out,
 	yajl_status st;
 
 	msgpack_packer_init(&j.pk, out, msgpack_sbuffer_write);
-	j.h = yajl_alloc(&mj_callbacks, &mj_alloc, &j);
+	j.h = yajl_alloc(&mj_callbacks, json_yajl_alloc(), &j);
 	if (!j.h) {
 		snprintf(why, whylen, "out of memory");
 		*col = 0;

@@ -25,10 +25,7 @@
  * over max_event_bytes reject their element only; the parse goes on and
  * skips the rest of it. Nesting deeper than HTTP_BODY_MAX_DEPTH stops the
  * parse (yajl's own stack then stays that small). yajl never checks its
- * own allocations (a failure would be a NULL dereference inside it), so
- * they go through hb_yajl_alloc, which ends the process with a log line
- * instead; they are small: the decoded form of one string and a byte per
- * open container.
+ * own allocations, so they go through json_yajl_alloc (json_yajl.h).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -42,6 +39,7 @@
 #include <msgpack.h>
 #include <yajl/yajl_parse.h>
 
+#include "json_yajl.h"
 #include "http_body_private.h"
 #include "json.h"
 #include "log.h"
@@ -81,38 +79,6 @@ struct hb_json {
 	bool ismap[HTTP_BODY_MAX_DEPTH];
 	msgpack_zone zone;
 };
-
-/* ---- yajl's allocations --------------------------------------------------- */
-
-static void *hb_yajl_checked(void *p)
-{
-	if (!p) {
-		log_error("http", "out of memory inside the JSON parser (yajl cannot recover); "
-			  "exiting");
-		abort();
-	}
-	return p;
-}
-
-static void *hb_yajl_malloc(void *ctx, size_t n)
-{
-	(void)ctx;
-	return hb_yajl_checked(malloc(n));
-}
-
-static void *hb_yajl_realloc(void *ctx, void *p, size_t n)
-{
-	(void)ctx;
-	return hb_yajl_checked(realloc(p, n));
-}
-
-static void hb_yajl_free(void *ctx, void *p)
-{
-	(void)ctx;
-	free(p);
-}
-
-static yajl_alloc_funcs hb_yajl_alloc = { hb_yajl_malloc, hb_yajl_realloc, hb_yajl_free, NULL };
 
 /* Reject the current element for REASON (the first reason stands). */
 static void hb_spoil(struct hb_json *j, enum record_reason reason, const char *fmt, ...)
@@ -513,7 +479,7 @@ static size_t hb_locate(const struct hb_json *j, size_t stop)
 	bool ok;
 
 	for (int k = 0; k < 2; k++) {
-		if (!(h = yajl_alloc(NULL, &hb_yajl_alloc, NULL)))
+		if (!(h = yajl_alloc(NULL, json_yajl_alloc(), NULL)))
 			return stop;
 		if (j->ndjson)
 			yajl_config(h, yajl_allow_multiple_values, 1);
@@ -583,7 +549,7 @@ enum http_body_status http_body_json(const char *body, size_t len, bool ndjson,
 	msgpack_packer_init(&j.pk, &j, hb_write);
 	if (!msgpack_zone_init(&j.zone, MSGPACK_ZONE_CHUNK_SIZE))
 		return http_body_fail(err, HTTP_BODY_NOMEM, 0, "out of memory");
-	j.h = yajl_alloc(&hb_callbacks, &hb_yajl_alloc, &j);
+	j.h = yajl_alloc(&hb_callbacks, json_yajl_alloc(), &j);
 	if (!j.h || (ndjson && !yajl_config(j.h, yajl_allow_multiple_values, 1))) {
 		st = http_body_fail(err, HTTP_BODY_NOMEM, 0, "out of memory");
 	} else {
