@@ -36,6 +36,7 @@ DEB_PACKAGES=(
 	debhelper dpkg-dev lintian   # make deb, tests/test_deb.py
 	chromium prometheus python3-yaml
 	curl nodejs                  # real HTTP clients of tests/test_http.py
+	e2fsprogs                    # chattr: an undeletable spool segment (test_durability.py)
 )
 
 say() { printf '==> %s\n' "$*" >&2; }
