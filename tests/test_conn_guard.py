@@ -7,6 +7,7 @@ import socket
 import time
 
 from opshelpers import admin_daemon, admin_get
+from test_attacks import closed_within
 
 
 def slow_reader(port, path, times):
@@ -22,17 +23,19 @@ def slow_reader(port, path, times):
     return s
 
 
-def closed_within(sock, seconds):
-    """True once the peer closes SOCK (EOF or reset) within SECONDS."""
-    sock.settimeout(seconds)
+def assert_cap_holds(port, held, what):
+    """With HELD (connections mid-answer) open past two sweeps of the guard
+    (one a second), one more connection to PORT is closed at once."""
     try:
-        while sock.recv(4096):
-            pass
-        return True
-    except ConnectionResetError:
-        return True
-    except socket.timeout:
-        return False
+        time.sleep(2.5)
+        extra = socket.create_connection(("127.0.0.1", port), timeout=5)
+        try:
+            assert closed_within(extra, 3), f"{what} was kept open"
+        finally:
+            extra.close()
+    finally:
+        for s in held:
+            s.close()
 
 
 def test_connections_mid_answer_still_count_toward_the_cap(daemon_factory):
@@ -44,16 +47,7 @@ def test_connections_mid_answer_still_count_toward_the_cap(daemon_factory):
     assert status == 200, page
     times = 8 * 1024 * 1024 // len(page) + 1
     held = [slow_reader(d.admin_port, "/metrics", times) for _ in range(16)]
-    try:
-        time.sleep(2.5)                      # two sweeps of the guard
-        extra = socket.create_connection(("127.0.0.1", d.admin_port), timeout=5)
-        try:
-            assert closed_within(extra, 3), "a 17th admin connection was kept open"
-        finally:
-            extra.close()
-    finally:
-        for s in held:
-            s.close()
+    assert_cap_holds(d.admin_port, held, "a 17th admin connection")
     # and once they are gone, the endpoint serves again
     deadline = time.monotonic() + 10
     while True:
@@ -81,13 +75,4 @@ def test_http_input_connections_mid_answer_still_count(daemon_factory, pg):
     assert answer.startswith(b"HTTP/1.1 404"), answer
     held = [slow_reader(d.http_port, "/nope", 8 * 1024 * 1024 // len(answer) + 1)
             for _ in range(3)]
-    try:
-        time.sleep(2.5)                      # two sweeps of the guard
-        extra = socket.create_connection(("127.0.0.1", d.http_port), timeout=5)
-        try:
-            assert closed_within(extra, 3), "a fourth HTTP connection was kept open"
-        finally:
-            extra.close()
-    finally:
-        for s in held:
-            s.close()
+    assert_cap_holds(d.http_port, held, "a fourth HTTP connection")
