@@ -17,6 +17,7 @@ import subprocess
 import pytest
 
 from helpers import Daemon
+from test_durability import TmpfsDisk as SpoolTmpfsDisk
 
 PAD = "x" * 20000  # a line far longer than what is left of the disk
 
@@ -26,19 +27,11 @@ def bad_event(mg_id, pad=""):
     return [[1700000000, {"mg_id": mg_id, "mg_prompt": 12, "pad": pad}]]
 
 
-class TmpfsDisk:
+class TmpfsDisk(SpoolTmpfsDisk):
     """A 1 MiB tmpfs for spool.dir; full() fills it to the last byte."""
 
     def __init__(self, tmp_path, monkeypatch):
-        self.mnt = str(tmp_path / "disk")
-        os.mkdir(self.mnt)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", self.mnt],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if r.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({r.stdout.strip()}); the rlimit "
-                        "variant covers a full disk")
-        self.spool_dir = os.path.join(self.mnt, "spool")
-        self.filler = os.path.join(self.mnt, "filler")
+        super().__init__(tmp_path, "1m", "the rlimit variant")
 
     def full(self, d):
         # The dead-letter file's last page must have room left, so the next
@@ -54,12 +47,6 @@ class TmpfsDisk:
                     assert e.errno == errno.ENOSPC, e
         finally:
             os.close(fd)
-
-    def free(self, d):
-        os.unlink(self.filler)
-
-    def close(self):
-        subprocess.run(["umount", "-l", self.mnt])
 
 
 class RlimitDisk:

@@ -102,15 +102,16 @@ def test_sigkill_five_rounds_under_load(stoppable_pg, stoppable_daemon_factory, 
 # ---- the spool's disk fills up -----------------------------------------------
 
 class TmpfsDisk:
-    """A 4 MiB tmpfs for the spool; 'full' is a filler file taking its space."""
+    """A tmpfs of SIZE for the spool; 'full' is a filler file taking its space.
+    Where no tmpfs can be mounted the test is skipped: OTHER covers it."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, size="4m", other="the shim variant"):
         self.mnt = str(tmp_path / "disk")
         os.mkdir(self.mnt)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", self.mnt],
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", self.mnt],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if r.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({r.stdout.strip()}); the shim variant "
+            pytest.skip(f"cannot mount a tmpfs here ({r.stdout.strip()}); {other} "
                         "covers a full disk")
         self.spool_dir = os.path.join(self.mnt, "spool")
         self.filler = os.path.join(self.mnt, "filler")
@@ -123,7 +124,7 @@ class TmpfsDisk:
         with open(self.filler, "ab") as f:
             f.write(b"\0" * max(0, free - 256 * 1024))
 
-    def free(self):
+    def free(self, *_):
         os.unlink(self.filler)
 
     def close(self):

@@ -274,7 +274,7 @@ static void writer_count_passes(struct writer *w, size_t lo, size_t hi, int maxp
 
 size_t writer_pass_prefix(struct writer *w, struct record **recs, size_t n, int max)
 {
-	if (writer_number_passes(w, recs, n) <= max)
+	if (n <= (size_t)max || writer_number_passes(w, recs, n) <= max)
 		return n;
 	for (size_t i = 1; i < n; i++) /* the first record is always pass 1 */
 		if (w->pass[i] > max)
