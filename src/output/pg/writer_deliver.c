@@ -170,7 +170,8 @@ static void writer_hold_pause(struct writer *w)
 	if (!w->pg && writer_until_try_ms(w) < ms)
 		ms = writer_until_try_ms(w);
 	atomic_store(&w->progress_ns, clock_mono_ns());
-	if (!writer_draining_expired(w) && !w->drain_deadline_ns) {
+	(void)writer_draining_expired(w); /* sets the drain deadline once the queue closed */
+	if (!w->drain_deadline_ns) {
 		/* Never reaches SIZE_MAX events: returns at the timeout or on close. */
 		queue_wait(w->q, SIZE_MAX, (int)ms);
 		return;
